@@ -1,0 +1,106 @@
+"""What a client can do to jobs, shared by the WebSocket, the HTTP API and the CLI.
+
+Every function takes the caller's owner key and answers a job that is not the
+caller's exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db.models import F
+from django.utils import timezone
+
+from . import conf
+from .exceptions import BadRequest, Forbidden, LimitReached, NotFound
+from .models import ACTIVE_STATUSES, Job, Status
+from .publish import publish
+from .registry import get_kind
+from .runtime import get_runtime
+
+
+def require_owner(owner: str | None) -> str:
+    if not owner:
+        raise Forbidden("No session: load a page of this site first, then connect")
+    return owner
+
+
+def parse_job_id(value: Any, field: str = "job") -> str:
+    """The canonical text of a job id, or a ``BadRequest`` naming the field."""
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            pass
+    raise BadRequest(f"{field} must be a job id (a UUID)", field=field)
+
+
+async def start_job(owner: str, kind: Any, params: Any, *, language: str = "",
+                    from_strings: bool = False) -> Job:
+    """Validate, check the caps, create and start a job; returns it live."""
+    job_kind = get_kind(kind)
+    clean = job_kind.validate({} if params is None else params, from_strings=from_strings)
+    runtime = await get_runtime()
+    async with runtime.admission:
+        active = Job.objects.filter(status__in=ACTIVE_STATUSES)
+        per_owner = conf.get("MAX_ACTIVE_PER_OWNER")
+        if await active.filter(owner=owner).acount() >= per_owner:
+            raise LimitReached(
+                f"You already have {per_owner} jobs queued or running, the most allowed; "
+                "wait for one to end or cancel one"
+            )
+        if await active.acount() >= conf.get("MAX_ACTIVE_TOTAL"):
+            raise LimitReached("The server is running as many jobs as it may; try again soon")
+        job = Job(kind=job_kind.name, params=clean, owner=owner, language=language, seq=1)
+        runtime.runner.claim(job)
+        await job.asave(force_insert=True)
+    await publish(job)
+    runtime.runner.submit(job)
+    return job
+
+
+async def get_job(owner: str, job_id: str) -> Job:
+    """The caller's job as it is now: live from this process if it runs here."""
+    runtime = await get_runtime()
+    execution = runtime.runner.executions.get(job_id)
+    if execution is not None and execution.job.owner == owner:
+        return execution.job
+    job = await Job.objects.filter(pk=job_id, owner=owner).afirst()
+    if job is None:
+        raise NotFound("No such job", field="job")
+    return job
+
+
+async def cancel_job(owner: str, job_id: str) -> Job:
+    """Cancel the caller's job: ended at once if nobody runs it yet, else asked to stop."""
+    job = await get_job(owner, job_id)
+    if not job.is_active:
+        return job
+    runtime = await get_runtime()
+    execution = runtime.runner.executions.get(job_id)
+    if execution is not None:
+        return await execution.cancel()
+    # Running in another process: it sees the flag at its next heartbeat.
+    await Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).aupdate(
+        cancel_requested=True
+    )
+    now = timezone.now()
+    ended = await Job.objects.filter(pk=job_id, status=Status.QUEUED, worker="").aupdate(
+        status=Status.CANCELLED, finished_at=now, updated_at=now, seq=F("seq") + 1
+    )
+    job = await Job.objects.aget(pk=job_id)
+    if ended:
+        await publish(job)
+    return job
+
+
+async def list_jobs(owner: str, *, limit: int, active_only: bool = False) -> list[Job]:
+    """The caller's jobs, newest first, live where they run in this process."""
+    runtime = await get_runtime()
+    jobs = Job.objects.filter(owner=owner)
+    if active_only:
+        jobs = jobs.filter(status__in=ACTIVE_STATUSES)
+    found = [job async for job in jobs.order_by("-created_at")[:limit]]
+    live = runtime.runner.executions
+    return [live[str(job.id)].job if str(job.id) in live else job for job in found]

@@ -1,0 +1,121 @@
+"""The JSON API under ``/api/jobs/``: the WebSocket's actions over plain HTTP.
+
+Same states, same ownership rules, errors as ``{"type": "error", "code", "detail"}``
+with the matching status. Writes need the CSRF token like any Django form.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
+
+from . import actions, conf
+from .exceptions import BadRequest, Forbidden, NotFound, RequestError, TooLarge
+from .owner import request_owner
+from .state import error_frame, job_state
+
+View = Callable[..., Awaitable[HttpResponse]]
+
+# Methods each endpoint answers; anything else is a 405 with a JSON body.
+_LIST_LIMIT_MAX = 200
+
+
+def error_response(error: RequestError, job: str | None = None, status: int | None = None
+                   ) -> JsonResponse:
+    return JsonResponse(error_frame(error, job), status=status or error.http_status)
+
+
+def api_view(*methods: str) -> Callable[[View], View]:
+    """Answer only ``methods``, turn every RequestError into a JSON error response."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                response = error_response(
+                    BadRequest(f"Method {request.method} not allowed, use: {', '.join(methods)}"),
+                    status=405,
+                )
+                response["Allow"] = ", ".join(methods)
+                return response
+            try:
+                return await view(request, *args, **kwargs)
+            except RequestError as error:
+                return error_response(error)
+
+        return wrapper
+
+    return decorate
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    if len(request.body) > conf.get("MAX_FRAME_BYTES"):
+        raise TooLarge(f"Bodies may be at most {conf.get('MAX_FRAME_BYTES')} bytes")
+    content_type = request.content_type or ""
+    if content_type != "application/json":
+        raise BadRequest("Send the body as application/json")
+    try:
+        body = json.loads(request.body or b"{}", parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise BadRequest("The body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object")
+    return body
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+@api_view("GET", "POST")
+async def jobs(request: HttpRequest) -> HttpResponse:
+    """GET: the caller's jobs, newest first. POST ``{"kind", "params"}``: start one."""
+    owner = await request_owner(request)
+    if request.method == "POST":
+        body = _body(request)
+        job = await actions.start_job(
+            owner, body.get("kind"), body.get("params"),
+            language=getattr(request, "LANGUAGE_CODE", ""),
+        )
+        response = JsonResponse(job_state(job), status=201)
+        response["Location"] = reverse("liveprogress:job", args=[job.id])
+        return response
+    limit_text = request.GET.get("limit", str(conf.get("RECENT_JOBS")))
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= _LIST_LIMIT_MAX:
+        raise BadRequest(f"limit must be a whole number from 1 to {_LIST_LIMIT_MAX}",
+                         field="limit")
+    status = request.GET.get("status", "")
+    if status not in ("", "active"):
+        raise BadRequest("status must be 'active' or left out", field="status")
+    found = await actions.list_jobs(owner, limit=int(limit_text), active_only=bool(status))
+    return JsonResponse({"jobs": [job_state(job) for job in found]})
+
+
+@api_view("GET")
+async def job(request: HttpRequest, job_id: str) -> HttpResponse:
+    """The caller's job."""
+    owner = await request_owner(request)
+    found = await actions.get_job(owner, actions.parse_job_id(job_id))
+    return JsonResponse(job_state(found))
+
+
+@api_view("POST")
+async def cancel(request: HttpRequest, job_id: str) -> HttpResponse:
+    """Cancel the caller's job: its state, ended or with the cancel requested."""
+    owner = await request_owner(request)
+    found = await actions.cancel_job(owner, actions.parse_job_id(job_id))
+    return JsonResponse(job_state(found), status=202 if found.is_active else 200)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """``CSRF_FAILURE_VIEW`` that answers in the API's JSON shape."""
+    return error_response(Forbidden(f"CSRF check failed: {reason}"))
+
+
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    return error_response(NotFound("No such endpoint"))

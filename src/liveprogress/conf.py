@@ -1,0 +1,88 @@
+"""Settings of liveprogress, read in one place.
+
+Every setting lives in the ``LIVEPROGRESS`` dict of the Django settings; anything
+left out takes its default from ``DEFAULTS``. Values are read lazily, validated
+once and cached until ``setting_changed`` fires (tests override them freely).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+#: name -> (default, type). Documented one by one in the README.
+DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
+    # Where jobs run: "inprocess" (inside the ASGI server) or "tasks" (django.tasks).
+    "RUNNER": ("inprocess", str),
+    # At most one channel-layer message per job per this many seconds.
+    "PUBLISH_INTERVAL": (0.1, (int, float)),
+    # At most one database write of a running job's progress per this many seconds.
+    "PERSIST_INTERVAL": (1.0, (int, float)),
+    # How often a process marks its running jobs alive and looks for stale ones.
+    "HEARTBEAT_INTERVAL": (5.0, (int, float)),
+    # A running job whose heartbeat is older than this ends `interrupted`.
+    "STALE_AFTER": (30.0, (int, float)),
+    # How often a server process re-reads the watched jobs from the database, so
+    # a state the channel layer dropped still reaches its watchers.
+    "RECONCILE_INTERVAL": (5.0, (int, float)),
+    # Threads that run sync job functions in the in-process runner.
+    "SYNC_WORKERS": (8, int),
+    # Queued plus running jobs one owner may have at once.
+    "MAX_ACTIVE_PER_OWNER": (10, int),
+    # Queued plus running jobs in all, for everyone.
+    "MAX_ACTIVE_TOTAL": (500, int),
+    # Largest WebSocket frame or HTTP body accepted from a client, in bytes.
+    "MAX_FRAME_BYTES": (64 * 1024, int),
+    # Jobs one WebSocket may subscribe to at once.
+    "MAX_SUBSCRIPTIONS": (200, int),
+    # How many of an owner's jobs `watch_mine` and the job list return.
+    "RECENT_JOBS": (20, int),
+    # Register the built-in demo job kinds (demo.timer).
+    "DEMO_JOBS": (True, bool),
+}
+
+RUNNERS = ("inprocess",)
+
+
+@cache
+def _settings() -> dict[str, Any]:
+    configured = getattr(settings, "LIVEPROGRESS", {}) or {}
+    unknown = sorted(set(configured) - set(DEFAULTS))
+    if unknown:
+        raise ImproperlyConfigured(
+            f"Unknown LIVEPROGRESS setting(s) {', '.join(map(repr, unknown))}, "
+            f"must be among: {', '.join(DEFAULTS)}"
+        )
+    values = {name: default for name, (default, _) in DEFAULTS.items()}
+    for name, value in configured.items():
+        expected = DEFAULTS[name][1]
+        if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
+            raise ImproperlyConfigured(
+                f"LIVEPROGRESS[{name!r}] = {value!r} has the wrong type, "
+                f"expected {getattr(expected, '__name__', expected)}"
+            )
+        if expected is not bool and expected is not str and value <= 0:
+            raise ImproperlyConfigured(f"LIVEPROGRESS[{name!r}] = {value!r} must be positive")
+        values[name] = value
+    if values["RUNNER"] not in RUNNERS:
+        raise ImproperlyConfigured(
+            f"Unsupported LIVEPROGRESS['RUNNER'] {values['RUNNER']!r}, "
+            f"must be one of: {', '.join(RUNNERS)}"
+        )
+    return values
+
+
+def get(name: str) -> Any:
+    """The value of one liveprogress setting, defaults applied."""
+    return _settings()[name]
+
+
+@receiver(setting_changed)
+def _clear_cache(*, setting: str, **kwargs: Any) -> None:
+    if setting == "LIVEPROGRESS":
+        _settings.cache_clear()

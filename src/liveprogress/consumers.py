@@ -1,0 +1,182 @@
+"""The WebSocket at ``/ws/progress/``: one socket, many jobs (protocol in the README).
+
+Every frame a client sends gets at least one answer: a state, an ack or an
+error frame. No input closes the socket or touches a job that is not the
+caller's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from . import actions, conf
+from .exceptions import BadRequest, LimitReached, RequestError, TooLarge
+from .hub import Outbox
+from .owner import scope_language, scope_owner
+from .runtime import Runtime, get_runtime
+from .state import encode, error_frame, job_state
+
+logger = logging.getLogger(__name__)
+
+
+def parse_frame(text: str | None, data: bytes | None) -> dict[str, Any]:
+    """The client's frame as a JSON object, or the error that answers it."""
+    if text is None:
+        raise BadRequest("Binary frames are not supported; send JSON text")
+    if len(text.encode("utf-8", "surrogatepass")) > conf.get("MAX_FRAME_BYTES"):
+        raise TooLarge(f"Frames may be at most {conf.get('MAX_FRAME_BYTES')} bytes")
+    try:
+        frame = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise BadRequest("The frame is not valid JSON") from None
+    if not isinstance(frame, dict):
+        raise BadRequest("The frame must be a JSON object")
+    return frame
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+class ProgressConsumer(AsyncWebsocketConsumer):
+    # No channel of its own: the process's hub is the only channel-layer
+    # subscriber and hands states to this socket directly (see hub.py).
+    channel_layer_alias = "liveprogress.no-layer"
+
+    runtime: Runtime
+    outbox: Outbox
+    owner: str | None
+
+    async def connect(self) -> None:
+        self.runtime = await get_runtime()
+        self.owner = await scope_owner(self.scope)
+        self.language = scope_language(self.scope)
+        self.jobs: set[str] = set()
+        self.watching_owner = False
+        self.outbox = Outbox(self._send_text)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        outbox = getattr(self, "outbox", None)
+        if outbox is None:
+            return
+        outbox.close()
+        await self.runtime.hub.detach(
+            outbox, self.jobs, self.owner if self.watching_owner else None
+        )
+
+    async def _send_text(self, text: str) -> None:
+        await self.send(text_data=text)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        job: str | None = None
+        try:
+            frame = parse_frame(text_data, bytes_data)
+            raw_job = frame.get("job")
+            if isinstance(raw_job, str) and len(raw_job) <= 64:
+                job = raw_job
+            action = frame.get("action")
+            handler = self.ACTIONS.get(action) if isinstance(action, str) else None
+            if handler is None:
+                raise BadRequest(
+                    f"Unknown action {str(action)[:40]!r}, must be one of: "
+                    + ", ".join(self.ACTIONS),
+                    field="action",
+                )
+            await handler(self, frame)
+        except RequestError as error:
+            self.outbox.offer(encode(error_frame(error, job)))
+        except Exception:
+            logger.exception("websocket action failed")
+            self.outbox.offer(
+                encode(error_frame(BadRequest("The server could not do that; try again"), job))
+            )
+
+    # -- actions ----------------------------------------------------------------
+
+    async def _watch(self, job_id: str) -> None:
+        if job_id not in self.jobs:
+            if len(self.jobs) >= conf.get("MAX_SUBSCRIPTIONS"):
+                raise LimitReached(
+                    f"A socket may watch at most {conf.get('MAX_SUBSCRIPTIONS')} jobs; "
+                    "unsubscribe from one first"
+                )
+            self.jobs.add(job_id)
+            await self.runtime.hub.watch_job(job_id, self.outbox)
+
+    async def _unwatch(self, job_id: str) -> None:
+        if job_id in self.jobs:
+            self.jobs.discard(job_id)
+            await self.runtime.hub.unwatch_job(job_id, self.outbox)
+        self.outbox.forget(job_id)
+
+    def _answer(self, job: Any) -> None:
+        seq, frame = self.runtime.hub.deliver_job(job)
+        self.outbox.offer_state(str(job.id), seq, frame, answer=True)
+
+    async def subscribe(self, frame: dict[str, Any]) -> None:
+        owner = actions.require_owner(self.owner)
+        job_id = actions.parse_job_id(frame.get("job"))
+        after = frame.get("after")
+        if after is not None and (isinstance(after, bool) or not isinstance(after, int)
+                                  or after < 0):
+            raise BadRequest("after must be a whole number >= 0", field="after")
+        newly = job_id not in self.jobs
+        # Join first, then read the snapshot: a state published in between is
+        # either in the snapshot or arrives live, never lost.
+        await self._watch(job_id)
+        try:
+            job = await actions.get_job(owner, job_id)
+        except RequestError:
+            if newly:
+                await self._unwatch(job_id)
+            raise
+        seq, text = self.runtime.hub.deliver_job(job)
+        if after is not None and seq <= after:
+            self.outbox.offer(encode({"type": "subscribed", "job": job_id, "seq": seq}))
+        else:
+            self.outbox.offer_state(job_id, seq, text, answer=True)
+
+    async def unsubscribe(self, frame: dict[str, Any]) -> None:
+        actions.require_owner(self.owner)
+        job_id = actions.parse_job_id(frame.get("job"))
+        await self._unwatch(job_id)
+        self.outbox.offer(encode({"type": "unsubscribed", "job": job_id}))
+
+    async def cancel(self, frame: dict[str, Any]) -> None:
+        owner = actions.require_owner(self.owner)
+        job_id = actions.parse_job_id(frame.get("job"))
+        job = await actions.cancel_job(owner, job_id)
+        await self._watch(job_id)
+        self._answer(job)
+
+    async def start(self, frame: dict[str, Any]) -> None:
+        owner = actions.require_owner(self.owner)
+        job = await actions.start_job(
+            owner, frame.get("kind"), frame.get("params"), language=self.language
+        )
+        await self._watch(str(job.id))
+        self._answer(job)
+
+    async def watch_mine(self, frame: dict[str, Any]) -> None:
+        owner = actions.require_owner(self.owner)
+        if not self.watching_owner:
+            self.watching_owner = True
+            await self.runtime.hub.watch_owner(owner, self.outbox)
+        jobs = await actions.list_jobs(owner, limit=conf.get("RECENT_JOBS"))
+        states = [job_state(job) for job in jobs]
+        for state in states:
+            self.outbox.note_sent(state["id"], state["seq"])
+        self.outbox.offer(encode({"type": "watching", "jobs": states}))
+
+    ACTIONS = {
+        "subscribe": subscribe,
+        "unsubscribe": unsubscribe,
+        "cancel": cancel,
+        "start": start,
+        "watch_mine": watch_mine,
+    }

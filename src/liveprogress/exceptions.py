@@ -1,0 +1,52 @@
+"""Exceptions of liveprogress, under one base.
+
+Each error a client can cause maps to one HTTP status and one WebSocket error
+code, here and nowhere else.
+"""
+
+from __future__ import annotations
+
+
+class LiveProgressError(Exception):
+    """Base of every liveprogress exception."""
+
+
+class JobCancelled(LiveProgressError):
+    """Raised inside a job's code by its Progress once a cancel is requested."""
+
+
+class RequestError(LiveProgressError):
+    """A client's request that cannot be served; answered, never fatal."""
+
+    code = "bad_request"
+    http_status = 400
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class BadRequest(RequestError):
+    code = "bad_request"
+    http_status = 400
+
+
+class Forbidden(RequestError):
+    code = "forbidden"
+    http_status = 403
+
+
+class NotFound(RequestError):
+    code = "not_found"
+    http_status = 404
+
+
+class TooLarge(RequestError):
+    code = "too_large"
+    http_status = 413
+
+
+class LimitReached(RequestError):
+    code = "limit"
+    http_status = 429

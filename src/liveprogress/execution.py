@@ -1,0 +1,259 @@
+"""Running one job: call its function, publish and persist its progress, end it.
+
+The same execution serves every runner: in-process it runs on the server's
+event loop, and a worker process would run it on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone, translation
+
+from . import conf
+from .exceptions import JobCancelled
+from .models import ACTIVE_STATUSES, UNPERSISTED_SEQ_WINDOW, Job, Status
+from .progress import Progress, ProgressSnapshot
+from .publish import publish
+from .registry import JobKind
+
+logger = logging.getLogger(__name__)
+
+# The ETA comes from the progress rate over this many recent seconds, not since the
+# start, so it follows a job that speeds up or slows down.
+ETA_WINDOW_S = 10.0
+
+_PROGRESS_FIELDS = ["status", "current", "total", "message", "eta_s", "seq", "started_at",
+                    "updated_at"]
+_FINAL_FIELDS = [*_PROGRESS_FIELDS, "result", "error", "finished_at"]
+
+
+class Execution:
+    """One run of one job; :meth:`run` returns once the job has ended and said so."""
+
+    def __init__(
+        self,
+        job: Job,
+        kind: JobKind,
+        *,
+        executor: Executor | None = None,
+        on_publish: Callable[[Job], None] | None = None,
+    ) -> None:
+        self.job = job
+        self.kind = kind
+        self.progress = Progress(self._changed)
+        self.on_publish = on_publish
+        self._executor = executor
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._dirty = asyncio.Event()
+        self._wake_pending = False
+        self._publish_lock = asyncio.Lock()
+        self._persisted_seq = job.seq
+        self._persisted_at = time.monotonic()
+        self._samples: deque[tuple[float, int]] = deque()
+        self._thread_started = False
+        self._started_at: Any = None
+        self._finished = False
+        self.ended_elsewhere = False
+
+    # -- running -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        publisher = self._loop.create_task(self._publish_loop())
+        status, result, error = Status.FAILED, None, ""
+        shutdown = False
+        try:
+            if self.kind.is_async:
+                self._mark_started()
+                value = await self._call_async()
+            else:
+                value = await self._loop.run_in_executor(self._executor, self._call_sync)
+            status, result = Status.SUCCEEDED, _json_ready(value)
+        except (JobCancelled, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and self._task is not None:
+                self._task.uncancel()
+            if self.progress.cancelled:
+                status = Status.CANCELLED
+            else:
+                # Cancelled by the server's shutdown, not by anyone's request.
+                status, error, shutdown = Status.INTERRUPTED, "The server stopped", True
+        except Exception as exc:
+            logger.warning("job failed job=%s kind=%s", self.job.id, self.kind.name, exc_info=True)
+            error = str(exc) or type(exc).__name__
+        finally:
+            publisher.cancel()
+        await self._finish(status, result, error)
+        if shutdown:
+            raise asyncio.CancelledError
+
+    async def _call_async(self) -> Any:
+        with translation.override(self.job.language or settings.LANGUAGE_CODE):
+            return await self.kind.function(self.progress, **self.job.params)
+
+    def _call_sync(self) -> Any:
+        # The check and the mark are one step under the lock that cancel() takes,
+        # so a cancel either stops the job before it starts or is seen by it.
+        with self.progress._lock:
+            self.progress._check_cancelled()
+            self._thread_started = True
+        self._mark_started()
+        try:
+            with translation.override(self.job.language or settings.LANGUAGE_CODE):
+                return self.kind.function(self.progress, **self.job.params)
+        finally:
+            close_old_connections()
+
+    def _mark_started(self) -> None:
+        self._started_at = timezone.now()
+        self._changed()
+
+    async def cancel(self) -> Job:
+        """Ask the job to stop; returns its state with the request published."""
+        with self.progress._lock:
+            self.progress.request_cancel()
+            thread_started = self._thread_started
+        if (self.kind.is_async or not thread_started) and self._task is not None:
+            self._task.cancel()
+        self.job.cancel_requested = True
+        await self._publish()
+        return self.job
+
+    def stop_ended_elsewhere(self) -> None:
+        """Someone else ended this job (a cancel, a sweep): stop running it."""
+        self.ended_elsewhere = True
+        with self.progress._lock:
+            self.progress.request_cancel()
+            thread_started = self._thread_started
+        if (self.kind.is_async or not thread_started) and self._task is not None:
+            self._task.cancel()
+
+    # -- publishing --------------------------------------------------------------
+
+    def _changed(self) -> None:
+        """Wake the publisher; called from any thread, cheap when it is already awake."""
+        if self._wake_pending or self._loop is None:
+            return
+        self._wake_pending = True
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._dirty.set()
+        else:
+            self._loop.call_soon_threadsafe(self._dirty.set)
+
+    async def _publish_loop(self) -> None:
+        interval = conf.get("PUBLISH_INTERVAL")
+        persist_interval = conf.get("PERSIST_INTERVAL")
+        while True:
+            timeout = None
+            if self._persisted_seq != self.job.seq:
+                timeout = max(0.0, self._persisted_at + persist_interval - time.monotonic())
+            try:
+                await asyncio.wait_for(self._dirty.wait(), timeout)
+            except TimeoutError:
+                async with self._publish_lock:
+                    if not self._finished:
+                        await self._persist(_PROGRESS_FIELDS)
+                continue
+            await self._publish()
+            await asyncio.sleep(interval)
+
+    async def _publish(self) -> None:
+        async with self._publish_lock:
+            if self._finished or self.ended_elsewhere:
+                return
+            self._dirty.clear()
+            self._wake_pending = False
+            job = self.job
+            status_changed = self._apply(self.progress.snapshot())
+            job.seq += 1
+            # Persist before publishing when the status changed, when it is due, or
+            # when publishing would leave the database more than the window behind.
+            if (
+                status_changed
+                or time.monotonic() - self._persisted_at >= conf.get("PERSIST_INTERVAL")
+                or job.seq - self._persisted_seq >= UNPERSISTED_SEQ_WINDOW
+            ) and not await self._persist(_PROGRESS_FIELDS):
+                return
+            await self._send()
+
+    def _apply(self, snapshot: ProgressSnapshot) -> bool:
+        """Copy the progress into the job; True if its status changed."""
+        job = self.job
+        now = timezone.now()
+        status_changed = False
+        if self._started_at is not None and job.status == Status.QUEUED:
+            job.status, job.started_at = Status.RUNNING, self._started_at
+            status_changed = True
+        job.current, job.total, job.message = snapshot.current, snapshot.total, snapshot.message
+        job.updated_at = now
+        job.eta_s = self._eta(snapshot)
+        return status_changed
+
+    def _eta(self, snapshot: ProgressSnapshot) -> float | None:
+        now = time.monotonic()
+        samples = self._samples
+        samples.append((now, snapshot.current))
+        while len(samples) > 2 and now - samples[0][0] > ETA_WINDOW_S:
+            samples.popleft()
+        if snapshot.total is None or len(samples) < 2:
+            return None
+        (t0, c0), (t1, c1) = samples[0], samples[-1]
+        if t1 - t0 <= 0 or c1 <= c0:
+            return None
+        return round(max(snapshot.total - c1, 0) / ((c1 - c0) / (t1 - t0)), 1)
+
+    async def _persist(self, fields: list[str]) -> bool:
+        """Write the job if it is still active; False (and stop) if it ended elsewhere."""
+        job = self.job
+        updated = await Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).aupdate(
+            **{field: getattr(job, field) for field in fields}
+        )
+        self._persisted_seq, self._persisted_at = job.seq, time.monotonic()
+        if not updated:
+            logger.info("job ended elsewhere job=%s", job.id)
+            self.stop_ended_elsewhere()
+        return bool(updated)
+
+    async def _send(self) -> None:
+        await publish(self.job)
+        if self.on_publish is not None:
+            self.on_publish(self.job)
+
+    async def _finish(self, status: Status, result: Any, error: str) -> None:
+        """Persist the final state, then publish it: terminal states are never lost."""
+        async with self._publish_lock:
+            if self.ended_elsewhere:
+                self._finished = True
+                return
+            job = self.job
+            self._apply(self.progress.snapshot())
+            now = timezone.now()
+            job.status, job.result, job.error = status, result, error
+            job.finished_at, job.updated_at, job.eta_s = now, now, None
+            job.seq += 1
+            self._finished = True
+            if await self._persist(_FINAL_FIELDS):
+                await self._send()
+
+
+def _json_ready(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"The job's result can't be stored as JSON: {exc}") from None
+    return value

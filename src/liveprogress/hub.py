@@ -1,0 +1,252 @@
+"""Fan-out inside one server process.
+
+The process, not each socket, subscribes to a job's group: one channel-layer
+message per state per process, encoded once, handed as the same text to every
+local socket watching that job or its owner. Each socket has an :class:`Outbox`
+that keeps only the newest unsent state per job, so a slow socket skips
+superseded states instead of queueing them, and still gets the final one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from . import conf
+from .models import Job
+from .publish import job_group, owner_group, state_message
+
+logger = logging.getLogger(__name__)
+
+# Channel layers expire group memberships (a day by default); renew well before.
+GROUP_RENEW_S = 3600.0
+# Jobs per database query when reconciling.
+RECONCILE_BATCH = 500
+
+
+class Outbox:
+    """The frames waiting to go to one socket, sent in order by one task."""
+
+    def __init__(self, send: Callable[[str], Awaitable[None]]) -> None:
+        self._send = send
+        # key -> frame, in sending order. A job's state keeps one key, so a newer
+        # state replaces an unsent older one where it stands.
+        self._pending: dict[Any, str] = {}
+        self._pending_seq: dict[str, int] = {}
+        self._sent_seq: dict[str, int] = {}
+        self._keys = itertools.count()
+        self._ready = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(
+            self._drain(), context=contextvars.Context()
+        )
+
+    def newest_seq(self, job_id: str) -> int:
+        return max(self._sent_seq.get(job_id, 0), self._pending_seq.get(job_id, 0))
+
+    def offer_state(self, job_id: str, seq: int, frame: str, *, answer: bool = False) -> None:
+        """Queue a job's state unless the socket has or awaits a newer one.
+
+        ``answer`` marks a reply to the client's own request: it goes out even
+        if the socket already got that seq (a duplicate, never a step back).
+        """
+        newest = self.newest_seq(job_id)
+        if seq < newest or (seq == newest and not answer):
+            return
+        self._pending[("job", job_id)] = frame
+        self._pending_seq[job_id] = seq
+        self._ready.set()
+
+    def offer(self, frame: str) -> None:
+        """Queue a frame that is not a job's state (an error, an ack)."""
+        self._pending[next(self._keys)] = frame
+        self._ready.set()
+
+    def note_sent(self, job_id: str, seq: int) -> None:
+        """Record a state that reached the socket inside another frame."""
+        if seq > self._sent_seq.get(job_id, 0):
+            self._sent_seq[job_id] = seq
+
+    def forget(self, job_id: str) -> None:
+        """Drop the job's unsent state (after an unsubscribe)."""
+        self._pending.pop(("job", job_id), None)
+        self._pending_seq.pop(job_id, None)
+
+    def close(self) -> None:
+        self._task.cancel()
+
+    async def _drain(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._pending:
+                key = next(iter(self._pending))
+                frame = self._pending.pop(key)
+                if isinstance(key, tuple):
+                    job_id = key[1]
+                    self.note_sent(job_id, self._pending_seq.pop(job_id))
+                try:
+                    await self._send(frame)
+                except Exception:
+                    logger.info("socket send failed; outbox stops", exc_info=True)
+                    return
+
+
+class Hub:
+    """The one subscriber of this process to the job and owner groups."""
+
+    def __init__(self) -> None:
+        self.channel = ""
+        self._layer: Any = None
+        self._job_watchers: dict[str, set[Outbox]] = {}
+        self._owner_watchers: dict[str, set[Outbox]] = {}
+        # job id -> (seq, frame, terminal) of the newest state seen, for watched jobs.
+        self._latest: dict[str, tuple[int, str, bool]] = {}
+        self._receiver: asyncio.Task[None] | None = None
+        self._renewed_at = time.monotonic()
+        self._reconciled_at = timezone.now()
+
+    async def start(self) -> None:
+        self._layer = get_channel_layer()
+        if self._layer is None:
+            return
+        self.channel = await self._layer.new_channel("liveprogress.hub.")
+        self._receiver = asyncio.get_running_loop().create_task(
+            self._receive(), context=contextvars.Context()
+        )
+
+    async def stop(self) -> None:
+        if self._receiver is not None:
+            self._receiver.cancel()
+
+    async def _receive(self) -> None:
+        while True:
+            try:
+                message = await self._layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("channel layer receive failed; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                self.deliver(
+                    message["job"], message["owner"], message["seq"], message["frame"],
+                    message["terminal"],
+                )
+            except (KeyError, TypeError):
+                logger.warning("malformed hub message dropped: %r", message)
+
+    # -- membership --------------------------------------------------------------
+
+    @property
+    def watched_jobs(self) -> int:
+        return len(self._job_watchers)
+
+    async def watch_job(self, job_id: str, outbox: Outbox) -> None:
+        watchers = self._job_watchers.get(job_id)
+        if watchers is None:
+            watchers = self._job_watchers[job_id] = set()
+            await self._group_add(job_group(job_id))
+        watchers.add(outbox)
+
+    async def unwatch_job(self, job_id: str, outbox: Outbox) -> None:
+        watchers = self._job_watchers.get(job_id)
+        if watchers is None:
+            return
+        watchers.discard(outbox)
+        if not watchers:
+            del self._job_watchers[job_id]
+            self._latest.pop(job_id, None)
+            await self._group_discard(job_group(job_id))
+
+    async def watch_owner(self, owner: str, outbox: Outbox) -> None:
+        watchers = self._owner_watchers.get(owner)
+        if watchers is None:
+            watchers = self._owner_watchers[owner] = set()
+            await self._group_add(owner_group(owner))
+        watchers.add(outbox)
+
+    async def detach(self, outbox: Outbox, jobs: Iterable[str], owner: str | None) -> None:
+        """Remove a closing socket from everything it watched."""
+        for job_id in list(jobs):
+            await self.unwatch_job(job_id, outbox)
+        if owner is not None and owner in self._owner_watchers:
+            watchers = self._owner_watchers[owner]
+            watchers.discard(outbox)
+            if not watchers:
+                del self._owner_watchers[owner]
+                await self._group_discard(owner_group(owner))
+
+    async def _group_add(self, group: str) -> None:
+        if self._layer is not None:
+            await self._layer.group_add(group, self.channel)
+
+    async def _group_discard(self, group: str) -> None:
+        if self._layer is not None:
+            await self._layer.group_discard(group, self.channel)
+
+    # -- delivery ----------------------------------------------------------------
+
+    def deliver(
+        self, job_id: str, owner: str, seq: int, frame: str, terminal: bool
+    ) -> tuple[int, str]:
+        """Hand a state to the local watchers; returns the newest state of the job known here."""
+        latest = self._latest.get(job_id)
+        if job_id in self._job_watchers and (latest is None or seq > latest[0]):
+            latest = self._latest[job_id] = (seq, frame, terminal)
+        for outbox in self._job_watchers.get(job_id, ()):
+            outbox.offer_state(job_id, seq, frame)
+        for outbox in self._owner_watchers.get(owner, ()):
+            outbox.offer_state(job_id, seq, frame)
+        if latest is not None and latest[0] > seq:
+            return latest[0], latest[1]
+        return seq, frame
+
+    def deliver_job(self, job: Job) -> tuple[int, str]:
+        """:meth:`deliver` for a job read from the database or held in memory."""
+        message = state_message(job)
+        return self.deliver(
+            message["job"], job.owner, job.seq, message["frame"], message["terminal"]
+        )
+
+    async def reconcile(self) -> None:
+        """Re-read watched jobs from the database; deliver what the layer dropped.
+
+        The channel layer may drop messages (full channel, Redis away), so this
+        is what makes a final state always reach every watcher.
+        """
+        if time.monotonic() - self._renewed_at > GROUP_RENEW_S:
+            self._renewed_at = time.monotonic()
+            for job_id in list(self._job_watchers):
+                await self._group_add(job_group(job_id))
+            for owner in list(self._owner_watchers):
+                await self._group_add(owner_group(owner))
+        open_jobs = [
+            job_id for job_id in self._job_watchers
+            if job_id not in self._latest or not self._latest[job_id][2]
+        ]
+        for start in range(0, len(open_jobs), RECONCILE_BATCH):
+            batch = open_jobs[start : start + RECONCILE_BATCH]
+            async for job in Job.objects.filter(pk__in=batch):
+                known = self._latest.get(str(job.id))
+                if known is None or job.seq > known[0]:
+                    self.deliver_job(job)
+        # Jobs of watched owners that changed since the last pass (new ones included).
+        since = self._reconciled_at - timedelta(seconds=conf.get("RECONCILE_INTERVAL"))
+        self._reconciled_at = timezone.now()
+        owners = list(self._owner_watchers)
+        for start in range(0, len(owners), RECONCILE_BATCH):
+            recent = Job.objects.filter(
+                owner__in=owners[start : start + RECONCILE_BATCH], updated_at__gte=since
+            )
+            async for job in recent:
+                self.deliver_job(job)

@@ -1,0 +1,57 @@
+"""Sending a job's state to its watchers through the channel layer.
+
+Each state is encoded once and sent to two groups: the job's own and its
+owner's. Server processes, not sockets, are the group members (see ``hub.py``).
+The layer is at-most-once, so a failure here is logged, never raised: the
+database stays the source of truth and watchers reconcile from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from .models import TERMINAL_STATUSES, Job
+from .state import encode, job_state, state_frame
+
+logger = logging.getLogger(__name__)
+
+STATE_MESSAGE = "liveprogress.state"
+
+
+def job_group(job_id: str) -> str:
+    return f"liveprogress.job.{job_id}"
+
+
+def owner_group(owner: str) -> str:
+    # Owner keys may hold characters group names can't; a digest always fits.
+    return "liveprogress.owner." + hashlib.sha256(owner.encode()).hexdigest()[:40]
+
+
+def state_message(job: Job) -> dict[str, Any]:
+    """The channel-layer message that carries ``job``'s state, frame pre-encoded."""
+    return {
+        "type": STATE_MESSAGE,
+        "job": str(job.id),
+        "owner": job.owner,
+        "seq": job.seq,
+        "terminal": job.status in TERMINAL_STATUSES,
+        "frame": encode(state_frame(job_state(job))),
+    }
+
+
+async def publish(job: Job) -> None:
+    """Send ``job``'s current state to everyone watching it or its owner."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = state_message(job)
+    for group in (job_group(message["job"]), owner_group(job.owner)):
+        try:
+            await layer.group_send(group, message)
+        except Exception:
+            logger.warning("publish failed job=%s seq=%s group=%s", job.id, job.seq, group,
+                           exc_info=True)

@@ -1,0 +1,90 @@
+"""Ending jobs whose process died, truthfully: they end `interrupted`.
+
+Two ways to know a process died: its heartbeat is older than ``STALE_AFTER``
+(any host), or, at a process's start-up, it ran on this host and its pid is gone
+or reused. Both end the job with a conditional write, so a job that ends on its
+own at the same moment keeps its own ending.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+
+from django.db.models import F
+from django.utils import timezone
+
+from . import conf
+from .models import ACTIVE_STATUSES, UNPERSISTED_SEQ_WINDOW, Job, Status
+from .publish import publish
+
+logger = logging.getLogger(__name__)
+
+
+def worker_id(boot: str) -> str:
+    """``host:pid:boot``: names this process among all runs of all hosts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{boot}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _dead_on_this_host(worker: str, me: str) -> bool:
+    host, _, rest = worker.partition(":")
+    pid_text, _, _boot = rest.partition(":")
+    if host != socket.gethostname() or worker == me or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    return pid == os.getpid() or not _pid_alive(pid)
+
+
+async def _interrupt(job: Job, reason: str) -> bool:
+    now = timezone.now()
+    ended = await Job.objects.filter(
+        pk=job.pk, status__in=ACTIVE_STATUSES, worker=job.worker, heartbeat_at=job.heartbeat_at
+    ).aupdate(
+        status=Status.INTERRUPTED,
+        error=reason,
+        eta_s=None,
+        finished_at=now,
+        updated_at=now,
+        # Past anything the dead process may have published but not written.
+        seq=F("seq") + UNPERSISTED_SEQ_WINDOW + 1,
+    )
+    if ended:
+        job = await Job.objects.aget(pk=job.pk)
+        logger.warning("job interrupted job=%s worker=%s reason=%r", job.id, job.worker, reason)
+        await publish(job)
+    return bool(ended)
+
+
+async def recover_dead_processes(me: str) -> int:
+    """At start-up: end the jobs of processes on this host that are gone."""
+    count = 0
+    host_prefix = socket.gethostname() + ":"
+    candidates = Job.objects.filter(status__in=ACTIVE_STATUSES, worker__startswith=host_prefix)
+    async for job in candidates:
+        if _dead_on_this_host(job.worker, me):
+            count += await _interrupt(job, "The process running this job stopped")
+    return count
+
+
+async def sweep_stale() -> int:
+    """End every job whose process stopped sending heartbeats."""
+    cutoff = timezone.now() - timedelta(seconds=conf.get("STALE_AFTER"))
+    count = 0
+    stale = Job.objects.filter(status__in=ACTIVE_STATUSES, heartbeat_at__lt=cutoff).exclude(
+        worker=""
+    )
+    async for job in stale:
+        count += await _interrupt(job, "The process running this job stopped answering")
+    return count

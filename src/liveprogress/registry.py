@@ -1,0 +1,120 @@
+"""Job kinds: plain functions registered by name with :func:`job`.
+
+A kind's parameters are read from its signature once, at registration, into a
+pydantic model; every start validates against it before a job exists.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.functional import Promise
+
+from .exceptions import BadRequest
+
+JobFunction = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A registered kind of job."""
+
+    name: str
+    function: JobFunction
+    title: str | Promise
+    is_async: bool
+    params_model: type[pydantic.BaseModel]
+
+    def validate(self, params: Any, *, from_strings: bool = False) -> dict[str, Any]:
+        """Checked params with defaults filled in, as JSON-ready values.
+
+        JSON input is validated strictly (``"5"`` is not an int); command-line
+        input, all strings, is parsed (``from_strings=True``).
+        """
+        if not isinstance(params, Mapping):
+            raise BadRequest("params must be a JSON object", field="params")
+        try:
+            if from_strings:
+                model = self.params_model.model_validate_strings(dict(params))
+            else:
+                model = self.params_model.model_validate(dict(params), strict=True)
+        except pydantic.ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            field = ".".join(str(part) for part in first["loc"]) or "params"
+            message = "unknown parameter" if first["type"] == "extra_forbidden" else first["msg"]
+            raise BadRequest(f"{field}: {message}", field=f"params.{field}") from None
+        return model.model_dump(mode="json")
+
+
+_registry: dict[str, JobKind] = {}
+
+
+def _params_model(name: str, function: JobFunction) -> type[pydantic.BaseModel]:
+    parameters = list(inspect.signature(function).parameters.values())
+    if not parameters:
+        raise ImproperlyConfigured(f"Job {name!r}: its first parameter must take the Progress")
+    hints = typing.get_type_hints(function, include_extras=True)
+    fields: dict[str, Any] = {}
+    for parameter in parameters[1:]:
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise ImproperlyConfigured(
+                f"Job {name!r}: *args and **kwargs can't be validated; name each parameter"
+            )
+        default = ... if parameter.default is parameter.empty else parameter.default
+        fields[parameter.name] = (hints.get(parameter.name, Any), default)
+    return pydantic.create_model(  # type: ignore[call-overload,no-any-return]
+        f"Params_{name.replace('.', '_')}",
+        __config__=pydantic.ConfigDict(extra="forbid", allow_inf_nan=False),
+        **fields,
+    )
+
+
+def job(name: str, *, title: str | Promise | None = None) -> Callable[[JobFunction], JobFunction]:
+    """Register a function as the job kind ``name``.
+
+    The function takes a :class:`~liveprogress.progress.Progress` first, then its
+    parameters by name; their annotations (``Annotated[int, Field(ge=1)]`` for
+    bounds) and defaults are what clients may send. It may be sync (run in a
+    thread) or async (run on the server's event loop); what it returns, JSON-ready,
+    is the job's result.
+    """
+
+    def register(function: JobFunction) -> JobFunction:
+        existing = _registry.get(name)
+        if existing is not None and existing.function is not function:
+            raise ImproperlyConfigured(f"Job kind {name!r} is registered twice")
+        _registry[name] = JobKind(
+            name=name,
+            function=function,
+            title=title or name,
+            is_async=inspect.iscoroutinefunction(function),
+            params_model=_params_model(name, function),
+        )
+        return function
+
+    return register
+
+
+def get_kind(name: Any) -> JobKind:
+    """The registered kind called ``name``, or a ``BadRequest`` that lists them."""
+    if not isinstance(name, str) or not name:
+        raise BadRequest("kind must be a non-empty string", field="kind")
+    try:
+        return _registry[name]
+    except KeyError:
+        known = ", ".join(sorted(_registry)) or "none"
+        raise BadRequest(
+            f"Unknown job kind {name[:100]!r}, must be one of: {known}", field="kind"
+        ) from None
+
+
+def kinds() -> dict[str, JobKind]:
+    """Every registered kind by name."""
+    return dict(_registry)
+

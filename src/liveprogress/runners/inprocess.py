@@ -1,0 +1,87 @@
+"""The in-process runner: jobs run inside the server process that started them.
+
+Async kinds run as tasks on the server's event loop; sync kinds in a bounded
+thread pool, so a blocking job never blocks the loop. The runner also keeps its
+jobs' heartbeats, and stops a job that someone else ended or asked to cancel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from django.utils import timezone
+
+from .. import conf
+from ..execution import Execution
+from ..models import ACTIVE_STATUSES, Job
+from ..registry import get_kind
+
+logger = logging.getLogger(__name__)
+
+
+class InProcessRunner:
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+        self.executions: dict[str, Execution] = {}
+        self._pool = ThreadPoolExecutor(
+            max_workers=conf.get("SYNC_WORKERS"), thread_name_prefix="liveprogress-job"
+        )
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def claim(self, job: Job) -> None:
+        """Mark a new job as this process's before it is saved."""
+        job.worker = self.worker
+        job.heartbeat_at = timezone.now()
+
+    def submit(self, job: Job) -> Execution:
+        """Start running ``job`` (already saved and claimed) in this process."""
+        execution = Execution(job, get_kind(job.kind), executor=self._pool)
+        job_id = str(job.id)
+        self.executions[job_id] = execution
+        # A fresh context: the job must not inherit the request that started it
+        # (its thread-sensitive executor ends with the request).
+        task = asyncio.get_running_loop().create_task(
+            execution.run(), context=contextvars.Context()
+        )
+        self._tasks[job_id] = task
+
+        def forget(_: asyncio.Task[None]) -> None:
+            self._tasks.pop(job_id, None)
+            self.executions.pop(job_id, None)
+
+        task.add_done_callback(forget)
+        return execution
+
+    async def wait(self, job_id: str) -> None:
+        """Return once the job ``job_id`` running here has ended (at once if none)."""
+        task = self._tasks.get(job_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def heartbeat(self) -> None:
+        """Mark this process's jobs alive; act on cancels and ends decided elsewhere."""
+        ids = list(self.executions)
+        if not ids:
+            return
+        await Job.objects.filter(pk__in=ids, status__in=ACTIVE_STATUSES).aupdate(
+            heartbeat_at=timezone.now()
+        )
+        rows = Job.objects.filter(pk__in=ids).values_list("id", "status", "cancel_requested")
+        async for job_id, status, cancel_requested in rows:
+            execution = self.executions.get(str(job_id))
+            if execution is None:
+                continue
+            if status not in ACTIVE_STATUSES:
+                execution.stop_ended_elsewhere()
+            elif cancel_requested and not execution.progress.cancelled:
+                await execution.cancel()
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,92 @@
+"""The per-process runtime: runner, hub and the loops that keep jobs truthful.
+
+It starts on first use inside a running event loop (the server's), because
+Daphne has no start-up hook: the first request or socket starts it, and its
+start-up recovery runs before that request is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+
+from . import conf
+from .hub import Hub
+from .recovery import recover_dead_processes, sweep_stale, worker_id
+from .runners import InProcessRunner
+
+logger = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.worker = worker_id(secrets.token_hex(4))
+        self.runner = InProcessRunner(self.worker)
+        self.hub = Hub()
+        # Serialises cap checks and job creation in this process.
+        self.admission = asyncio.Lock()
+        self._loops: list[asyncio.Task[None]] = []
+        self.ready: asyncio.Task[None] = loop.create_task(
+            self._start(), context=contextvars.Context()
+        )
+
+    async def _start(self) -> None:
+        recovered = await recover_dead_processes(self.worker)
+        if recovered:
+            logger.warning("start-up recovery interrupted=%d", recovered)
+        await self.hub.start()
+        self._every(conf.get("HEARTBEAT_INTERVAL"), self._heartbeat)
+        self._every(conf.get("RECONCILE_INTERVAL"), self.hub.reconcile)
+
+    async def _heartbeat(self) -> None:
+        await self.runner.heartbeat()
+        await sweep_stale()
+
+    def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
+        async def repeat() -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                try:
+                    await work()
+                except Exception:
+                    # A database or layer hiccup must not end the loop for good.
+                    logger.warning("periodic %s failed", work.__qualname__, exc_info=True)
+
+        self._loops.append(self.loop.create_task(repeat(), context=contextvars.Context()))
+
+    async def stop(self) -> None:
+        """Stop the loops and the jobs of this process (tests, clean shutdown)."""
+        for task in self._loops:
+            task.cancel()
+        await self.runner.stop()
+        await self.hub.stop()
+
+
+_runtime: Runtime | None = None
+
+
+async def get_runtime() -> Runtime:
+    """This process's runtime, started on the running loop if it is not yet."""
+    global _runtime
+    loop = asyncio.get_running_loop()
+    if _runtime is None or _runtime.loop is not loop or _failed(_runtime.ready):
+        _runtime = Runtime(loop)
+    await asyncio.shield(_runtime.ready)
+    return _runtime
+
+
+def _failed(task: asyncio.Task[None]) -> bool:
+    # A start-up that failed (the database was away) is tried again on next use.
+    return task.done() and (task.cancelled() or task.exception() is not None)
+
+
+async def stop_runtime() -> None:
+    """Stop and forget this process's runtime, if any."""
+    global _runtime
+    runtime, _runtime = _runtime, None
+    if runtime is not None and runtime.loop is asyncio.get_running_loop():
+        await runtime.stop()

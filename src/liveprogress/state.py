@@ -1,0 +1,85 @@
+"""What goes on the wire: a job's state and the frames around it.
+
+One function, :func:`job_state`, turns a job into its wire state; WebSocket,
+HTTP and the command line all speak it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, TypedDict
+
+from .exceptions import RequestError
+from .models import TERMINAL_STATUSES, Job
+
+
+class JobState(TypedDict):
+    id: str
+    kind: str
+    status: str
+    current: int
+    total: int | None
+    percent: float | None
+    #: The original example's key: whole percent, 0 while the total is unknown.
+    progress: int
+    message: str
+    seq: int
+    eta_s: float | None
+    result: Any
+    error: str
+    cancel_requested: bool
+    created_at: float
+    started_at: float | None
+    updated_at: float
+    finished_at: float | None
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def job_state(job: Job) -> JobState:
+    """The wire state of ``job``: times are epoch seconds, unknowns are null."""
+    percent = job.percent
+    return {
+        "id": str(job.id),
+        "kind": job.kind,
+        "status": job.status,
+        "current": job.current,
+        "total": job.total,
+        "percent": percent,
+        "progress": int(percent or 0),
+        "message": job.message,
+        "seq": job.seq,
+        "eta_s": job.eta_s,
+        "result": job.result,
+        "error": job.error,
+        "cancel_requested": job.cancel_requested,
+        "created_at": job.created_at.timestamp(),
+        "started_at": _epoch(job.started_at),
+        "updated_at": job.updated_at.timestamp(),
+        "finished_at": _epoch(job.finished_at),
+    }
+
+
+def is_terminal(state: JobState) -> bool:
+    return state["status"] in TERMINAL_STATUSES
+
+
+def encode(frame: dict[str, Any]) -> str:
+    """Compact JSON text of one frame, encoded once however many sockets get it."""
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def state_frame(state: JobState) -> dict[str, Any]:
+    return {"type": "job", "job": state}
+
+
+def error_frame(error: RequestError, job: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "code": error.code, "detail": error.detail}
+    if error.field is not None:
+        frame["field"] = error.field
+    if job is not None:
+        frame["job"] = job
+    return frame
