@@ -5,10 +5,13 @@ Environment variables, each optional:
 - DJANGO_DEBUG: "1" for debug pages (off by default).
 - DJANGO_ALLOWED_HOSTS: comma-separated host names (default: localhost, 127.0.0.1, [::1]).
 - DATABASE_URL: a database URL (default: SQLite file db.sqlite3 beside manage.py).
+- LIVEPROGRESS_SETTINGS_JSON: a JSON object of LIVEPROGRESS settings (default: none,
+  every setting at its documented default).
 """
 
-from pathlib import Path
+import json
 import os
+from pathlib import Path
 
 import dj_database_url
 
@@ -88,7 +91,7 @@ CHANNEL_LAYERS = {
     }
 }
 
-LIVEPROGRESS: dict[str, object] = {}
+LIVEPROGRESS: dict[str, object] = json.loads(os.environ.get("LIVEPROGRESS_SETTINGS_JSON", "{}"))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

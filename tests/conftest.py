@@ -34,3 +34,7 @@ async def runtime(fast, transactional_db):
     yield started
     await stop_runtime()
     await layer.flush()
+
+
+# Registers the test-only job kinds.
+from tests import jobs as _test_jobs  # noqa: E402, F401

@@ -36,7 +36,7 @@ def parse_job_id(value: Any, field: str = "job") -> str:
     raise BadRequest(f"{field} must be a job id (a UUID)", field=field)
 
 
-async def start_job(owner: str, kind: Any, params: Any, *, language: str = "",
+async def start_job(owner: str, kind: Any, params: Any = None, *, language: str = "",
                     from_strings: bool = False) -> Job:
     """Validate, check the caps, create and start a job; returns it live."""
     job_kind = get_kind(kind)

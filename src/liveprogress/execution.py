@@ -220,9 +220,11 @@ class Execution:
     async def _persist(self, fields: list[str]) -> bool:
         """Write the job if it is still active; False (and stop) if it ended elsewhere."""
         job = self.job
-        updated = await Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).aupdate(
-            **{field: getattr(job, field) for field in fields}
-        )
+        values = {field: getattr(job, field) for field in fields}
+        if job.cancel_requested:
+            # Only ever set: a request made through another process stays in place.
+            values["cancel_requested"] = True
+        updated = await Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).aupdate(**values)
         self._persisted_seq, self._persisted_at = job.seq, time.monotonic()
         if not updated:
             logger.info("job ended elsewhere job=%s", job.id)

@@ -39,7 +39,7 @@ class Progress:
 
     def advance(self, n: int = 1) -> None:
         """Count ``n`` more units done."""
-        n = _count(n, "n")
+        n = _whole(n, "n")
         with self._lock:
             self._check_cancelled()
             self._current += n
@@ -48,7 +48,7 @@ class Progress:
     def set(self, current: int, total: int | None = None) -> None:
         """Set the units done, and the total when given."""
         self._update(
-            current=_count(current, "current"),
+            current=_whole(current, "current"),
             total=_count(total, "total"),
             message=None,
             set_total=total is not None,
@@ -93,9 +93,12 @@ class Progress:
         self._on_change()
 
 
-def _count(value: int | None, name: str) -> int | None:
-    if value is None:
-        return None
+def _whole(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"Progress {name} must be a whole number >= 0, not {value!r}")
     return value
+
+
+def _count(value: int | None, name: str) -> int | None:
+    """A total: a whole number, or None for unknown."""
+    return None if value is None else _whole(value, name)

@@ -1,0 +1,96 @@
+"""Job kinds and helpers that only the tests use."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from liveprogress.publish import job_group, owner_group
+from liveprogress.registry import job
+
+# Set by a test to let `tests.blocking` return.
+release = threading.Event()
+
+
+@job("tests.sync_steps")
+def sync_steps(progress, steps: int = 5, delay: float = 0.01):
+    progress.start(total=steps)
+    for _ in range(steps):
+        time.sleep(delay)
+        progress.advance()
+    return {"done": steps}
+
+
+@job("tests.million")
+def million(progress, count: int = 1_000_000):
+    progress.start(total=count)
+    for _ in range(count):
+        progress.advance()
+    return count
+
+
+@job("tests.fail")
+def fail(progress):
+    progress.start(total=2)
+    progress.advance()
+    raise ValueError("boom")
+
+
+@job("tests.not_json")
+async def not_json(progress):
+    return {1, 2}
+
+
+@job("tests.blocking")
+def blocking(progress, seconds: float = 10.0):
+    progress.start(total=1)
+    release.wait(seconds)
+    return "released"
+
+
+@job("tests.ignores_cancel_checks")
+def cooperative(progress, steps: int = 1000):
+    progress.start(total=steps)
+    for _ in range(steps):
+        time.sleep(0.01)
+        progress.advance()
+    return steps
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.terminal = asyncio.Event()
+
+    @property
+    def seqs(self) -> list[int]:
+        return [message["seq"] for message in self.messages]
+
+
+@asynccontextmanager
+async def collect(*, job_id: str | None = None, owner: str | None = None):
+    """Every state message the channel layer carries for a job or an owner."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel("tests.")
+    group = job_group(job_id) if job_id else owner_group(owner or "")
+    await layer.group_add(group, channel)
+    collected = Collected()
+
+    async def receive() -> None:
+        while True:
+            message = await layer.receive(channel)
+            collected.messages.append(message)
+            if message["terminal"]:
+                collected.terminal.set()
+
+    task = asyncio.get_running_loop().create_task(receive())
+    try:
+        yield collected
+    finally:
+        task.cancel()
+        await layer.group_discard(group, channel)

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from liveprogress import conf
+
+
+def test_defaults(settings):
+    settings.LIVEPROGRESS = {}
+    assert conf.get("RUNNER") == "inprocess"
+    assert conf.get("PUBLISH_INTERVAL") == 0.1
+    assert conf.get("PERSIST_INTERVAL") == 1.0
+    assert conf.get("MAX_FRAME_BYTES") == 65536
+
+
+def test_overrides_are_seen_at_once(settings):
+    settings.LIVEPROGRESS = {"MAX_ACTIVE_PER_OWNER": 3}
+    assert conf.get("MAX_ACTIVE_PER_OWNER") == 3
+    settings.LIVEPROGRESS = {"MAX_ACTIVE_PER_OWNER": 4}
+    assert conf.get("MAX_ACTIVE_PER_OWNER") == 4
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"PUBLISH_INTERVALL": 1}, "Unknown LIVEPROGRESS setting.*'PUBLISH_INTERVALL'.*PUBLISH_INTERVAL"),
+        ({"SYNC_WORKERS": "4"}, "wrong type"),
+        ({"SYNC_WORKERS": True}, "wrong type"),
+        ({"SYNC_WORKERS": 0}, "must be positive"),
+        ({"RUNNER": "celery"}, "Unsupported.*'celery', must be one of: inprocess"),
+    ],
+)
+def test_bad_settings_say_what_is_wrong(settings, value, message):
+    settings.LIVEPROGRESS = value
+    with pytest.raises(ImproperlyConfigured, match=message):
+        conf.get("RUNNER")

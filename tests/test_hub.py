@@ -1,0 +1,137 @@
+"""Fan-out in one process: one frame for many sockets, latest state wins, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from liveprogress.hub import Hub, Outbox
+from liveprogress.models import Job
+from liveprogress.publish import publish
+
+pytestmark = pytest.mark.asyncio
+
+
+class SlowSocket:
+    """A socket whose sends take a while, recording what it got."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.frames: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def send(self, frame: str) -> None:
+        await self.gate.wait()
+        await asyncio.sleep(self.delay)
+        self.frames.append(frame)
+
+
+async def settle(outbox: Outbox) -> None:
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if not outbox._pending:
+            return
+
+
+async def test_slow_socket_skips_superseded_states_and_gets_the_last():
+    socket = SlowSocket()
+    socket.gate.clear()
+    outbox = Outbox(socket.send)
+    outbox.offer_state("a", 1, "a1")
+    await asyncio.sleep(0.01)  # a1 is being sent, blocked
+    for seq in range(2, 100):
+        outbox.offer_state("a", seq, f"a{seq}")
+    outbox.offer_state("b", 1, "b1")
+    socket.gate.set()
+    await settle(outbox)
+    assert socket.frames == ["a1", "a99", "b1"]
+    outbox.close()
+
+
+async def test_states_never_go_backwards_but_answers_may_repeat():
+    socket = SlowSocket()
+    outbox = Outbox(socket.send)
+    outbox.offer_state("a", 5, "a5")
+    await settle(outbox)
+    outbox.offer_state("a", 4, "a4")
+    outbox.offer_state("a", 5, "a5-again")
+    await settle(outbox)
+    assert socket.frames == ["a5"]
+    outbox.offer_state("a", 5, "a5-answer", answer=True)
+    outbox.offer_state("a", 3, "a3-answer", answer=True)
+    await settle(outbox)
+    assert socket.frames == ["a5", "a5-answer"]
+    outbox.close()
+
+
+async def test_control_frames_keep_their_order():
+    socket = SlowSocket()
+    outbox = Outbox(socket.send)
+    outbox.offer("e1")
+    outbox.offer_state("a", 1, "a1")
+    outbox.offer("e2")
+    await settle(outbox)
+    assert socket.frames == ["e1", "a1", "e2"]
+    outbox.close()
+
+
+async def test_one_encoded_frame_reaches_every_local_socket():
+    hub = Hub()
+    sockets = [SlowSocket() for _ in range(50)]
+    outboxes = [Outbox(s.send) for s in sockets]
+    for outbox in outboxes:
+        await hub.watch_job("a", outbox)
+    frame = json.dumps({"type": "job"})
+    hub.deliver("a", "owner", 3, frame, False)
+    for outbox in outboxes:
+        await settle(outbox)
+    assert all(s.frames[0] is frame for s in sockets)
+    for outbox in outboxes:
+        outbox.close()
+
+
+async def test_one_group_membership_per_process_and_job(runtime):
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    hub = runtime.hub
+    outboxes = [Outbox(SlowSocket().send) for _ in range(20)]
+    for outbox in outboxes:
+        await hub.watch_job("job-x", outbox)
+    assert list(layer.groups["liveprogress.job.job-x"]) == [hub.channel]
+    for outbox in outboxes:
+        await hub.unwatch_job("job-x", outbox)
+        outbox.close()
+    assert "liveprogress.job.job-x" not in layer.groups
+
+
+async def test_reconcile_delivers_what_the_layer_dropped(runtime):
+    job = await Job.objects.acreate(kind="demo.timer", owner="session:x", seq=1)
+    socket = SlowSocket()
+    outbox = Outbox(socket.send)
+    await runtime.hub.watch_job(str(job.id), outbox)
+    # The job ends without any message on the layer (as if Redis lost it).
+    await Job.objects.filter(pk=job.pk).aupdate(status="succeeded", seq=9)
+    await asyncio.sleep(0.6)  # RECONCILE_INTERVAL is 0.2 s in the fast settings
+    states = [json.loads(frame)["job"] for frame in socket.frames]
+    assert states[-1]["status"] == "succeeded"
+    assert states[-1]["seq"] == 9
+    outbox.close()
+
+
+async def test_published_state_reaches_watching_sockets(runtime):
+    job = await Job.objects.acreate(kind="demo.timer", owner="session:x", seq=4)
+    by_job, by_owner = SlowSocket(), SlowSocket()
+    job_outbox, owner_outbox = Outbox(by_job.send), Outbox(by_owner.send)
+    await runtime.hub.watch_job(str(job.id), job_outbox)
+    await runtime.hub.watch_owner("session:x", owner_outbox)
+    await publish(job)
+    await settle(job_outbox)
+    await settle(owner_outbox)
+    assert json.loads(by_job.frames[0])["job"]["seq"] == 4
+    assert by_owner.frames == by_job.frames
+    job_outbox.close()
+    owner_outbox.close()

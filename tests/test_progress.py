@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from liveprogress.exceptions import JobCancelled
+from liveprogress.progress import Progress
+
+
+def test_start_advance_set_message():
+    changes = []
+    progress = Progress(lambda: changes.append(1))
+    progress.start(total=10, message="go")
+    progress.advance()
+    progress.advance(3)
+    assert (progress.snapshot().current, progress.snapshot().message) == (4, "go")
+    progress.set(7)
+    assert (progress.snapshot().current, progress.snapshot().total) == (7, 10)
+    progress.set(2, total=4)
+    progress.message("half")
+    snap = progress.snapshot()
+    assert (snap.current, snap.total, snap.message) == (2, 4, "half")
+    assert len(changes) == 6
+
+
+def test_unknown_total():
+    progress = Progress()
+    progress.start()
+    progress.advance(5)
+    assert progress.snapshot().total is None
+    assert progress.snapshot().current == 5
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "2", True, None])
+def test_advance_refuses_bad_counts(bad):
+    with pytest.raises(ValueError, match="whole number"):
+        Progress().advance(bad)
+
+
+def test_every_call_raises_once_cancelled():
+    progress = Progress()
+    progress.start(total=3)
+    assert not progress.cancelled
+    progress.request_cancel()
+    assert progress.cancelled
+    for call in (progress.advance, lambda: progress.set(1), lambda: progress.message("x"),
+                 progress.raise_if_cancelled, lambda: progress.start(5)):
+        with pytest.raises(JobCancelled):
+            call()
+
+
+def test_advance_is_safe_from_many_threads():
+    progress = Progress()
+    progress.start(total=40_000)
+
+    def work():
+        for _ in range(10_000):
+            progress.advance()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert progress.snapshot().current == 40_000
