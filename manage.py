@@ -7,8 +7,9 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proyecto.settings")
-    import proyecto  # noqa: F401  (puts src/ on the path in a checkout)
     from django.core.management import execute_from_command_line
+
+    import proyecto  # noqa: F401  (puts src/ on the path in a checkout)
 
     execute_from_command_line(sys.argv)
 

@@ -26,8 +26,9 @@ async def visit(language: str | None = None) -> tuple[AsyncClient, str]:
 
 async def post(client, path, body=None, token=None, content_type="application/json"):
     headers = {**client.language_headers, **({"X-CSRFToken": token} if token else {})}
-    return await client.post(path, body if body is not None else {}, content_type=content_type,
-                             headers=headers)
+    return await client.post(
+        path, body if body is not None else {}, content_type=content_type, headers=headers
+    )
 
 
 async def wait_for_end(client, job_id, timeout=10):
@@ -41,8 +42,12 @@ async def wait_for_end(client, job_id, timeout=10):
 
 async def test_create_get_list(runtime):
     client, token = await visit()
-    response = await post(client, "/api/jobs/", {"kind": "demo.timer",
-                                                  "params": {"steps": 2, "interval": 0.05}}, token)
+    response = await post(
+        client,
+        "/api/jobs/",
+        {"kind": "demo.timer", "params": {"steps": 2, "interval": 0.05}},
+        token,
+    )
     assert response.status_code == 201
     state = response.json()
     assert response["Location"] == f"/api/jobs/{state['id']}/"
@@ -58,15 +63,27 @@ async def test_create_get_list(runtime):
 
 async def test_english_by_accept_language(runtime):
     client, token = await visit("en")
-    state = (await post(client, "/api/jobs/", {"kind": "demo.timer",
-                                               "params": {"steps": 1, "interval": 0}}, token)).json()
+    state = (
+        await post(
+            client,
+            "/api/jobs/",
+            {"kind": "demo.timer", "params": {"steps": 1, "interval": 0}},
+            token,
+        )
+    ).json()
     assert (await wait_for_end(client, state["id"]))["message"] == "Process completed!"
 
 
 async def test_cancel(runtime):
     client, token = await visit()
-    state = (await post(client, "/api/jobs/", {"kind": "demo.timer",
-                                               "params": {"steps": 50, "interval": 0.05}}, token)).json()
+    state = (
+        await post(
+            client,
+            "/api/jobs/",
+            {"kind": "demo.timer", "params": {"steps": 50, "interval": 0.05}},
+            token,
+        )
+    ).json()
     response = await post(client, f"/api/jobs/{state['id']}/cancel/", token=token)
     assert response.status_code in (200, 202)
     assert response.json()["cancel_requested"]
@@ -88,8 +105,14 @@ async def test_without_csrf_nothing_is_created(runtime):
 
 async def test_strangers_see_nothing(runtime):
     owner, token = await visit()
-    state = (await post(owner, "/api/jobs/", {"kind": "demo.timer",
-                                              "params": {"steps": 3, "interval": 0.1}}, token)).json()
+    state = (
+        await post(
+            owner,
+            "/api/jobs/",
+            {"kind": "demo.timer", "params": {"steps": 3, "interval": 0.1}},
+            token,
+        )
+    ).json()
     stranger, stranger_token = await visit()
     unknown = str(uuid.uuid4())
     for path in ("/api/jobs/{}/",):
@@ -100,8 +123,11 @@ async def test_strangers_see_nothing(runtime):
     foreign = await post(stranger, f"/api/jobs/{state['id']}/cancel/", token=stranger_token)
     random = await post(stranger, f"/api/jobs/{unknown}/cancel/", token=stranger_token)
     assert foreign.status_code == random.status_code == 404
-    assert foreign.json() == random.json() == {"type": "error", "code": "not_found",
-                                               "detail": "No such job", "field": "job"}
+    assert (
+        foreign.json()
+        == random.json()
+        == {"type": "error", "code": "not_found", "detail": "No such job", "field": "job"}
+    )
     assert (await stranger.get("/api/jobs/")).json() == {"jobs": []}
     final = await wait_for_end(owner, state["id"])
     assert final["status"] == "succeeded"
@@ -116,12 +142,24 @@ async def test_strangers_see_nothing(runtime):
         ('{"kind": "demo.timer", "params": {"steps": Infinity}}', "application/json", 400, None),
         ("kind=demo.timer", "application/x-www-form-urlencoded", 400, None),
         ('{"kind": "nope"}', "application/json", 400, "kind"),
-        ('{"kind": "demo.timer", "params": {"steps": 20000}}', "application/json", 400,
-         "params.steps"),
-        ('{"kind": "demo.timer", "params": {"interval": -1}}', "application/json", 400,
-         "params.interval"),
-        ('{"kind": "demo.timer", "params": {"steps": 1, "x": 1}}', "application/json", 400,
-         "params.x"),
+        (
+            '{"kind": "demo.timer", "params": {"steps": 20000}}',
+            "application/json",
+            400,
+            "params.steps",
+        ),
+        (
+            '{"kind": "demo.timer", "params": {"interval": -1}}',
+            "application/json",
+            400,
+            "params.interval",
+        ),
+        (
+            '{"kind": "demo.timer", "params": {"steps": 1, "x": 1}}',
+            "application/json",
+            400,
+            "params.x",
+        ),
         ('{"kind": "demo.timer", "pad": "' + "x" * 70_000 + '"}', "application/json", 413, None),
     ],
 )
@@ -150,8 +188,9 @@ async def test_bad_bodies_are_json_errors(runtime, body, content_type, status, f
 )
 async def test_bad_requests_are_json_errors(runtime, method, path, status):
     client, token = await visit()
-    response = await getattr(client, method)(path.format(unknown=uuid.uuid4()),
-                                             headers={"X-CSRFToken": token})
+    response = await getattr(client, method)(
+        path.format(unknown=uuid.uuid4()), headers={"X-CSRFToken": token}
+    )
     assert response.status_code == status
     assert response.json()["type"] == "error"
 
@@ -177,4 +216,4 @@ async def test_progress_page_and_redirect(runtime):
     assert b'lang="en"' in page.content
     assert b"liveprogress.js" in page.content
     spanish = await client.get("/progress/", headers={"Accept-Language": "es"})
-    assert "Cancelar".encode() in spanish.content
+    assert b"Cancelar" in spanish.content

@@ -24,7 +24,10 @@ def test_overrides_are_seen_at_once(settings):
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ({"PUBLISH_INTERVALL": 1}, "Unknown LIVEPROGRESS setting.*'PUBLISH_INTERVALL'.*PUBLISH_INTERVAL"),
+        (
+            {"PUBLISH_INTERVALL": 1},
+            "Unknown LIVEPROGRESS setting.*'PUBLISH_INTERVALL'.*PUBLISH_INTERVAL",
+        ),
         ({"SYNC_WORKERS": "4"}, "wrong type"),
         ({"SYNC_WORKERS": True}, "wrong type"),
         ({"SYNC_WORKERS": 0}, "must be positive"),

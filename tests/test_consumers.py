@@ -72,8 +72,9 @@ async def visitor(session_key):
 
 
 async def test_start_answers_with_the_first_state_then_streams(visitor):
-    first = await ask(visitor, {"action": "start", "kind": "demo.timer",
-                                "params": {"steps": 3, "interval": 0.05}})
+    first = await ask(
+        visitor, {"action": "start", "kind": "demo.timer", "params": {"steps": 3, "interval": 0.05}}
+    )
     assert first["type"] == "job"
     state = first["job"]
     assert state["kind"] == "demo.timer"
@@ -98,8 +99,9 @@ async def test_english_socket_gets_english_messages(runtime):
 
 
 async def test_subscribe_snapshot_then_live_and_after(visitor, session_key):
-    first = await ask(visitor, {"action": "start", "kind": "demo.timer",
-                                "params": {"steps": 4, "interval": 0.1}})
+    first = await ask(
+        visitor, {"action": "start", "kind": "demo.timer", "params": {"steps": 4, "interval": 0.1}}
+    )
     job_id = first["job"]["id"]
     other = await connect(session_key)
     snapshot = await ask(other, {"action": "subscribe", "job": job_id})
@@ -110,7 +112,9 @@ async def test_subscribe_snapshot_then_live_and_after(visitor, session_key):
     final_seq = frames[-1]["job"]["seq"]
     # Nothing newer than `after`: an ack instead of a repeated state.
     assert await ask(other, {"action": "subscribe", "job": job_id, "after": final_seq}) == {
-        "type": "subscribed", "job": job_id, "seq": final_seq,
+        "type": "subscribed",
+        "job": job_id,
+        "seq": final_seq,
     }
     again = await ask(other, {"action": "subscribe", "job": job_id, "after": final_seq - 2})
     assert again["job"]["seq"] == final_seq
@@ -118,8 +122,10 @@ async def test_subscribe_snapshot_then_live_and_after(visitor, session_key):
 
 
 async def test_unsubscribe_stops_the_stream(visitor):
-    first = await ask(visitor, {"action": "start", "kind": "demo.timer",
-                                "params": {"steps": 20, "interval": 0.05}})
+    first = await ask(
+        visitor,
+        {"action": "start", "kind": "demo.timer", "params": {"steps": 20, "interval": 0.05}},
+    )
     job_id = first["job"]["id"]
     await until(visitor, lambda f: f["type"] == "job" and f["job"]["current"] >= 1)
     await visitor.send_json_to({"action": "unsubscribe", "job": job_id})
@@ -130,8 +136,10 @@ async def test_unsubscribe_stops_the_stream(visitor):
 
 
 async def test_cancel_answers_then_the_terminal_state_follows(visitor):
-    first = await ask(visitor, {"action": "start", "kind": "demo.timer",
-                                "params": {"steps": 50, "interval": 0.05}})
+    first = await ask(
+        visitor,
+        {"action": "start", "kind": "demo.timer", "params": {"steps": 50, "interval": 0.05}},
+    )
     job_id = first["job"]["id"]
     await until(visitor, lambda f: f["type"] == "job" and f["job"]["current"] >= 2)
     await visitor.send_json_to({"action": "cancel", "job": job_id})
@@ -144,8 +152,9 @@ async def test_cancel_answers_then_the_terminal_state_follows(visitor):
 
 
 async def test_cancel_of_an_ended_job_answers_its_state(visitor):
-    first = await ask(visitor, {"action": "start", "kind": "demo.timer",
-                                "params": {"steps": 1, "interval": 0}})
+    first = await ask(
+        visitor, {"action": "start", "kind": "demo.timer", "params": {"steps": 1, "interval": 0}}
+    )
     job_id = first["job"]["id"]
     final = (await until(visitor, terminal))[-1]
     answer = await ask(visitor, {"action": "cancel", "job": job_id})
@@ -158,8 +167,9 @@ async def test_watch_mine_lists_and_streams_jobs_started_elsewhere(runtime):
     starter = await connect(key)
     listing = await ask(watcher, {"action": "watch_mine"})
     assert listing == {"type": "watching", "jobs": []}
-    started = await ask(starter, {"action": "start", "kind": "demo.timer",
-                                  "params": {"steps": 2, "interval": 0.05}})
+    started = await ask(
+        starter, {"action": "start", "kind": "demo.timer", "params": {"steps": 2, "interval": 0.05}}
+    )
     frames = await until(watcher, terminal)
     assert {f["job"]["id"] for f in frames} == {started["job"]["id"]}
     listing = await ask(watcher, {"action": "watch_mine"})
@@ -169,8 +179,9 @@ async def test_watch_mine_lists_and_streams_jobs_started_elsewhere(runtime):
 
 
 async def test_foreign_and_unknown_jobs_answer_alike(visitor, runtime):
-    mine = await ask(visitor, {"action": "start", "kind": "demo.timer",
-                               "params": {"steps": 3, "interval": 0.1}})
+    mine = await ask(
+        visitor, {"action": "start", "kind": "demo.timer", "params": {"steps": 3, "interval": 0.1}}
+    )
     job_id = mine["job"]["id"]
     stranger = await connect(await new_session())
     unknown = str(uuid.uuid4())
@@ -196,13 +207,27 @@ async def test_foreign_and_unknown_jobs_answer_alike(visitor, runtime):
         ({"job": "x"}, "bad_request", "action"),
         ({"action": "subscribe"}, "bad_request", "job"),
         ({"action": "subscribe", "job": "not-a-uuid"}, "bad_request", "job"),
-        ({"action": "subscribe", "job": str(uuid.UUID(int=1)), "after": -1}, "bad_request", "after"),
-        ({"action": "subscribe", "job": str(uuid.UUID(int=1)), "after": "3"}, "bad_request", "after"),
+        (
+            {"action": "subscribe", "job": str(uuid.UUID(int=1)), "after": -1},
+            "bad_request",
+            "after",
+        ),
+        (
+            {"action": "subscribe", "job": str(uuid.UUID(int=1)), "after": "3"},
+            "bad_request",
+            "after",
+        ),
         ({"action": "start", "kind": "nope"}, "bad_request", "kind"),
-        ({"action": "start", "kind": "demo.timer", "params": {"steps": 0}}, "bad_request",
-         "params.steps"),
-        ({"action": "start", "kind": "demo.timer", "params": {"owner": "x"}}, "bad_request",
-         "params.owner"),
+        (
+            {"action": "start", "kind": "demo.timer", "params": {"steps": 0}},
+            "bad_request",
+            "params.steps",
+        ),
+        (
+            {"action": "start", "kind": "demo.timer", "params": {"owner": "x"}},
+            "bad_request",
+            "params.owner",
+        ),
         ({"action": "start", "kind": "demo.timer", "params": []}, "bad_request", "params"),
         ({"action": "cancel", "job": 5}, "bad_request", "job"),
     ],
@@ -228,8 +253,11 @@ async def test_binary_and_oversized_frames(visitor, settings):
 
 async def test_no_session_is_forbidden(runtime):
     ws = await connect(None)
-    for frame in ({"action": "start", "kind": "demo.timer"}, {"action": "watch_mine"},
-                  {"action": "subscribe", "job": str(uuid.uuid4())}):
+    for frame in (
+        {"action": "start", "kind": "demo.timer"},
+        {"action": "watch_mine"},
+        {"action": "subscribe", "job": str(uuid.uuid4())},
+    ):
         answer = await ask(ws, frame)
         assert answer["code"] == "forbidden"
     await ws.disconnect()
@@ -244,7 +272,8 @@ async def test_made_up_session_cookie_is_no_session(runtime):
 
 async def test_foreign_origin_is_refused(runtime):
     communicator = WebsocketCommunicator(
-        application, "/ws/progress/",
+        application,
+        "/ws/progress/",
         headers=[(b"host", b"localhost"), (b"origin", b"http://evil.example")],
     )
     connected, _ = await communicator.connect()
@@ -253,8 +282,9 @@ async def test_foreign_origin_is_refused(runtime):
 
 async def test_subscription_cap(visitor, settings):
     settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "MAX_SUBSCRIPTIONS": 1}
-    first = await ask(visitor, {"action": "start", "kind": "demo.timer",
-                                "params": {"steps": 1, "interval": 0}})
+    first = await ask(
+        visitor, {"action": "start", "kind": "demo.timer", "params": {"steps": 1, "interval": 0}}
+    )
     await until(visitor, terminal)
     second = await ask(visitor, {"action": "subscribe", "job": str(uuid.uuid4())})
     assert second["code"] == "limit"

@@ -85,8 +85,11 @@ async def test_a_million_advances_are_coalesced(runtime, monkeypatch):
 
 
 async def test_database_never_lags_more_than_the_window(runtime, settings):
-    settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "PERSIST_INTERVAL": 100.0,
-                             "PUBLISH_INTERVAL": 0.001}
+    settings.LIVEPROGRESS = {
+        **settings.LIVEPROGRESS,
+        "PERSIST_INTERVAL": 100.0,
+        "PUBLISH_INTERVAL": 0.001,
+    }
     lags = []
     async with collect(owner=OWNER) as seen:
         job = await actions.start_job(OWNER, "tests.sync_steps", {"steps": 200, "delay": 0.002})
@@ -139,7 +142,7 @@ async def test_cancel_sync_job_cooperatively(runtime):
 
 async def test_cancel_sync_job_still_waiting_for_a_thread(runtime, settings):
     settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "SYNC_WORKERS": 1}
-    from liveprogress.runtime import stop_runtime, get_runtime
+    from liveprogress.runtime import get_runtime, stop_runtime
 
     await stop_runtime()
     runtime = await get_runtime()
@@ -175,8 +178,11 @@ async def test_job_ended_elsewhere_stops_and_publishes_nothing_more(runtime):
 
 
 async def test_caps_per_owner_and_in_all(runtime, settings):
-    settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "MAX_ACTIVE_PER_OWNER": 2,
-                             "MAX_ACTIVE_TOTAL": 3}
+    settings.LIVEPROGRESS = {
+        **settings.LIVEPROGRESS,
+        "MAX_ACTIVE_PER_OWNER": 2,
+        "MAX_ACTIVE_TOTAL": 3,
+    }
     from liveprogress.exceptions import LimitReached
 
     params = {"steps": 100, "interval": 0.05}

@@ -44,8 +44,13 @@ def test_every_call_raises_once_cancelled():
     assert not progress.cancelled
     progress.request_cancel()
     assert progress.cancelled
-    for call in (progress.advance, lambda: progress.set(1), lambda: progress.message("x"),
-                 progress.raise_if_cancelled, lambda: progress.start(5)):
+    for call in (
+        progress.advance,
+        lambda: progress.set(1),
+        lambda: progress.message("x"),
+        progress.raise_if_cancelled,
+        lambda: progress.start(5),
+    ):
         with pytest.raises(JobCancelled):
             call()
 

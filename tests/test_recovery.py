@@ -26,7 +26,11 @@ def dead_pid() -> int:
 
 async def make_job(worker: str, *, status="running", heartbeat_age=0.0, seq=7) -> Job:
     return await Job.objects.acreate(
-        kind="demo.timer", owner="session:x", status=status, seq=seq, worker=worker,
+        kind="demo.timer",
+        owner="session:x",
+        status=status,
+        seq=seq,
+        worker=worker,
         heartbeat_at=timezone.now() - timedelta(seconds=heartbeat_age),
     )
 

@@ -23,7 +23,10 @@ def typed(
 
 def test_defaults_fill_missing_params():
     assert get_kind("tests.typed").validate({"count": 2}) == {
-        "count": 2, "ratio": 0.5, "mode": "fast", "tags": None,
+        "count": 2,
+        "ratio": 0.5,
+        "mode": "fast",
+        "tags": None,
     }
 
 

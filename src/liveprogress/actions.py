@@ -36,8 +36,9 @@ def parse_job_id(value: Any, field: str = "job") -> str:
     raise BadRequest(f"{field} must be a job id (a UUID)", field=field)
 
 
-async def start_job(owner: str, kind: Any, params: Any = None, *, language: str = "",
-                    from_strings: bool = False) -> Job:
+async def start_job(
+    owner: str, kind: Any, params: Any = None, *, language: str = "", from_strings: bool = False
+) -> Job:
     """Validate, check the caps, create and start a job; returns it live."""
     job_kind = get_kind(kind)
     clean = job_kind.validate({} if params is None else params, from_strings=from_strings)
@@ -82,9 +83,7 @@ async def cancel_job(owner: str, job_id: str) -> Job:
     if execution is not None:
         return await execution.cancel()
     # Running in another process: it sees the flag at its next heartbeat.
-    await Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).aupdate(
-        cancel_requested=True
-    )
+    await Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).aupdate(cancel_requested=True)
     now = timezone.now()
     ended = await Job.objects.filter(pk=job_id, status=Status.QUEUED, worker="").aupdate(
         status=Status.CANCELLED, finished_at=now, updated_at=now, seq=F("seq") + 1

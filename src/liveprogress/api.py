@@ -25,8 +25,9 @@ View = Callable[..., Awaitable[HttpResponse]]
 _LIST_LIMIT_MAX = 200
 
 
-def error_response(error: RequestError, job: str | None = None, status: int | None = None
-                   ) -> JsonResponse:
+def error_response(
+    error: RequestError, job: str | None = None, status: int | None = None
+) -> JsonResponse:
     return JsonResponse(error_frame(error, job), status=status or error.http_status)
 
 
@@ -79,7 +80,9 @@ async def jobs(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         body = _body(request)
         job = await actions.start_job(
-            owner, body.get("kind"), body.get("params"),
+            owner,
+            body.get("kind"),
+            body.get("params"),
             language=getattr(request, "LANGUAGE_CODE", ""),
         )
         response = JsonResponse(job_state(job), status=201)
@@ -87,8 +90,7 @@ async def jobs(request: HttpRequest) -> HttpResponse:
         return response
     limit_text = request.GET.get("limit", str(conf.get("RECENT_JOBS")))
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= _LIST_LIMIT_MAX:
-        raise BadRequest(f"limit must be a whole number from 1 to {_LIST_LIMIT_MAX}",
-                         field="limit")
+        raise BadRequest(f"limit must be a whole number from 1 to {_LIST_LIMIT_MAX}", field="limit")
     status = request.GET.get("status", "")
     if status not in ("", "active"):
         raise BadRequest("status must be 'active' or left out", field="status")

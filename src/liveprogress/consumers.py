@@ -122,8 +122,9 @@ class ProgressConsumer(AsyncWebsocketConsumer):
         owner = actions.require_owner(self.owner)
         job_id = actions.parse_job_id(frame.get("job"))
         after = frame.get("after")
-        if after is not None and (isinstance(after, bool) or not isinstance(after, int)
-                                  or after < 0):
+        if after is not None and (
+            isinstance(after, bool) or not isinstance(after, int) or after < 0
+        ):
             raise BadRequest("after must be a whole number >= 0", field="after")
         newly = job_id not in self.jobs
         # Join first, then read the snapshot: a state published in between is

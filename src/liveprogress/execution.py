@@ -32,8 +32,16 @@ logger = logging.getLogger(__name__)
 # start, so it follows a job that speeds up or slows down.
 ETA_WINDOW_S = 10.0
 
-_PROGRESS_FIELDS = ["status", "current", "total", "message", "eta_s", "seq", "started_at",
-                    "updated_at"]
+_PROGRESS_FIELDS = [
+    "status",
+    "current",
+    "total",
+    "message",
+    "eta_s",
+    "seq",
+    "started_at",
+    "updated_at",
+]
 _FINAL_FIELDS = [*_PROGRESS_FIELDS, "result", "error", "finished_at"]
 
 

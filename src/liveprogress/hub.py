@@ -139,7 +139,10 @@ class Hub:
                 continue
             try:
                 self.deliver(
-                    message["job"], message["owner"], message["seq"], message["frame"],
+                    message["job"],
+                    message["owner"],
+                    message["seq"],
+                    message["frame"],
                     message["terminal"],
                 )
             except (KeyError, TypeError):
@@ -231,7 +234,8 @@ class Hub:
             for owner in list(self._owner_watchers):
                 await self._group_add(owner_group(owner))
         open_jobs = [
-            job_id for job_id in self._job_watchers
+            job_id
+            for job_id in self._job_watchers
             if job_id not in self._latest or not self._latest[job_id][2]
         ]
         for start in range(0, len(open_jobs), RECONCILE_BATCH):

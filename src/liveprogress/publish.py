@@ -53,5 +53,6 @@ async def publish(job: Job) -> None:
         try:
             await layer.group_send(group, message)
         except Exception:
-            logger.warning("publish failed job=%s seq=%s group=%s", job.id, job.seq, group,
-                           exc_info=True)
+            logger.warning(
+                "publish failed job=%s seq=%s group=%s", job.id, job.seq, group, exc_info=True
+            )

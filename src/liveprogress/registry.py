@@ -117,4 +117,3 @@ def get_kind(name: Any) -> JobKind:
 def kinds() -> dict[str, JobKind]:
     """Every registered kind by name."""
     return dict(_registry)
-
