@@ -180,6 +180,8 @@ async def test_bad_bodies_are_json_errors(runtime, body, content_type, status, f
         ("get", "/api/jobs/not-a-uuid/", 400),
         ("get", "/api/jobs/?limit=0", 400),
         ("get", "/api/jobs/?limit=abc", 400),
+        ("get", "/api/jobs/?limit=%C2%B2", 400),
+        ("get", "/api/jobs/?limit=" + "9" * 5000, 400),
         ("get", "/api/jobs/?status=weird", 400),
         ("delete", "/api/jobs/", 405),
         ("put", "/api/jobs/{unknown}/", 405),
@@ -205,6 +207,14 @@ async def test_cap_is_429(runtime, settings):
     assert second.status_code == 429
     assert second.json()["code"] == "limit"
     await post(client, f"/api/jobs/{first.json()['id']}/cancel/", token=token)
+
+
+async def test_visitors_without_a_session_own_nothing_and_get_none(runtime):
+    client = AsyncClient()
+    assert (await client.get("/api/jobs/")).json() == {"jobs": []}
+    response = await client.get(f"/api/jobs/{uuid.uuid4()}/")
+    assert response.status_code == 404
+    assert "sessionid" not in response.cookies
 
 
 async def test_progress_page_and_redirect(runtime):

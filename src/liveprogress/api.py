@@ -21,7 +21,7 @@ from .state import error_frame, job_state
 
 View = Callable[..., Awaitable[HttpResponse]]
 
-# Methods each endpoint answers; anything else is a 405 with a JSON body.
+# The most jobs one list request returns.
 _LIST_LIMIT_MAX = 200
 
 
@@ -73,11 +73,19 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+async def _existing_owner(request: HttpRequest) -> str:
+    """The caller's owner key; a visitor without a session has no jobs to name."""
+    owner = await request_owner(request, create=False)
+    if owner is None:
+        raise NotFound("No such job", field="job")
+    return owner
+
+
 @api_view("GET", "POST")
 async def jobs(request: HttpRequest) -> HttpResponse:
     """GET: the caller's jobs, newest first. POST ``{"kind", "params"}``: start one."""
-    owner = await request_owner(request)
     if request.method == "POST":
+        owner = actions.require_owner(await request_owner(request))
         body = _body(request)
         job = await actions.start_job(
             owner,
@@ -89,11 +97,15 @@ async def jobs(request: HttpRequest) -> HttpResponse:
         response["Location"] = reverse("liveprogress:job", args=[job.id])
         return response
     limit_text = request.GET.get("limit", str(conf.get("RECENT_JOBS")))
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= _LIST_LIMIT_MAX:
+    if not (limit_text.isdecimal() and len(limit_text) <= 3
+            and 1 <= int(limit_text) <= _LIST_LIMIT_MAX):
         raise BadRequest(f"limit must be a whole number from 1 to {_LIST_LIMIT_MAX}", field="limit")
     status = request.GET.get("status", "")
     if status not in ("", "active"):
         raise BadRequest("status must be 'active' or left out", field="status")
+    owner = await request_owner(request, create=False)
+    if owner is None:
+        return JsonResponse({"jobs": []})
     found = await actions.list_jobs(owner, limit=int(limit_text), active_only=bool(status))
     return JsonResponse({"jobs": [job_state(job) for job in found]})
 
@@ -101,16 +113,16 @@ async def jobs(request: HttpRequest) -> HttpResponse:
 @api_view("GET")
 async def job(request: HttpRequest, job_id: str) -> HttpResponse:
     """The caller's job."""
-    owner = await request_owner(request)
-    found = await actions.get_job(owner, actions.parse_job_id(job_id))
+    job_id = actions.parse_job_id(job_id)
+    found = await actions.get_job(await _existing_owner(request), job_id)
     return JsonResponse(job_state(found))
 
 
 @api_view("POST")
 async def cancel(request: HttpRequest, job_id: str) -> HttpResponse:
     """Cancel the caller's job: its state, ended or with the cancel requested."""
-    owner = await request_owner(request)
-    found = await actions.cancel_job(owner, actions.parse_job_id(job_id))
+    job_id = actions.parse_job_id(job_id)
+    found = await actions.cancel_job(await _existing_owner(request), job_id)
     return JsonResponse(job_state(found), status=202 if found.is_active else 200)
 
 

@@ -28,18 +28,27 @@ def session_owner(session_key: str | None) -> str | None:
     return f"session:{session_key}" if session_key else None
 
 
-async def request_owner(request: HttpRequest) -> str:
-    """The owner of an HTTP request, creating a session for a new anonymous visitor."""
+async def request_owner(request: HttpRequest, *, create: bool = True) -> str | None:
+    """The owner of an HTTP request.
+
+    With ``create``, a new anonymous visitor gets a session (saved now, its
+    cookie set by the response); without, such a visitor owns nothing (None).
+    """
     owner = user_owner(await request.auser())
     if owner is not None:
         return owner
     session = request.session
-    # Reading loads the session; an unknown cookie leaves it without a key.
-    if not await session.aget(SESSION_MARK, False):
+    # Reading loads the session; a cookie the store doesn't know loses its key.
+    marked = await session.aget(SESSION_MARK, False)
+    if session.session_key is not None and marked:
+        return session_owner(session.session_key)
+    if not create:
+        return session_owner(session.session_key)
+    if not marked:
         await session.aset(SESSION_MARK, True)
     if session.session_key is None:
         await session.asave()
-    return f"session:{session.session_key}"
+    return session_owner(session.session_key)
 
 
 async def scope_owner(scope: dict[str, Any]) -> str | None:
