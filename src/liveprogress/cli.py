@@ -1,0 +1,101 @@
+"""The terminal side of the ``runjob`` and ``watchjob`` commands.
+
+Both draw a job's wire state (:func:`~liveprogress.state.job_state`) as a tqdm
+bar on the command's stderr, so stdout carries only the outcome, and both end
+the same way: the outcome on stdout, and a ``CommandError`` (exit status 1)
+unless the job succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from django.core.management.base import CommandError, OutputWrapper
+from tqdm import tqdm
+
+from .models import Status
+from .state import JobState
+
+# tqdm's layout with the job's own times in it (elapsed since it started and the
+# ETA its publisher computed), not tqdm's guesses from how often it is redrawn.
+_KNOWN_TOTAL = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [TIMES{postfix}]"
+_UNKNOWN_TOTAL = "{desc}: {n_fmt} [TIMES{postfix}]"
+
+
+class TerminalBar:
+    """A progress bar that draws the states it is given, one redraw each."""
+
+    def __init__(self, out: OutputWrapper) -> None:
+        self._file = _Verbatim(out)
+        self._bar: tqdm[Any] | None = None
+
+    def update(self, state: JobState) -> None:
+        """Draw ``state``; the first one also names the job on a line above the bar."""
+        self._set(state).refresh()
+
+    def close(self, state: JobState | None = None) -> None:
+        """Draw ``state`` (the job's last) if given, and leave the bar on its own line."""
+        bar = self._set(state) if state is not None else self._bar
+        if bar is not None:
+            bar.close()
+            self._bar = None
+
+    def _set(self, state: JobState) -> tqdm[Any]:
+        bar = self._bar
+        if bar is None:
+            self._file.write(f"{state['kind']} {state['id']}\n")
+            # Not drawn on creation (delay) but by the caller, once, like every state.
+            bar = self._bar = tqdm(file=self._file, delay=math.inf)
+            bar.delay = 0
+        total = state["total"]
+        layout = _KNOWN_TOTAL if total else _UNKNOWN_TOTAL
+        bar.n, bar.total, bar.desc = state["current"], total, state["status"]
+        bar.bar_format = layout.replace("TIMES", _times(state))
+        # Drawn after the times, as ", <message>".
+        bar.postfix = state["message"] or None
+        return bar
+
+
+def report(state: JobState, out: OutputWrapper, *, as_json: bool = False) -> None:
+    """Print how the job ended on ``out``; raise ``CommandError`` unless it succeeded.
+
+    The outcome is the result (``succeeded: {...}``), or with ``as_json`` the
+    whole final state, printed whatever the status.
+    """
+    succeeded = state["status"] == Status.SUCCEEDED
+    if as_json:
+        out.write(json.dumps(state, ensure_ascii=False))
+    elif succeeded:
+        out.write(f"succeeded: {json.dumps(state['result'], ensure_ascii=False)}")
+    if not succeeded:
+        error = f": {state['error']}" if state["error"] else ""
+        raise CommandError(f"Job {state['id']} {state['status']}{error}")
+
+
+def _times(state: JobState) -> str:
+    started = state["started_at"]
+    end = state["finished_at"] or state["updated_at"]
+    elapsed = tqdm.format_interval(max(end - started, 0) if started is not None else 0)
+    if state["finished_at"] is not None:
+        return elapsed
+    eta = state["eta_s"]
+    return f"{elapsed}<{'?' if eta is None else tqdm.format_interval(eta)}"
+
+
+class _Verbatim:
+    """A command's output as tqdm needs it: written as is, no newline or colour added."""
+
+    def __init__(self, out: OutputWrapper) -> None:
+        self._out = out
+
+    def write(self, text: str) -> None:
+        self._out.write(text, style_func=str, ending="")
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        # fileno, isatty and encoding: tqdm sizes the bar and picks its characters by them.
+        return getattr(self._out, name)
