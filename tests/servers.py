@@ -65,8 +65,11 @@ def database_url(db_path: Path) -> str:
     return "sqlite:///" + str(Path(db_path).resolve())
 
 
-def server_env(db_path: Path, extra: Mapping[str, str | None] | None = None,
-               liveprogress: Mapping[str, Any] | None = None) -> dict[str, str]:
+def server_env(
+    db_path: Path,
+    extra: Mapping[str, str | None] | None = None,
+    liveprogress: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
     """The environment of a server process; a value of None in ``extra`` unsets a name."""
     env = dict(os.environ)
     # The test process's own overrides must not leak into the server.
@@ -197,8 +200,18 @@ class DaphneServer:
         self.log_path = candidate
         self._log = open(candidate, "wb")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-v", "0", "-b", HOST, "-p", str(self.port),
-             "proyecto.asgi:application"],
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-v",
+                "0",
+                "-b",
+                HOST,
+                "-p",
+                str(self.port),
+                "proyecto.asgi:application",
+            ],
             cwd=REPO_ROOT,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -242,7 +255,7 @@ class DaphneServer:
             self.process.wait(timeout=STOP_TIMEOUT)
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after ``STOP_TIMEOUT`` s; idempotent, never raises on a dead one."""
+        """SIGTERM, then SIGKILL after ``STOP_TIMEOUT`` s; idempotent, quiet on a dead one."""
         process, self.process = self.process, None
         try:
             if process is not None and process.poll() is None:
@@ -278,9 +291,14 @@ class Visitor:
     becomes the Accept-Language of every request and socket unless overridden.
     """
 
-    def __init__(self, server: DaphneServer, *, language: str | None = None,
-                 jar: http.cookiejar.CookieJar | None = None,
-                 timeout: float = HTTP_TIMEOUT) -> None:
+    def __init__(
+        self,
+        server: DaphneServer,
+        *,
+        language: str | None = None,
+        jar: http.cookiejar.CookieJar | None = None,
+        timeout: float = HTTP_TIMEOUT,
+    ) -> None:
         self.server = server
         self.language = language
         self.jar = jar if jar is not None else http.cookiejar.CookieJar()
@@ -303,7 +321,7 @@ class Visitor:
 
     def cookie_header(self) -> str:
         """The Cookie header a browser would send to this server (may be empty)."""
-        probe = urllib.request.Request(self.server.url(WS_PATH))
+        probe = urllib.request.Request(self.server.url(WS_PATH))  # noqa: S310 (http only)
         self.jar.add_cookie_header(probe)
         return probe.get_header("Cookie") or ""
 
@@ -314,14 +332,21 @@ class Visitor:
 
     # -- HTTP --------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, Any]:
         all_headers = {"Accept": "application/json"}
         if self.language:
             all_headers["Accept-Language"] = self.language
         all_headers.update(headers or {})
-        request = urllib.request.Request(
-            self.server.url(path), data=body, method=method, headers=all_headers
+        # Always http://127.0.0.1:PORT/..., never a file: or custom scheme.
+        url = self.server.url(path)
+        request = urllib.request.Request(  # noqa: S310
+            url, data=body, method=method, headers=all_headers
         )
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
@@ -339,8 +364,9 @@ class Visitor:
     def get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
         return self.request("GET", path, headers=headers)
 
-    def post_json(self, path: str, body: Any = None,
-                  headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
+    def post_json(
+        self, path: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
         """POST a JSON body with the CSRF token, as the site's own scripts do."""
         if self.cookie("csrftoken") is None:
             self.visit()
@@ -356,8 +382,14 @@ class Visitor:
 
     # -- WebSocket -----------------------------------------------------------------
 
-    def ws(self, *, cookies: bool = True, origin: str | None = "",
-           headers: Mapping[str, str] | None = None, **options: Any) -> Any:
+    def ws(
+        self,
+        *,
+        cookies: bool = True,
+        origin: str | None = "",
+        headers: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Any:
         """``websockets.connect(...)`` to the progress socket with this visitor's cookies.
 
         Use it as ``async with visitor.ws() as ws:`` (or ``ws = await visitor.ws()``).
@@ -392,13 +424,12 @@ async def next_frame(ws: Any, timeout: float = 5) -> Any:
     """The next frame of ``ws`` as JSON; TimeoutError after ``timeout`` s."""
     try:
         text = await asyncio.wait_for(ws.recv(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise TimeoutError(f"no frame within {timeout} s") from None
     return json.loads(text)
 
 
-async def frames_until(ws: Any, predicate: Callable[[Any], bool],
-                       timeout: float = 10) -> list[Any]:
+async def frames_until(ws: Any, predicate: Callable[[Any], bool], timeout: float = 10) -> list[Any]:
     """Frames of ``ws`` up to and including the first that matches ``predicate``.
 
     Raises AssertionError, listing what came, if none matches within ``timeout`` s.
@@ -435,8 +466,11 @@ TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
 
 
 def is_state(frame: Any, job_id: str | None = None) -> bool:
-    return (isinstance(frame, dict) and frame.get("type") == "job"
-            and (job_id is None or frame["job"]["id"] == job_id))
+    return (
+        isinstance(frame, dict)
+        and frame.get("type") == "job"
+        and (job_id is None or frame["job"]["id"] == job_id)
+    )
 
 
 def is_terminal(frame: Any, job_id: str | None = None) -> bool:

@@ -291,3 +291,17 @@ async def test_subscription_cap(visitor, settings):
     # The one it holds still answers.
     again = await ask(visitor, {"action": "subscribe", "job": first["job"]["id"]})
     assert again["type"] == "job"
+
+
+async def test_after_on_a_fresh_socket_sends_no_older_state(visitor, session_key):
+    first = await ask(
+        visitor, {"action": "start", "kind": "demo.timer", "params": {"steps": 1, "interval": 0}}
+    )
+    final = (await until(visitor, terminal))[-1]["job"]
+    fresh = await connect(session_key)
+    answer = await ask(
+        fresh, {"action": "subscribe", "job": first["job"]["id"], "after": final["seq"]}
+    )
+    assert answer == {"type": "subscribed", "job": final["id"], "seq": final["seq"]}
+    assert await fresh.receive_nothing(0.3)
+    await fresh.disconnect()

@@ -72,13 +72,26 @@ def states_of(frames: list[Any], job_id: str) -> list[dict[str, Any]]:
     return [frame["job"] for frame in frames]
 
 
-def assert_ordered(states: list[dict[str, Any]]) -> None:
-    """Seq strictly increasing; only the snapshot may be repeated once, by a live
-    state racing it (DESIGN.md: "Duplicates are possible ...; gaps are not")."""
+def assert_ordered(states: list[dict[str, Any]], *, repeats_ok: bool = False) -> None:
+    """Seq strictly increasing, percent never going back.
+
+    Only the snapshot may be repeated once, by a live state racing it (DESIGN.md:
+    "Duplicates are possible ...; gaps are not"); with ``repeats_ok`` any state
+    may come twice (an answer to a request repeats the state just published).
+    A repeated seq always repeats the identical state.
+    """
     seqs = [state["seq"] for state in states]
-    if len(seqs) > 1 and seqs[0] == seqs[1]:
+    for a, b in zip(states, states[1:], strict=False):
+        assert b["seq"] >= a["seq"], seqs
+        if b["seq"] == a["seq"]:
+            assert b == a, (a, b)
+    if repeats_ok:
+        seqs = sorted(set(seqs))
+    elif len(seqs) > 1 and seqs[0] == seqs[1]:
         seqs = seqs[1:]
-    assert all(b > a for a, b in zip(seqs, seqs[1:])), [state["seq"] for state in states]
+    assert all(b > a for a, b in zip(seqs, seqs[1:], strict=False)), [
+        state["seq"] for state in states
+    ]
     percents = [state["percent"] for state in states]
     known = [percent for percent in percents if percent is not None]
     assert known == sorted(known), percents
@@ -95,7 +108,7 @@ async def subscribe(ws: Any, job_id: str, after: int | None = None) -> None:
     await send_json(ws, frame)
 
 
-# -- a. subscribe ------------------------------------------------------------------------
+# -- a. subscribe ---------------------------------------------------------------------------------
 
 
 async def test_subscribe_gets_snapshot_then_live_states_until_success(server):
@@ -134,7 +147,7 @@ async def test_subscribe_gets_snapshot_then_live_states_until_success(server):
     assert stored["result"] == {"steps": 5}
 
 
-# -- b. languages -------------------------------------------------------------------------
+# -- b. languages ---------------------------------------------------------------------------------
 
 
 def assert_english(states: list[dict[str, Any]]) -> None:
@@ -168,7 +181,7 @@ async def test_messages_follow_the_language_of_whoever_started_the_job(server):
     assert_english(states)
 
 
-# -- c. reconnect ---------------------------------------------------------------------------
+# -- c. reconnect ---------------------------------------------------------------------------------
 
 
 async def test_reconnect_with_after_resumes_without_losing_the_end(server):
@@ -205,12 +218,6 @@ async def test_reconnect_with_after_resumes_without_losing_the_end(server):
     assert final["status"] == "succeeded" and final["current"] == 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="package bug: a socket's first subscribe with `after` >= the job's seq gets "
-    "the state anyway (Hub.deliver_job fans the snapshot out to the subscriber's own "
-    "outbox, bypassing the `after` check in ProgressConsumer.subscribe), then the ack",
-)
 async def test_resuming_a_finished_job_from_its_last_seq_answers_an_ack_and_no_state(server):
     alice = new_visitor(server)
     job_id = start(alice, 2, 0.05)["id"]
@@ -222,8 +229,11 @@ async def test_resuming_a_finished_job_from_its_last_seq_answers_an_ack_and_no_s
     for resume_from in (final["seq"], final["seq"] + 5):
         async with alice.ws() as ws:  # a fresh socket, as after a reconnect
             await subscribe(ws, job_id, after=resume_from)
-            assert await next_frame(ws) == {"type": "subscribed", "job": job_id,
-                                            "seq": final["seq"]}
+            assert await next_frame(ws) == {
+                "type": "subscribed",
+                "job": job_id,
+                "seq": final["seq"],
+            }
             # The next frame answers the next request: nothing was sent in between.
             probe = str(uuid.uuid4())
             await subscribe(ws, probe)
@@ -232,7 +242,7 @@ async def test_resuming_a_finished_job_from_its_last_seq_answers_an_ack_and_no_s
             assert answer["job"] == probe
 
 
-# -- d. cancel ----------------------------------------------------------------------------------
+# -- d. cancel ------------------------------------------------------------------------------------
 
 
 async def test_cancel_over_the_socket_ends_the_job_cancelled(server):
@@ -245,8 +255,11 @@ async def test_cancel_over_the_socket_ends_the_job_cancelled(server):
         await send_json(ws, {"action": "cancel", "job": job_id})
         frames = await frames_until(
             ws,
-            lambda f: f.get("type") == "error" or is_state(f, job_id) and (
-                f["job"]["cancel_requested"] or f["job"]["status"] == "cancelled"),
+            lambda f: (
+                f.get("type") == "error"
+                or is_state(f, job_id)
+                and (f["job"]["cancel_requested"] or f["job"]["status"] == "cancelled")
+            ),
             5,
         )
         answer = frames[-1]
@@ -254,40 +267,21 @@ async def test_cancel_over_the_socket_ends_the_job_cancelled(server):
         if not is_terminal(answer):
             frames += await frames_until(ws, lambda f: is_terminal(f, job_id), 5)
     states = states_of(frames, job_id)
-    assert_ordered(states)
+    assert_ordered(states, repeats_ok=True)
     final = states[-1]
     assert final["status"] == "cancelled", final
+    assert final["cancel_requested"] is True
     assert "succeeded" not in [state["status"] for state in states]
     assert final["current"] < final["total"] == 10
     assert final["finished_at"] is not None
 
+    # The stored job reads back exactly as the terminal frame said.
     status, stored = alice.get(f"/api/jobs/{job_id}/")
     assert status == 200
-    for key in ("status", "seq", "current", "total", "message", "result", "finished_at"):
-        assert stored[key] == final[key], (key, stored[key], final[key])
+    assert stored == final
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="package bug: cancel_requested is published but never persisted, so the "
-    "stored state of a job cancelled in-process disagrees with the terminal frame "
-    "of the same seq (execution.py _PROGRESS_FIELDS/_FINAL_FIELDS lack it)",
-)
-async def test_cancelled_job_reads_back_exactly_as_its_terminal_frame(server):
-    alice = new_visitor(server)
-    job_id = start(alice, 10, 0.3)["id"]
-    async with alice.ws() as ws:
-        await subscribe(ws, job_id)
-        await frames_until(ws, lambda f: is_state(f, job_id) and f["job"]["current"] >= 1, 10)
-        await send_json(ws, {"action": "cancel", "job": job_id})
-        frames = await frames_until(ws, lambda f: is_terminal(f, job_id), 10)
-    final = frames[-1]["job"]
-    status, stored = alice.get(f"/api/jobs/{job_id}/")
-    assert status == 200 and stored["seq"] == final["seq"]
-    assert stored["cancel_requested"] == final["cancel_requested"]
-
-
-# -- e. isolation -----------------------------------------------------------------------------------
+# -- e. isolation ---------------------------------------------------------------------------------
 
 
 async def test_a_foreign_job_is_indistinguishable_from_a_missing_one(server):
@@ -333,7 +327,7 @@ async def test_a_foreign_job_is_indistinguishable_from_a_missing_one(server):
         assert (await next_frame(ws))["code"] == "not_found"
 
 
-# -- f. no session, foreign origin ------------------------------------------------------------------
+# -- f. no session, foreign origin ----------------------------------------------------------------
 
 
 async def test_a_socket_without_a_session_may_not_act(server):
@@ -345,22 +339,26 @@ async def test_a_socket_without_a_session_may_not_act(server):
     made_up = {"Cookie": "sessionid=abcdefghijklmnopqrstuvwxyz012345"}
     for headers in ({}, made_up):
         async with stranger.ws(headers=headers) as ws:
-            for frame in ({"action": "subscribe", "job": job_id},
-                          {"action": "start", **timer(2, 0.1)},
-                          {"action": "cancel", "job": job_id},
-                          {"action": "watch_mine"}):
+            for frame in (
+                {"action": "subscribe", "job": job_id},
+                {"action": "start", **timer(2, 0.1)},
+                {"action": "cancel", "job": job_id},
+                {"action": "watch_mine"},
+            ):
                 await send_json(ws, frame)
                 answer = await next_frame(ws)
                 assert answer["type"] == "error" and answer["code"] == "forbidden", (
-                    headers, frame, answer)
+                    headers,
+                    frame,
+                    answer,
+                )
                 assert "status" not in answer and "jobs" not in answer
 
     status, state = alice.get(f"/api/jobs/{job_id}/")
     assert status == 200 and not state["cancel_requested"]
 
 
-@pytest.mark.parametrize("origin", ["http://evil.example", "http://127.0.0.1.evil.example",
-                                    None])
+@pytest.mark.parametrize("origin", ["http://evil.example", "http://127.0.0.1.evil.example", None])
 async def test_a_foreign_or_missing_origin_is_refused_at_the_handshake(server, origin):
     alice = new_visitor(server)
     with pytest.raises(InvalidStatus) as refused:
@@ -369,7 +367,7 @@ async def test_a_foreign_or_missing_origin_is_refused_at_the_handshake(server, o
     assert refused.value.response.status_code == 403
 
 
-# -- g. many jobs, a responsive server ----------------------------------------------------------------
+# -- g. many jobs, a responsive server ------------------------------------------------------------
 
 
 def test_two_hundred_running_jobs_leave_the_server_responsive(server, capsys):
@@ -399,7 +397,7 @@ def test_two_hundred_running_jobs_leave_the_server_responsive(server, capsys):
             assert status == 200 and listing == {"jobs": []}, (status, listing)
 
         # Every job still runs: the measurement happened under the full load.
-        for visitor, ids in zip(owners, ids_by_owner):
+        for visitor, ids in zip(owners, ids_by_owner, strict=True):
             status, listing = visitor.get("/api/jobs/?limit=200")
             assert status == 200
             statuses = {state["id"]: state["status"] for state in listing["jobs"]}
@@ -413,13 +411,14 @@ def test_two_hundred_running_jobs_leave_the_server_responsive(server, capsys):
             return [visitor.post_json(f"/api/jobs/{job_id}/cancel/")[0] for job_id in ids]
 
         with ThreadPoolExecutor(max_workers=len(owners)) as pool:
-            cancel_statuses = [s for ss in pool.map(cancel_all, zip(owners, ids_by_owner))
-                               for s in ss]
+            cancel_statuses = [
+                s for ss in pool.map(cancel_all, zip(owners, ids_by_owner, strict=True)) for s in ss
+            ]
 
     p50 = statistics.median(latencies)
     p99 = sorted(latencies)[max(0, round(0.99 * len(latencies)) - 1)]
     with capsys.disabled():
-        print(
+        print(  # noqa: T201 (the figures are the point)
             f"\n[e2e] 200 jobs started in {started_in:.2f} s; GET /api/jobs/?limit=1 x30 "
             f"under load: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
             f"max {max(latencies) * 1000:.1f} ms; all still running at {measured_in:.2f} s"
@@ -428,7 +427,7 @@ def test_two_hundred_running_jobs_leave_the_server_responsive(server, capsys):
     assert set(cancel_statuses) <= {200, 202}, cancel_statuses
 
     def all_cancelled() -> bool:
-        for visitor, ids in zip(owners, ids_by_owner):
+        for visitor, ids in zip(owners, ids_by_owner, strict=True):
             status, listing = visitor.get("/api/jobs/?limit=200")
             statuses = {state["id"]: state["status"] for state in listing["jobs"]}
             if {statuses[job_id] for job_id in ids} != {"cancelled"}:
@@ -438,7 +437,7 @@ def test_two_hundred_running_jobs_leave_the_server_responsive(server, capsys):
     wait_for_http(all_cancelled, timeout=20, interval=0.2)
 
 
-# -- h. a crash -----------------------------------------------------------------------------------------
+# -- h. a crash -----------------------------------------------------------------------------------
 
 
 async def test_a_killed_server_leaves_its_jobs_interrupted_after_a_restart(tmp_path_factory):
@@ -455,12 +454,14 @@ async def test_a_killed_server_leaves_its_jobs_interrupted_after_a_restart(tmp_p
                 ws, lambda f: is_state(f, job_id) and f["job"]["current"] >= 3, 10
             )
             seen = max(state["seq"] for state in states_of(frames, job_id))
+            reached = max(state["current"] for state in states_of(frames, job_id))
             first.kill()
             with pytest.raises(ConnectionClosed):
                 # Frames already in flight may still come; then the socket closes.
                 for _ in range(100):
                     frame = await next_frame(ws, 5)
                     seen = max(seen, frame["job"]["seq"])
+                    reached = max(reached, frame["job"]["current"])
         assert seen > 1
     finally:
         first.stop()
@@ -477,7 +478,10 @@ async def test_a_killed_server_leaves_its_jobs_interrupted_after_a_restart(tmp_p
         assert stored["seq"] > seen, (stored["seq"], seen)
         assert stored["error"]
         assert stored["finished_at"] is not None
-        assert 3 <= stored["current"] < stored["total"] == 100
+        # The database may lag what was published by up to PERSIST_INTERVAL: the
+        # progress is whatever was last written, never more than was reached.
+        assert stored["current"] <= reached < 100
+        assert stored["total"] in (None, 100)
 
         async with alice_again.ws() as ws:
             await subscribe(ws, job_id, after=seen)

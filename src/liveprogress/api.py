@@ -97,8 +97,9 @@ async def jobs(request: HttpRequest) -> HttpResponse:
         response["Location"] = reverse("liveprogress:job", args=[job.id])
         return response
     limit_text = request.GET.get("limit", str(conf.get("RECENT_JOBS")))
-    if not (limit_text.isdecimal() and len(limit_text) <= 3
-            and 1 <= int(limit_text) <= _LIST_LIMIT_MAX):
+    if not (
+        limit_text.isdecimal() and len(limit_text) <= 3 and 1 <= int(limit_text) <= _LIST_LIMIT_MAX
+    ):
         raise BadRequest(f"limit must be a whole number from 1 to {_LIST_LIMIT_MAX}", field="limit")
     status = request.GET.get("status", "")
     if status not in ("", "active"):

@@ -127,6 +127,9 @@ class ProgressConsumer(AsyncWebsocketConsumer):
         ):
             raise BadRequest("after must be a whole number >= 0", field="after")
         newly = job_id not in self.jobs
+        if after is not None:
+            # The client holds everything up to `after`: nothing older or equal goes out.
+            self.outbox.note_sent(job_id, after)
         # Join first, then read the snapshot: a state published in between is
         # either in the snapshot or arrives live, never lost.
         await self._watch(job_id)
