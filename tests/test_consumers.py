@@ -305,3 +305,43 @@ async def test_after_on_a_fresh_socket_sends_no_older_state(visitor, session_key
     assert answer == {"type": "subscribed", "job": final["id"], "seq": final["seq"]}
     assert await fresh.receive_nothing(0.3)
     await fresh.disconnect()
+
+
+async def test_frame_rate_is_limited_and_the_socket_recovers(visitor, settings):
+    settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "MAX_FRAMES_PER_SECOND": 5, "FRAME_BURST": 5}
+    ws = await connect(await new_session())  # reads the new limits
+    for _ in range(12):
+        await ws.send_json_to({"action": "watch_mine"})
+    answers = [await ws.receive_json_from() for _ in range(12)]
+    assert [a["type"] for a in answers[:5]] == ["watching"] * 5
+    limited = [a for a in answers if a["type"] == "error"]
+    assert len(limited) >= 6
+    assert all(a["code"] == "limit" for a in limited)
+    await asyncio.sleep(0.3)
+    assert (await ask(ws, {"action": "watch_mine"}))["type"] == "watching"
+    await ws.disconnect()
+
+
+async def test_a_client_that_never_reads_is_closed(runtime, settings):
+    from channels.auth import AuthMiddlewareStack
+    from channels.routing import URLRouter
+    from django.urls import path
+
+    from liveprogress.consumers import CLOSE_NOT_READING, ProgressConsumer
+
+    settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "MAX_UNREAD_ANSWERS": 3}
+
+    class NeverRead(ProgressConsumer):
+        # The server's send never completes, as with a client that never reads
+        # (under a server with backpressure, such as Uvicorn).
+        async def _send_text(self, text):
+            await asyncio.Event().wait()
+
+    app = AuthMiddlewareStack(URLRouter([path("ws/progress/", NeverRead.as_asgi())]))
+    headers = [(b"cookie", f"sessionid={await new_session()}".encode())]
+    ws = WebsocketCommunicator(app, "/ws/progress/", headers=headers)
+    assert (await ws.connect())[0]
+    for _ in range(5):
+        await ws.send_json_to({"action": "watch_mine"})
+    assert await ws.receive_output(3) == {"type": "websocket.close", "code": CLOSE_NOT_READING}
+    await ws.wait()

@@ -40,6 +40,13 @@ DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     "MAX_FRAME_BYTES": (64 * 1024, int),
     # Jobs one WebSocket may subscribe to at once.
     "MAX_SUBSCRIPTIONS": (200, int),
+    # Frames one WebSocket may send per second, sustained...
+    "MAX_FRAMES_PER_SECOND": (20, (int, float)),
+    # ...and at once: a reconnecting client resubscribes to every job it watched.
+    "FRAME_BURST": (250, int),
+    # Answers (errors, acks) waiting for a client that doesn't read; past this
+    # the socket is closed with code 4008.
+    "MAX_UNREAD_ANSWERS": (100, int),
     # How many of an owner's jobs `watch_mine` and the job list return.
     "RECENT_JOBS": (20, int),
     # Register the built-in demo job kinds (demo.timer).

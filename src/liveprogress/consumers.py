@@ -16,11 +16,15 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from . import actions, conf
 from .exceptions import BadRequest, LimitReached, RequestError, TooLarge
 from .hub import Outbox
+from .limits import TokenBucket
 from .owner import scope_language, scope_owner
 from .runtime import Runtime, get_runtime
 from .state import encode, error_frame, job_state
 
 logger = logging.getLogger(__name__)
+
+#: Close code for a client that sends but doesn't read its answers (see MAX_UNREAD_ANSWERS).
+CLOSE_NOT_READING = 4008
 
 
 def parse_frame(text: str | None, data: bytes | None) -> dict[str, Any]:
@@ -58,6 +62,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):
         self.jobs: set[str] = set()
         self.watching_owner = False
         self.outbox = Outbox(self._send_text)
+        self.rate = TokenBucket(conf.get("MAX_FRAMES_PER_SECOND"), conf.get("FRAME_BURST"))
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
@@ -73,8 +78,16 @@ class ProgressConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=text)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.outbox.unsent >= conf.get("MAX_UNREAD_ANSWERS"):
+            # It keeps sending and never reads: its answers would pile up here.
+            await self.close(code=CLOSE_NOT_READING)
+            return
         job: str | None = None
         try:
+            if not self.rate.take():
+                raise LimitReached(
+                    f"Too many frames: at most {conf.get('MAX_FRAMES_PER_SECOND')} a second"
+                )
             frame = parse_frame(text_data, bytes_data)
             raw_job = frame.get("job")
             if isinstance(raw_job, str) and len(raw_job) <= 64:

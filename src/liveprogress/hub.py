@@ -70,6 +70,11 @@ class Outbox:
         self._pending[next(self._keys)] = frame
         self._ready.set()
 
+    @property
+    def unsent(self) -> int:
+        """Frames queued and not yet handed to the server."""
+        return len(self._pending)
+
     def note_sent(self, job_id: str, seq: int) -> None:
         """Record a state that reached the socket inside another frame."""
         if seq > self._sent_seq.get(job_id, 0):
