@@ -36,15 +36,15 @@ $(VENV)/.stamp-run: requirements.txt pyproject.toml
 	$(VENV)/bin/$(PIP) -r requirements.txt -e .
 	touch $@
 
-$(VENV)/.stamp-test: requirements.txt pyproject.toml
+$(VENV)/.stamp-test: requirements.txt requirements-scale.txt pyproject.toml
 	@test -n "$(PY)" || { echo "no Python >= 3.11 found" >&2; exit 1; }
 	$(call venv,$(VENV),$(PY))
-	$(VENV)/bin/$(PIP) -r requirements.txt -e '.[test]'
+	$(VENV)/bin/$(PIP) -r requirements-scale.txt -e '.[test]'
 	touch $@
 
-$(VENV11)/.stamp-test: requirements.txt pyproject.toml
+$(VENV11)/.stamp-test: requirements.txt requirements-scale.txt pyproject.toml
 	$(call venv,$(VENV11),$(PY311))
-	$(VENV11)/bin/$(PIP) -r requirements.txt -e '.[test]'
+	$(VENV11)/bin/$(PIP) -r requirements-scale.txt -e '.[test]'
 	touch $@
 
 run: $(VENV)/.stamp-run

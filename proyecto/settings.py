@@ -7,6 +7,12 @@ Environment variables, each optional:
 - DATABASE_URL: a database URL (default: SQLite file db.sqlite3 beside manage.py).
 - LIVEPROGRESS_SETTINGS_JSON: a JSON object of LIVEPROGRESS settings (default: none,
   every setting at its documented default).
+
+Scale-out, each optional (README, "Scaling out"):
+- REDIS_URL: channels_redis as the channel layer (default: the in-memory layer,
+  which only reaches sockets of the same process).
+- LIVEPROGRESS_RUNNER=tasks: jobs run as django.tasks tasks on django-tasks-db's
+  database queue, by `manage.py db_worker` processes (default: inprocess).
 """
 
 import json
@@ -14,6 +20,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+import django
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -81,17 +88,46 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = _SQLITE_OPTIONS
 
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels.layers.InMemoryChannelLayer",
-        "CONFIG": {
-            # The per-process hub channel receives every watched job's states.
-            "capacity": 10_000,
-        },
+# Each server process has one channel (its hub), which receives every state of
+# every job watched there: room for bursts.
+_HUB_CAPACITY = 10_000
+if os.environ.get("REDIS_URL"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # redis-py >= 6 defaults break channels_redis (issue 422): a socket
+                # timeout kills blocking receives and a small pool fails handshakes.
+                "hosts": [
+                    {
+                        "address": os.environ["REDIS_URL"],
+                        "socket_timeout": None,
+                        "max_connections": 2000,
+                    }
+                ],
+                "capacity": _HUB_CAPACITY,
+            },
+        }
     }
-}
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": _HUB_CAPACITY},
+        }
+    }
 
 LIVEPROGRESS: dict[str, object] = json.loads(os.environ.get("LIVEPROGRESS_SETTINGS_JSON", "{}"))
+if os.environ.get("LIVEPROGRESS_RUNNER"):
+    LIVEPROGRESS["RUNNER"] = os.environ["LIVEPROGRESS_RUNNER"]
+if LIVEPROGRESS.get("RUNNER") == "tasks":
+    # django-tasks-db: the queue is a table of this database, workers claim rows
+    # with SELECT ... FOR UPDATE SKIP LOCKED. Below Django 6 it runs on the
+    # django-tasks backport.
+    INSTALLED_APPS += ["django_tasks_db"]
+    if django.VERSION < (6, 0):
+        INSTALLED_APPS += ["django_tasks"]
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -94,3 +94,12 @@ async def collect(*, job_id: str | None = None, owner: str | None = None):
     finally:
         task.cancel()
         await layer.group_discard(group, channel)
+
+
+@job("tests.retryable", retryable=True)
+async def retryable(progress, steps: int = 3, interval: float = 0.05):
+    progress.start(total=steps)
+    for _ in range(steps):
+        await asyncio.sleep(interval)
+        progress.advance()
+    return {"steps": steps}

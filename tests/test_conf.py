@@ -38,3 +38,16 @@ def test_bad_settings_say_what_is_wrong(settings, value, message):
     settings.LIVEPROGRESS = value
     with pytest.raises(ImproperlyConfigured, match=message):
         conf.get("RUNNER")
+
+
+def test_job_modules_are_imported_at_start_up(settings):
+    import sys
+
+    from django.apps import apps
+
+    from liveprogress.registry import kinds
+
+    settings.LIVEPROGRESS = {"JOB_MODULES": ["tests.extra_jobs"]}
+    sys.modules.pop("tests.extra_jobs", None)
+    apps.get_app_config("liveprogress").ready()
+    assert "tests.extra" in kinds()

@@ -6,6 +6,7 @@ caller's exactly like one that does not exist.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -15,9 +16,11 @@ from django.utils import timezone
 from . import conf
 from .exceptions import BadRequest, Forbidden, LimitReached, NotFound
 from .models import ACTIVE_STATUSES, Job, Status
-from .publish import publish
+from .publish import publish, request_cancel
 from .registry import get_kind
 from .runtime import get_runtime
+
+logger = logging.getLogger(__name__)
 
 
 def require_owner(owner: str | None) -> str:
@@ -54,10 +57,15 @@ async def start_job(
         if await active.acount() >= conf.get("MAX_ACTIVE_TOTAL"):
             raise LimitReached("The server is running as many jobs as it may; try again soon")
         job = Job(kind=job_kind.name, params=clean, owner=owner, language=language, seq=1)
-        runtime.runner.claim(job)
+        runtime.dispatcher.prepare(job)
         await job.asave(force_insert=True)
     await publish(job)
-    runtime.runner.submit(job)
+    try:
+        await runtime.dispatcher.dispatch(job)
+    except Exception as exc:
+        # The queue refused it: the job can't run, and says so.
+        logger.exception("dispatch failed job=%s", job.id)
+        await end_unclaimed(job, Status.FAILED, f"The job could not be queued: {exc}")
     return job
 
 
@@ -82,16 +90,26 @@ async def cancel_job(owner: str, job_id: str) -> Job:
     execution = runtime.runner.executions.get(job_id)
     if execution is not None:
         return await execution.cancel()
-    # Running in another process: it sees the flag at its next heartbeat.
+    # Elsewhere: the flag is the truth (read at every heartbeat), the broadcast is
+    # the fast path; a job no worker has claimed yet ends here and now.
     await Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).aupdate(cancel_requested=True)
-    now = timezone.now()
-    ended = await Job.objects.filter(pk=job_id, status=Status.QUEUED, worker="").aupdate(
-        status=Status.CANCELLED, finished_at=now, updated_at=now, seq=F("seq") + 1
-    )
     job = await Job.objects.aget(pk=job_id)
-    if ended:
-        await publish(job)
+    if not await end_unclaimed(job, Status.CANCELLED, ""):
+        await request_cancel(job_id)
+        job = await Job.objects.aget(pk=job_id)
     return job
+
+
+async def end_unclaimed(job: Job, status: Status, error: str) -> bool:
+    """End a queued job that no process has claimed; False if one has."""
+    now = timezone.now()
+    ended = await Job.objects.filter(pk=job.pk, status=Status.QUEUED, worker="").aupdate(
+        status=status, error=error, finished_at=now, updated_at=now, seq=F("seq") + 1
+    )
+    if ended:
+        await job.arefresh_from_db()
+        await publish(job)
+    return bool(ended)
 
 
 async def list_jobs(owner: str, *, limit: int, active_only: bool = False) -> list[Job]:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from importlib import import_module
+
 from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
 from django.utils.translation import gettext_lazy as _
@@ -12,7 +14,10 @@ class LiveProgressConfig(AppConfig):
     def ready(self) -> None:
         from . import conf
 
-        # Job kinds register on import: the demo's, then every app's `jobs` module.
+        # Job kinds register on import: the demo's, every app's `jobs` module, and
+        # the modules JOB_MODULES names.
         if conf.get("DEMO_JOBS"):
             from . import demo  # noqa: F401
         autodiscover_modules("jobs")
+        for module in conf.get("JOB_MODULES"):
+            import_module(module)

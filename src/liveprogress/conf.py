@@ -19,6 +19,15 @@ from django.dispatch import receiver
 DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     # Where jobs run: "inprocess" (inside the ASGI server) or "tasks" (django.tasks).
     "RUNNER": ("inprocess", str),
+    # With the tasks runner: the TASKS backend alias and the queue jobs go to.
+    "TASK_BACKEND": ("default", str),
+    "TASK_QUEUE": ("default", str),
+    # Times a retryable job is started in all, counting re-queues after its
+    # process died; past this it ends `interrupted` like any other.
+    "MAX_ATTEMPTS": (3, int),
+    # Modules imported at start-up for their @job kinds, besides every installed
+    # app's `jobs` module.
+    "JOB_MODULES": ([], list),
     # At most one channel-layer message per job per this many seconds.
     "PUBLISH_INTERVAL": (0.1, (int, float)),
     # At most one database write of a running job's progress per this many seconds.
@@ -53,7 +62,7 @@ DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     "DEMO_JOBS": (True, bool),
 }
 
-RUNNERS = ("inprocess",)
+RUNNERS = ("inprocess", "tasks")
 
 
 @cache
@@ -73,7 +82,7 @@ def _settings() -> dict[str, Any]:
                 f"LIVEPROGRESS[{name!r}] = {value!r} has the wrong type, "
                 f"expected {getattr(expected, '__name__', expected)}"
             )
-        if expected is not bool and expected is not str and value <= 0:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
             raise ImproperlyConfigured(f"LIVEPROGRESS[{name!r}] = {value!r} must be positive")
         values[name] = value
     if values["RUNNER"] not in RUNNERS:

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from . import conf
 from .models import Job
-from .publish import job_group, owner_group, state_message
+from .publish import CANCEL_MESSAGE, CONTROL_GROUP, job_group, owner_group, state_message
 
 logger = logging.getLogger(__name__)
 
@@ -116,14 +116,18 @@ class Hub:
         # job id -> (seq, frame, terminal) of the newest state seen, for watched jobs.
         self._latest: dict[str, tuple[int, str, bool]] = {}
         self._receiver: asyncio.Task[None] | None = None
+        self._on_cancel: Callable[[str], None] | None = None
         self._renewed_at = time.monotonic()
         self._reconciled_at = timezone.now()
 
-    async def start(self) -> None:
+    async def start(self, on_cancel: Callable[[str], None] | None = None) -> None:
+        """Open this process's channel and join the control group."""
+        self._on_cancel = on_cancel
         self._layer = get_channel_layer()
         if self._layer is None:
             return
         self.channel = await self._layer.new_channel("liveprogress.hub.")
+        await self._group_add(CONTROL_GROUP)
         self._receiver = asyncio.get_running_loop().create_task(
             self._receive(), context=contextvars.Context()
         )
@@ -133,25 +137,46 @@ class Hub:
             self._receiver.cancel()
 
     async def _receive(self) -> None:
+        rejoin = False
         while True:
             try:
+                if rejoin:
+                    # The layer went away (a Redis restart forgets every group).
+                    await self._rejoin()
+                    rejoin = False
                 message = await self._layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.warning("channel layer receive failed; retrying", exc_info=True)
+                logger.warning("channel layer unavailable; retrying in 1 s", exc_info=True)
+                rejoin = True
                 await asyncio.sleep(1.0)
                 continue
-            try:
-                self.deliver(
-                    message["job"],
-                    message["owner"],
-                    message["seq"],
-                    message["frame"],
-                    message["terminal"],
-                )
-            except (KeyError, TypeError):
-                logger.warning("malformed hub message dropped: %r", message)
+            self._handle(message)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        try:
+            if message["type"] == CANCEL_MESSAGE:
+                if self._on_cancel is not None:
+                    self._on_cancel(message["job"])
+                return
+            self.deliver(
+                message["job"],
+                message["owner"],
+                message["seq"],
+                message["frame"],
+                message["terminal"],
+            )
+        except (KeyError, TypeError):
+            logger.warning("malformed hub message dropped: %r", message)
+
+    async def _rejoin(self) -> None:
+        await self._group_add(CONTROL_GROUP)
+        for job_id in list(self._job_watchers):
+            await self._group_add(job_group(job_id))
+        for owner in list(self._owner_watchers):
+            await self._group_add(owner_group(owner))
+        self._renewed_at = time.monotonic()
 
     # -- membership --------------------------------------------------------------
 
@@ -233,11 +258,7 @@ class Hub:
         is what makes a final state always reach every watcher.
         """
         if time.monotonic() - self._renewed_at > GROUP_RENEW_S:
-            self._renewed_at = time.monotonic()
-            for job_id in list(self._job_watchers):
-                await self._group_add(job_group(job_id))
-            for owner in list(self._owner_watchers):
-                await self._group_add(owner_group(owner))
+            await self._rejoin()
         open_jobs = [
             job_id
             for job_id in self._job_watchers

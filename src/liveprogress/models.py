@@ -55,6 +55,8 @@ class Job(models.Model):
     heartbeat_at = models.DateTimeField(_("heartbeat"), null=True, blank=True)
     # "host:pid:boot" of the process that runs it; empty while nobody has claimed it.
     worker = models.CharField(_("worker"), max_length=200, blank=True)
+    # Times it was started: more than one for a retryable job re-queued after a crash.
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
 
     class Meta:
         ordering = ["-created_at"]

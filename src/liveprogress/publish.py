@@ -20,6 +20,10 @@ from .state import encode, job_state, state_frame
 logger = logging.getLogger(__name__)
 
 STATE_MESSAGE = "liveprogress.state"
+CANCEL_MESSAGE = "liveprogress.cancel"
+# Every process's hub is in it: a cancel reaches the process running the job,
+# wherever the request came in.
+CONTROL_GROUP = "liveprogress.control"
 
 
 def job_group(job_id: str) -> str:
@@ -56,3 +60,15 @@ async def publish(job: Job) -> None:
             logger.warning(
                 "publish failed job=%s seq=%s group=%s", job.id, job.seq, group, exc_info=True
             )
+
+
+async def request_cancel(job_id: str) -> None:
+    """Tell every process to cancel ``job_id`` if it runs it (the database flag stays the
+    fallback: running processes also read it at every heartbeat)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        await layer.group_send(CONTROL_GROUP, {"type": CANCEL_MESSAGE, "job": job_id})
+    except Exception:
+        logger.warning("cancel broadcast failed job=%s", job_id, exc_info=True)

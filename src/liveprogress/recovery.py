@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.db.models import F
 from django.utils import timezone
@@ -19,6 +20,10 @@ from django.utils import timezone
 from . import conf
 from .models import ACTIVE_STATUSES, UNPERSISTED_SEQ_WINDOW, Job, Status
 from .publish import publish
+from .registry import kinds
+
+if TYPE_CHECKING:
+    from .runners import Dispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -67,24 +72,77 @@ async def _interrupt(job: Job, reason: str) -> bool:
     return bool(ended)
 
 
-async def recover_dead_processes(me: str) -> int:
+async def _requeue(job: Job, reason: str, dispatcher: Dispatcher) -> bool:
+    """Start a retryable job again from the beginning, through ``dispatcher``."""
+    dead = {"pk": job.pk, "worker": job.worker, "heartbeat_at": job.heartbeat_at}
+    now = timezone.now()
+    job.status, job.current, job.total, job.eta_s = Status.QUEUED, 0, None, None
+    job.message, job.started_at, job.updated_at = reason, None, now
+    job.worker, job.heartbeat_at = "", None
+    job.seq += UNPERSISTED_SEQ_WINDOW + 1
+    dispatcher.prepare(job)
+    fields = [
+        "status",
+        "current",
+        "total",
+        "eta_s",
+        "message",
+        "started_at",
+        "updated_at",
+        "worker",
+        "heartbeat_at",
+        "seq",
+        "attempts",
+    ]
+    requeued = await Job.objects.filter(status__in=ACTIVE_STATUSES, **dead).aupdate(
+        **{field: getattr(job, field) for field in fields}
+    )
+    if requeued:
+        logger.warning(
+            "job re-queued job=%s attempt=%d reason=%r", job.id, job.attempts + 1, reason
+        )
+        await publish(job)
+        await dispatcher.dispatch(job)
+    return bool(requeued)
+
+
+async def _end(job: Job, reason: str, dispatcher: Dispatcher | None) -> bool:
+    """Interrupt the job of a dead process, or re-queue it if its kind allows."""
+    kind = kinds().get(job.kind)
+    if (
+        kind is not None
+        and kind.retryable
+        and job.attempts < conf.get("MAX_ATTEMPTS")
+        and not job.cancel_requested
+    ):
+        if dispatcher is None:
+            return False  # left to a process that can start it again
+        return await _requeue(job, f"{reason}; starting again", dispatcher)
+    return await _interrupt(job, reason)
+
+
+async def recover_dead_processes(me: str, dispatcher: Dispatcher | None = None) -> int:
     """At start-up: end the jobs of processes on this host that are gone."""
     count = 0
     host_prefix = socket.gethostname() + ":"
     candidates = Job.objects.filter(status__in=ACTIVE_STATUSES, worker__startswith=host_prefix)
     async for job in candidates:
         if _dead_on_this_host(job.worker, me):
-            count += await _interrupt(job, "The process running this job stopped")
+            count += await _end(job, "The process running this job stopped", dispatcher)
     return count
 
 
-async def sweep_stale() -> int:
-    """End every job whose process stopped sending heartbeats."""
+async def sweep_stale(dispatcher: Dispatcher | None = None) -> int:
+    """End (or re-queue) every job whose process stopped sending heartbeats.
+
+    Without a ``dispatcher`` (an observer such as ``watchjob``), retryable jobs
+    are left for a server or worker to start again.
+    """
     cutoff = timezone.now() - timedelta(seconds=conf.get("STALE_AFTER"))
     count = 0
     stale = Job.objects.filter(status__in=ACTIVE_STATUSES, heartbeat_at__lt=cutoff).exclude(
         worker=""
     )
     async for job in stale:
-        count += await _interrupt(job, "The process running this job stopped answering")
+        count += await _end(job, "The process running this job stopped answering", dispatcher)
     return count

@@ -30,6 +30,8 @@ class JobKind:
     title: str | Promise
     is_async: bool
     params_model: type[pydantic.BaseModel]
+    #: Re-queued (up to MAX_ATTEMPTS starts) when the process running it dies.
+    retryable: bool = False
 
     def validate(self, params: Any, *, from_strings: bool = False) -> dict[str, Any]:
         """Checked params with defaults filled in, as JSON-ready values.
@@ -75,14 +77,18 @@ def _params_model(name: str, function: JobFunction) -> type[pydantic.BaseModel]:
     )
 
 
-def job(name: str, *, title: str | Promise | None = None) -> Callable[[JobFunction], JobFunction]:
+def job(
+    name: str, *, title: str | Promise | None = None, retryable: bool = False
+) -> Callable[[JobFunction], JobFunction]:
     """Register a function as the job kind ``name``.
 
     The function takes a :class:`~liveprogress.progress.Progress` first, then its
     parameters by name; their annotations (``Annotated[int, Field(ge=1)]`` for
     bounds) and defaults are what clients may send. It may be sync (run in a
     thread) or async (run on the server's event loop); what it returns, JSON-ready,
-    is the job's result.
+    is the job's result. A ``retryable`` job whose process dies is started
+    again from the beginning (so it must be safe to run twice) instead of
+    ending `interrupted`.
     """
 
     def register(function: JobFunction) -> JobFunction:
@@ -95,6 +101,7 @@ def job(name: str, *, title: str | Promise | None = None) -> Callable[[JobFuncti
             title=title or name,
             is_async=inspect.iscoroutinefunction(function),
             params_model=_params_model(name, function),
+            retryable=retryable,
         )
         return function
 

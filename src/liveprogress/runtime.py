@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from . import conf
 from .hub import Hub
 from .recovery import recover_dead_processes, sweep_stale, worker_id
-from .runners import InProcessRunner
+from .runners import InProcessRunner, dispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -25,26 +25,39 @@ class Runtime:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.worker = worker_id(secrets.token_hex(4))
+        # Runs jobs in this process: those started here (inprocess) or claimed here (a
+        # worker of the tasks runner).
         self.runner = InProcessRunner(self.worker)
+        # Gets a new job running, per RUNNER: this process's runner, or a task queue.
+        self.dispatcher = dispatcher(self.runner)
         self.hub = Hub()
         # Serialises cap checks and job creation in this process.
         self.admission = asyncio.Lock()
         self._loops: list[asyncio.Task[None]] = []
+        self._pending: set[asyncio.Task[object]] = set()
         self.ready: asyncio.Task[None] = loop.create_task(
             self._start(), context=contextvars.Context()
         )
 
     async def _start(self) -> None:
-        recovered = await recover_dead_processes(self.worker)
+        recovered = await recover_dead_processes(self.worker, self.dispatcher)
         if recovered:
             logger.warning("start-up recovery interrupted=%d", recovered)
-        await self.hub.start()
+        await self.hub.start(on_cancel=self._cancel_local)
         self._every(conf.get("HEARTBEAT_INTERVAL"), self._heartbeat)
         self._every(conf.get("RECONCILE_INTERVAL"), self.hub.reconcile)
 
+    def _cancel_local(self, job_id: str) -> None:
+        """A cancel broadcast: act on it if the job runs here."""
+        execution = self.runner.executions.get(job_id)
+        if execution is not None and not execution.progress.cancelled:
+            task = self.loop.create_task(execution.cancel(), context=contextvars.Context())
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
     async def _heartbeat(self) -> None:
         await self.runner.heartbeat()
-        await sweep_stale()
+        await sweep_stale(self.dispatcher)
 
     def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
         async def repeat() -> None:

@@ -31,10 +31,15 @@ class InProcessRunner:
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def claim(self, job: Job) -> None:
-        """Mark a new job as this process's before it is saved."""
+    def prepare(self, job: Job) -> None:
+        """Claim a new job for this process before it is saved."""
         job.worker = self.worker
         job.heartbeat_at = timezone.now()
+        job.attempts += 1
+
+    async def dispatch(self, job: Job) -> None:
+        """Run a saved job that :meth:`prepare` claimed."""
+        self.submit(job)
 
     def submit(self, job: Job) -> Execution:
         """Start running ``job`` (already saved and claimed) in this process."""
