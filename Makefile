@@ -1,6 +1,7 @@
 # liveprogress: the everyday commands.
 #
 #   make run     demo site on http://127.0.0.1:8000 (venv .venv, newest Python)
+#   make scale   the scale-out topology: 2 servers, 2 workers, Redis, PostgreSQL
 #   make test    migrations check + pytest on the newest Python, and again on 3.11
 #   make lint    ruff check + ruff format --check
 #   make bench   benchmarks (bench/), when there are some
@@ -12,7 +13,7 @@
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := test
-.PHONY: run test lint format bench clean
+.PHONY: run scale test lint format bench clean
 
 PY     := $(shell bash scripts/find-python)
 PY311  := $(shell bash scripts/find-python 3.11 2>/dev/null)
@@ -47,6 +48,12 @@ $(VENV11)/.stamp-test: requirements.txt requirements-scale.txt pyproject.toml
 	$(VENV11)/bin/$(PIP) -r requirements-scale.txt -e '.[test]'
 	touch $@
 
+$(VENV)/.stamp-scale: requirements-scale.txt requirements.txt pyproject.toml
+	@test -n "$(PY)" || { echo "no Python >= 3.11 found" >&2; exit 1; }
+	$(call venv,$(VENV),$(PY))
+	$(VENV)/bin/$(PIP) -r requirements-scale.txt -e .
+	touch $@
+
 run: $(VENV)/.stamp-run
 	$(VENV)/bin/python manage.py migrate --noinput
 	exec $(VENV)/bin/daphne -b 127.0.0.1 -p 8000 proyecto.asgi:application
@@ -63,6 +70,9 @@ ifdef EXTRA_LINE
 else
 	@echo "==> no separate Python 3.11 line (none found, or the newest Python is 3.11)"
 endif
+
+scale: $(VENV)/.stamp-scale
+	PY=$(VENV)/bin/python exec bash scripts/scale
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check .
