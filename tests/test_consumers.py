@@ -116,8 +116,14 @@ async def test_subscribe_snapshot_then_live_and_after(visitor, session_key):
         "job": job_id,
         "seq": final_seq,
     }
+    # This socket holds the final state already: an ack, not a duplicate...
     again = await ask(other, {"action": "subscribe", "job": job_id, "after": final_seq - 2})
-    assert again["job"]["seq"] == final_seq
+    assert again == {"type": "subscribed", "job": job_id, "seq": final_seq}
+    # ...while a fresh socket behind it gets the state.
+    fresh = await connect(session_key)
+    caught_up = await ask(fresh, {"action": "subscribe", "job": job_id, "after": final_seq - 2})
+    assert caught_up["job"]["seq"] == final_seq
+    await fresh.disconnect()
     await other.disconnect()
 
 
@@ -290,7 +296,8 @@ async def test_subscription_cap(visitor, settings):
     assert second["code"] == "limit"
     # The one it holds still answers.
     again = await ask(visitor, {"action": "subscribe", "job": first["job"]["id"]})
-    assert again["type"] == "job"
+    assert again["type"] == "subscribed"
+    assert again["job"] == first["job"]["id"]
 
 
 async def test_after_on_a_fresh_socket_sends_no_older_state(visitor, session_key):

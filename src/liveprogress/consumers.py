@@ -153,7 +153,9 @@ class ProgressConsumer(AsyncWebsocketConsumer):
                 await self._unwatch(job_id)
             raise
         seq, text = self.runtime.hub.deliver_job(job)
-        if after is not None and seq <= after:
+        if seq <= self.outbox.sent_seq(job_id):
+            # The socket holds this state already (sent live, or `after` says so):
+            # an ack, not a duplicate.
             self.outbox.offer(encode({"type": "subscribed", "job": job_id, "seq": seq}))
         else:
             self.outbox.offer_state(job_id, seq, text, answer=True)

@@ -50,7 +50,12 @@ class Outbox:
         )
 
     def newest_seq(self, job_id: str) -> int:
-        return max(self._sent_seq.get(job_id, 0), self._pending_seq.get(job_id, 0))
+        """The seq of the newest state of the job sent or queued to this socket."""
+        return max(self.sent_seq(job_id), self._pending_seq.get(job_id, 0))
+
+    def sent_seq(self, job_id: str) -> int:
+        """The seq of the newest state of the job this socket has been sent (0: none)."""
+        return self._sent_seq.get(job_id, 0)
 
     def offer_state(self, job_id: str, seq: int, frame: str, *, answer: bool = False) -> None:
         """Queue a job's state unless the socket has or awaits a newer one.
@@ -127,7 +132,8 @@ class Hub:
         if self._layer is None:
             return
         self.channel = await self._layer.new_channel("liveprogress.hub.")
-        await self._group_add(CONTROL_GROUP)
+        # The receiver joins the control group first, retrying while the layer is
+        # away: a process starts (and runs jobs) even while Redis is down.
         self._receiver = asyncio.get_running_loop().create_task(
             self._receive(), context=contextvars.Context()
         )
@@ -137,11 +143,12 @@ class Hub:
             self._receiver.cancel()
 
     async def _receive(self) -> None:
-        rejoin = False
+        rejoin = True
         while True:
             try:
                 if rejoin:
-                    # The layer went away (a Redis restart forgets every group).
+                    # At start, or after the layer went away (a restarted Redis
+                    # forgets every group).
                     await self._rejoin()
                     rejoin = False
                 message = await self._layer.receive(self.channel)
