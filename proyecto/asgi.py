@@ -11,13 +11,16 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from liveprogress.lifespan import lifespan  # noqa: E402
 from liveprogress.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # The demo serves its own assets (no CDN, no collectstatic step, DEBUG or
+        # not); a production site serves them from its web server or WhiteNoise.
+        "http": ASGIStaticFilesHandler(django_asgi_app),
         # Uvicorn: start-up recovery before the first request; Daphne ignores it.
         "lifespan": lifespan,
         "websocket": AllowedHostsOriginValidator(

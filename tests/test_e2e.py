@@ -489,3 +489,22 @@ async def test_a_killed_server_leaves_its_jobs_interrupted_after_a_restart(tmp_p
         assert is_state(resumed, job_id), resumed
         assert resumed["job"]["status"] == "interrupted"
         assert resumed["job"]["seq"] == stored["seq"] > seen
+
+
+@pytest.mark.parametrize(
+    ("asset", "content_type"),
+    [
+        ("/static/liveprogress/liveprogress.js", "text/javascript"),
+        ("/static/liveprogress/progress-page.js", "text/javascript"),
+        ("/static/liveprogress/liveprogress.css", "text/css"),
+    ],
+)
+def test_the_page_s_assets_are_served_by_the_server_itself(server, asset, content_type):
+    import urllib.request
+
+    page = urllib.request.urlopen(server.url("/progress/"), timeout=5).read().decode()  # noqa: S310
+    assert asset in page
+    response = urllib.request.urlopen(server.url(asset), timeout=5)  # noqa: S310
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith(content_type)
+    assert len(response.read()) > 500
