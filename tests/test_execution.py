@@ -222,3 +222,27 @@ async def test_foreign_jobs_are_not_found(runtime):
             await call("session:b", str(job.id))
     await runtime.runner.wait(str(job.id))
     assert (await Job.objects.aget(pk=job.pk)).status == "succeeded"
+
+
+async def test_a_database_hiccup_delays_states_but_loses_nothing(runtime, monkeypatch):
+    failures = {"progress": 1, "final": 1}
+    persist = Execution._persist
+
+    async def flaky(self, fields):
+        kind = "final" if "finished_at" in fields else "progress"
+        if failures[kind]:
+            failures[kind] -= 1
+            raise ConnectionError("database away")
+        return await persist(self, fields)
+
+    monkeypatch.setattr(Execution, "_persist", flaky)
+    async with collect(owner=OWNER) as seen:
+        job = await run(runtime, "demo.timer", {"steps": 30, "interval": 0.05})
+        await asyncio.wait_for(seen.terminal.wait(), 5)
+    assert failures == {"progress": 0, "final": 0}
+    assert job.status == "succeeded"
+    assert job.current == 30
+    # The publisher went on after the failed write: live states, not just the end.
+    assert len(seen.messages) >= 5
+    assert seen.messages[-1]["seq"] == job.seq
+    assert seen.seqs == sorted(set(seen.seqs))

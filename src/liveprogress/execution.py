@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
+from channels.db import aclose_old_connections
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone, translation
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 # The ETA comes from the progress rate over this many recent seconds, not since the
 # start, so it follows a job that speeds up or slows down.
 ETA_WINDOW_S = 10.0
+
+# Waits between tries to write a final state while the database is away (~1 min).
+_FINAL_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 _PROGRESS_FIELDS = [
     "status",
@@ -171,14 +175,21 @@ class Execution:
             if self._persisted_seq != self.job.seq:
                 timeout = max(0.0, self._persisted_at + persist_interval - time.monotonic())
             try:
-                await asyncio.wait_for(self._dirty.wait(), timeout)
-            except TimeoutError:
-                async with self._publish_lock:
-                    if not self._finished:
-                        await self._persist(_PROGRESS_FIELDS)
-                continue
-            await self._publish()
-            await asyncio.sleep(interval)
+                try:
+                    await asyncio.wait_for(self._dirty.wait(), timeout)
+                except TimeoutError:
+                    async with self._publish_lock:
+                        if not self._finished:
+                            await self._persist(_PROGRESS_FIELDS)
+                    continue
+                await self._publish()
+                await asyncio.sleep(interval)
+            except Exception:
+                # The database is away: the job goes on, its state waits (it may not
+                # be published further than the window past what is written).
+                logger.warning("persisting failed job=%s; retrying", self.job.id, exc_info=True)
+                await aclose_old_connections()
+                await asyncio.sleep(max(interval, 1.0))
 
     async def _publish(self) -> None:
         async with self._publish_lock:
@@ -257,7 +268,21 @@ class Execution:
             job.finished_at, job.updated_at, job.eta_s = now, now, None
             job.seq += 1
             self._finished = True
-            if await self._persist(_FINAL_FIELDS):
+            for delay in (*_FINAL_RETRY_DELAYS, None):
+                try:
+                    persisted = await self._persist(_FINAL_FIELDS)
+                    break
+                except Exception:
+                    if delay is None:
+                        # Its heartbeat stops with it: a sweep ends it `interrupted`.
+                        logger.error("final state lost job=%s status=%s", job.id, status)
+                        return
+                    logger.warning(
+                        "final write failed job=%s; retrying in %s s", job.id, delay, exc_info=True
+                    )
+                    await aclose_old_connections()
+                    await asyncio.sleep(delay)
+            if persisted:
                 await self._send()
 
 

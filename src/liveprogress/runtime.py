@@ -13,6 +13,8 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 
+from channels.db import aclose_old_connections
+
 from . import conf
 from .hub import Hub
 from .recovery import recover_dead_processes, sweep_stale, worker_id
@@ -66,8 +68,10 @@ class Runtime:
                 try:
                     await work()
                 except Exception:
-                    # A database or layer hiccup must not end the loop for good.
+                    # A database or layer hiccup must not end the loop for good; a
+                    # broken database connection is dropped so the next try reconnects.
                     logger.warning("periodic %s failed", work.__qualname__, exc_info=True)
+                    await aclose_old_connections()
 
         self._loops.append(self.loop.create_task(repeat(), context=contextvars.Context()))
 
