@@ -103,3 +103,18 @@ async def retryable(progress, steps: int = 3, interval: float = 0.05):
         await asyncio.sleep(interval)
         progress.advance()
     return {"steps": steps}
+
+
+@job("tests.chatty")
+async def chatty(progress, seconds: float = 5.0, size: int = 20_000):
+    """Changes its state far more often than it is published, with a big message."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    progress.start(total=None)
+    count = 0
+    while loop.time() < end:
+        count += 1
+        progress.set(count)
+        progress.message(f"{count} " + "x" * size)
+        await asyncio.sleep(0.002)
+    return count

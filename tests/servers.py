@@ -31,7 +31,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,7 @@ class DaphneServer:
         port: int | None = None,
         start_timeout: float = START_TIMEOUT,
         ready_path: str = "/",
+        args: Sequence[str] = (),
     ) -> None:
         self.db_path = Path(db_path).resolve()
         self.env = server_env(self.db_path, env, liveprogress)
@@ -140,6 +141,8 @@ class DaphneServer:
         self.port = 0
         self.start_timeout = start_timeout
         self.ready_path = ready_path
+        #: Extra command-line options of the server.
+        self.args = list(args)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self._log: Any = None
@@ -200,24 +203,18 @@ class DaphneServer:
         self.log_path = candidate
         self._log = open(candidate, "wb")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-v",
-                "0",
-                "-b",
-                HOST,
-                "-p",
-                str(self.port),
-                "proyecto.asgi:application",
-            ],
+            self.command(),
             cwd=REPO_ROOT,
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+
+    def command(self) -> list[str]:
+        """The server's command line, on ``self.port``."""
+        daphne = [sys.executable, "-m", "daphne", "-v", "0", "-b", HOST, "-p", str(self.port)]
+        return [*daphne, *self.args, "proyecto.asgi:application"]
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -281,6 +278,16 @@ class DaphneServer:
         if self.log_path is None or not self.log_path.exists():
             return ""
         return self.log_path.read_text("utf-8", "replace")
+
+
+class UvicornServer(DaphneServer):
+    """The same site under Uvicorn (its websockets implementation, which applies
+    backpressure: a send to a client that doesn't read waits)."""
+
+    def command(self) -> list[str]:
+        uvicorn = [sys.executable, "-m", "uvicorn", "--host", HOST, "--port", str(self.port)]
+        options = ["--ws", "websockets", "--log-level", "warning", "--lifespan", "on"]
+        return [*uvicorn, *options, *self.args, "proyecto.asgi:application"]
 
 
 class Visitor:
