@@ -83,8 +83,9 @@ format: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check --fix .
 
 bench: $(VENV)/.stamp-test
-	@if [ ! -d bench ]; then echo "no benchmarks yet (bench/ does not exist)"; exit 0; fi; \
-	 $(VENV)/bin/$(PIP) -e '.[bench]' && $(VENV)/bin/python -m bench
+	@# Quick pass (< 3 min); FULL=1 runs the whole matrix (see BENCHMARKS.md).
+	$(VENV)/bin/$(PIP) -e '.[bench]'
+	$(VENV)/bin/python -m bench $(if $(FULL),--full)
 
 clean:
 	rm -rf $(VENV) $(VENV11) .pytest_cache .ruff_cache .coverage htmlcov build dist test-output

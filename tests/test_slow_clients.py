@@ -150,7 +150,7 @@ def ended(frames: list[dict]) -> set[str]:
 
 def report(name, baseline, samples, delays):
     p99 = statistics.quantiles(delays, n=100)[98] if len(delays) > 2 else max(delays)
-    print(
+    print(  # noqa: T201 (the figures measured, shown with -s)
         f"\n[{name}] server RSS {baseline:.0f} MB -> max {max(samples):.0f} MB; "
         f"normal watcher: {len(delays)} states, p50 {statistics.median(delays) * 1000:.0f} ms, "
         f"p99 {p99 * 1000:.0f} ms"
@@ -170,7 +170,8 @@ async def test_under_uvicorn_a_slow_socket_gets_the_newest_states_only(tmp_path_
             states = [f for f in frames if f.get("type") == "job"]
             assert ended(frames) == set(jobs)
             # Latest wins: far fewer states than were published reached it.
-            print(f"[uvicorn] a slow client got {len(states)} of ~{published * JOBS:.0f} states")
+            got = f"[uvicorn] a slow client got {len(states)} of ~{published * JOBS:.0f} states"
+            print(got)  # noqa: T201 (the figure measured, shown with -s)
             assert len(states) < 0.5 * published * JOBS
             client.close()
     # Memory: no growth that tracks what the slow clients didn't read (~20 MB/s).
