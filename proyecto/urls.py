@@ -7,3 +7,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("liveprogress.urls")),
 ]
+
+# JSON errors under /api/, Django's pages elsewhere.
+handler400 = "liveprogress.api.bad_request"
+handler404 = "liveprogress.api.not_found"

@@ -286,13 +286,20 @@ async def test_foreign_origin_is_refused(runtime):
     assert not connected
 
 
-async def test_subscription_cap(visitor, settings):
+async def test_subscription_cap(visitor, session_key, settings):
     settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "MAX_SUBSCRIPTIONS": 1}
     first = await ask(
         visitor, {"action": "start", "kind": "demo.timer", "params": {"steps": 1, "interval": 0}}
     )
     await until(visitor, terminal)
-    second = await ask(visitor, {"action": "subscribe", "job": str(uuid.uuid4())})
+    # No second job is started for a socket that couldn't watch it...
+    refused = await ask(visitor, {"action": "start", "kind": "demo.timer"})
+    assert refused["code"] == "limit"
+    assert await Job.objects.acount() == 1
+    # ...nor another job of the owner's watched.
+    owner = f"session:{session_key}"
+    other = await Job.objects.acreate(kind="demo.timer", owner=owner, seq=1)
+    second = await ask(visitor, {"action": "subscribe", "job": str(other.id)})
     assert second["code"] == "limit"
     # The one it holds still answers.
     again = await ask(visitor, {"action": "subscribe", "job": first["job"]["id"]})

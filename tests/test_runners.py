@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from liveprogress import actions
 from liveprogress.models import UNPERSISTED_SEQ_WINDOW, Job
-from liveprogress.publish import request_cancel
+from liveprogress.publish import CANCEL_MESSAGE, control
 from liveprogress.runtime import get_runtime, stop_runtime
 
 pytestmark = pytest.mark.asyncio
@@ -70,7 +70,7 @@ async def test_cancel_broadcast_reaches_the_process_running_the_job(runtime, set
     settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "HEARTBEAT_INTERVAL": 60.0}
     job = await actions.start_job(OWNER, "demo.timer", {"steps": 100, "interval": 0.05})
     await asyncio.sleep(0.2)
-    await request_cancel(str(job.id))
+    await control(CANCEL_MESSAGE, str(job.id))
     await asyncio.wait_for(runtime.runner.wait(str(job.id)), 2)
     stored = await Job.objects.aget(pk=job.pk)
     assert stored.status == "cancelled"

@@ -16,7 +16,7 @@ from django.utils import timezone
 from . import conf
 from .exceptions import BadRequest, Forbidden, LimitReached, NotFound
 from .models import ACTIVE_STATUSES, Job, Status
-from .publish import publish, request_cancel
+from .publish import CANCEL_MESSAGE, control, publish
 from .registry import get_kind
 from .runtime import get_runtime
 
@@ -70,14 +70,20 @@ async def start_job(
 
 
 async def get_job(owner: str, job_id: str) -> Job:
-    """The caller's job as it is now: live from this process if it runs here."""
-    runtime = await get_runtime()
-    execution = runtime.runner.executions.get(job_id)
-    if execution is not None and execution.job.owner == owner:
-        return execution.job
+    """The caller's job as it is now: from the database, or live from this process
+    while it runs here (the database lags the live state by up to the window)."""
     job = await Job.objects.filter(pk=job_id, owner=owner).afirst()
     if job is None:
         raise NotFound("No such job", field="job")
+    runtime = await get_runtime()
+    execution = runtime.runner.executions.get(job_id)
+    if (
+        execution is not None
+        and job.is_active
+        and not execution.ended_elsewhere
+        and execution.job.seq > job.seq
+    ):
+        return execution.job
     return job
 
 
@@ -95,7 +101,7 @@ async def cancel_job(owner: str, job_id: str) -> Job:
     await Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).aupdate(cancel_requested=True)
     job = await Job.objects.aget(pk=job_id)
     if not await end_unclaimed(job, Status.CANCELLED, ""):
-        await request_cancel(job_id)
+        await control(CANCEL_MESSAGE, job_id)
         job = await Job.objects.aget(pk=job_id)
     return job
 
@@ -120,4 +126,11 @@ async def list_jobs(owner: str, *, limit: int, active_only: bool = False) -> lis
         jobs = jobs.filter(status__in=ACTIVE_STATUSES)
     found = [job async for job in jobs.order_by("-created_at")[:limit]]
     live = runtime.runner.executions
-    return [live[str(job.id)].job if str(job.id) in live else job for job in found]
+
+    def newest(job: Job) -> Job:
+        execution = live.get(str(job.id))
+        if execution is not None and job.is_active and execution.job.seq > job.seq:
+            return execution.job
+        return job
+
+    return [newest(job) for job in found]

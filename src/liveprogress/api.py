@@ -11,8 +11,10 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
+from django.views import defaults
 
 from . import actions, conf
 from .exceptions import BadRequest, Forbidden, NotFound, RequestError, TooLarge
@@ -34,15 +36,18 @@ def error_response(
 def api_view(*methods: str) -> Callable[[View], View]:
     """Answer only ``methods``, turn every RequestError into a JSON error response."""
 
+    # HEAD goes with GET, as everywhere in HTTP (Django drops the body).
+    allowed = (*methods, "HEAD") if "GET" in methods else methods
+
     def decorate(view: View) -> View:
         @wraps(view)
         async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method not in methods:
+            if request.method not in allowed:
                 response = error_response(
-                    BadRequest(f"Method {request.method} not allowed, use: {', '.join(methods)}"),
+                    BadRequest(f"Method {request.method} not allowed, use: {', '.join(allowed)}"),
                     status=405,
                 )
-                response["Allow"] = ", ".join(methods)
+                response["Allow"] = ", ".join(allowed)
                 return response
             try:
                 return await view(request, *args, **kwargs)
@@ -55,13 +60,23 @@ def api_view(*methods: str) -> Callable[[View], View]:
 
 
 def _body(request: HttpRequest) -> dict[str, Any]:
-    if len(request.body) > conf.get("MAX_FRAME_BYTES"):
-        raise TooLarge(f"Bodies may be at most {conf.get('MAX_FRAME_BYTES')} bytes")
-    content_type = request.content_type or ""
-    if content_type != "application/json":
+    limit = conf.get("MAX_FRAME_BYTES")
+    too_large = TooLarge(f"Bodies may be at most {limit} bytes")
+    # The content type first: a form body may already be consumed (the CSRF check
+    # reads request.POST), so request.body is only touched for JSON.
+    if request.content_type != "application/json":
         raise BadRequest("Send the body as application/json")
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if not declared.isdecimal() or int(declared) > limit:
+        raise too_large
     try:
-        body = json.loads(request.body or b"{}", parse_constant=_reject_constant)
+        raw = request.body
+    except RequestDataTooBig:
+        raise too_large from None
+    if len(raw) > limit:
+        raise too_large
+    try:
+        body = json.loads(raw or b"{}", parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise BadRequest("The body is not valid JSON") from None
     if not isinstance(body, dict):
@@ -132,5 +147,20 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     return error_response(Forbidden(f"CSRF check failed: {reason}"))
 
 
-def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    return error_response(NotFound("No such endpoint"))
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith(reverse("liveprogress:jobs"))
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """``handler404``: JSON under the API, Django's page elsewhere."""
+    if _is_api(request):
+        return error_response(NotFound("No such endpoint"))
+    return defaults.page_not_found(request, exception or Http404())
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """``handler400``: requests Django refuses before any view (too many form fields,
+    a malformed multipart body) answer in JSON under the API."""
+    if _is_api(request):
+        return error_response(BadRequest(f"Bad request: {exception or 'refused'}"))
+    return defaults.bad_request(request, exception or SuspiciousOperation())

@@ -17,6 +17,7 @@ from . import actions, conf
 from .exceptions import BadRequest, LimitReached, RequestError, TooLarge
 from .hub import Outbox
 from .limits import TokenBucket
+from .models import UNPERSISTED_SEQ_WINDOW
 from .owner import scope_language, scope_owner
 from .runtime import Runtime, get_runtime
 from .state import encode, error_frame, job_state
@@ -111,13 +112,17 @@ class ProgressConsumer(AsyncWebsocketConsumer):
 
     # -- actions ----------------------------------------------------------------
 
+    def _check_room(self, job_id: str | None = None) -> None:
+        """Refuse a subscription past MAX_SUBSCRIPTIONS (before anything is done)."""
+        if job_id not in self.jobs and len(self.jobs) >= conf.get("MAX_SUBSCRIPTIONS"):
+            raise LimitReached(
+                f"A socket may watch at most {conf.get('MAX_SUBSCRIPTIONS')} jobs; "
+                "unsubscribe from one first"
+            )
+
     async def _watch(self, job_id: str) -> None:
+        self._check_room(job_id)
         if job_id not in self.jobs:
-            if len(self.jobs) >= conf.get("MAX_SUBSCRIPTIONS"):
-                raise LimitReached(
-                    f"A socket may watch at most {conf.get('MAX_SUBSCRIPTIONS')} jobs; "
-                    "unsubscribe from one first"
-                )
             self.jobs.add(job_id)
             await self.runtime.hub.watch_job(job_id, self.outbox)
 
@@ -139,19 +144,20 @@ class ProgressConsumer(AsyncWebsocketConsumer):
             isinstance(after, bool) or not isinstance(after, int) or after < 0
         ):
             raise BadRequest("after must be a whole number >= 0", field="after")
-        newly = job_id not in self.jobs
+        # Ownership first: a socket joins the groups of its owner's jobs only.
+        current = await actions.get_job(owner, job_id)
         if after is not None:
-            # The client holds everything up to `after`: nothing older or equal goes out.
-            self.outbox.note_sent(job_id, after)
-        # Join first, then read the snapshot: a state published in between is
+            # The most a client can hold: the stored seq, or for a running job up to
+            # the unpersisted window past it. A larger `after` is a client's mistake,
+            # ignored (it would silence the job, its end included).
+            reachable = current.seq + (UNPERSISTED_SEQ_WINDOW if current.is_active else 0)
+            if after <= reachable:
+                # It holds everything up to `after`: nothing older or equal goes out.
+                self.outbox.note_sent(job_id, after)
+        # Join, then read the snapshot again: a state published in between is
         # either in the snapshot or arrives live, never lost.
         await self._watch(job_id)
-        try:
-            job = await actions.get_job(owner, job_id)
-        except RequestError:
-            if newly:
-                await self._unwatch(job_id)
-            raise
+        job = await actions.get_job(owner, job_id)
         seq, text = self.runtime.hub.deliver_job(job)
         if seq <= self.outbox.sent_seq(job_id):
             # The socket holds this state already (sent live, or `after` says so):
@@ -175,6 +181,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):
 
     async def start(self, frame: dict[str, Any]) -> None:
         owner = actions.require_owner(self.owner)
+        self._check_room()  # no job is created that this socket couldn't watch
         job = await actions.start_job(
             owner, frame.get("kind"), frame.get("params"), language=self.language
         )

@@ -74,6 +74,7 @@ class Execution:
         self._persisted_at = time.monotonic()
         self._samples: deque[tuple[float, int]] = deque()
         self._thread_started = False
+        self._function_done = False
         self._started_at: Any = None
         self._finished = False
         self.ended_elsewhere = False
@@ -105,8 +106,11 @@ class Execution:
             logger.warning("job failed job=%s kind=%s", self.job.id, self.kind.name, exc_info=True)
             error = str(exc) or type(exc).__name__
         finally:
+            # From here on, nothing cancels this task: its ending must be written.
+            self._function_done = True
             publisher.cancel()
-        await self._finish(status, result, error)
+        # Shielded: a shutdown that cancels the runner still lets the ending be written.
+        await asyncio.shield(self._finish(status, result, error))
         if shutdown:
             raise asyncio.CancelledError
 
@@ -133,22 +137,33 @@ class Execution:
 
     async def cancel(self) -> Job:
         """Ask the job to stop; returns its state with the request published."""
-        with self.progress._lock:
-            self.progress.request_cancel()
-            thread_started = self._thread_started
-        if (self.kind.is_async or not thread_started) and self._task is not None:
-            self._task.cancel()
+        self._stop_function()
         self.job.cancel_requested = True
         await self._publish()
         return self.job
 
-    def stop_ended_elsewhere(self) -> None:
-        """Someone else ended this job (a cancel, a sweep): stop running it."""
+    async def end_elsewhere(self) -> None:
+        """Someone else ended this job (a sweep, a cancel while queued): stop running
+        and publishing it; returns once no publish of it is under way."""
+        self._ended_elsewhere()
+        async with self._publish_lock:
+            pass
+
+    def _ended_elsewhere(self) -> None:
         self.ended_elsewhere = True
+        self._stop_function()
+
+    def _stop_function(self) -> None:
+        """Make the job's function stop: once, and only while it runs."""
         with self.progress._lock:
+            already = self.progress.cancelled
             self.progress.request_cancel()
             thread_started = self._thread_started
-        if (self.kind.is_async or not thread_started) and self._task is not None:
+        if already or self._function_done or self._task is None:
+            return
+        # A sync function that runs can only stop itself (its Progress raises); one
+        # still waiting for a thread, and an async one, stop here and now.
+        if self.kind.is_async or not thread_started:
             self._task.cancel()
 
     # -- publishing --------------------------------------------------------------
@@ -247,7 +262,7 @@ class Execution:
         self._persisted_seq, self._persisted_at = job.seq, time.monotonic()
         if not updated:
             logger.info("job ended elsewhere job=%s", job.id)
-            self.stop_ended_elsewhere()
+            self._ended_elsewhere()
         return bool(updated)
 
     async def _send(self) -> None:

@@ -23,12 +23,20 @@ from django.utils import timezone
 
 from . import conf
 from .models import Job
-from .publish import CANCEL_MESSAGE, CONTROL_GROUP, job_group, owner_group, state_message
+from .publish import (
+    CANCEL_MESSAGE,
+    CONTROL_GROUP,
+    ENDED_MESSAGE,
+    job_group,
+    owner_group,
+    state_message,
+)
 
 logger = logging.getLogger(__name__)
 
 # Channel layers expire group memberships (a day by default); renew well before.
 GROUP_RENEW_S = 3600.0
+CONTROL_MESSAGES = (CANCEL_MESSAGE, ENDED_MESSAGE)
 # Jobs per database query when reconciling.
 RECONCILE_BATCH = 500
 
@@ -121,13 +129,14 @@ class Hub:
         # job id -> (seq, frame, terminal) of the newest state seen, for watched jobs.
         self._latest: dict[str, tuple[int, str, bool]] = {}
         self._receiver: asyncio.Task[None] | None = None
-        self._on_cancel: Callable[[str], None] | None = None
+        self._on_control: Callable[[dict[str, Any]], None] | None = None
         self._renewed_at = time.monotonic()
         self._reconciled_at = timezone.now()
 
-    async def start(self, on_cancel: Callable[[str], None] | None = None) -> None:
-        """Open this process's channel and join the control group."""
-        self._on_cancel = on_cancel
+    async def start(self, on_control: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Open this process's channel and join the control group; ``on_control``
+        gets each control message."""
+        self._on_control = on_control
         self._layer = get_channel_layer()
         if self._layer is None:
             return
@@ -163,9 +172,9 @@ class Hub:
 
     def _handle(self, message: dict[str, Any]) -> None:
         try:
-            if message["type"] == CANCEL_MESSAGE:
-                if self._on_cancel is not None:
-                    self._on_cancel(message["job"])
+            if message["type"] in CONTROL_MESSAGES:
+                if self._on_control is not None:
+                    self._on_control(message)
                 return
             self.deliver(
                 message["job"],

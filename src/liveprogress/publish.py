@@ -20,7 +20,10 @@ from .state import encode, job_state, state_frame
 logger = logging.getLogger(__name__)
 
 STATE_MESSAGE = "liveprogress.state"
+# Control messages, to whichever process runs the job: cancel it, or stop it
+# because it was ended elsewhere (a sweep found its heartbeat stale).
 CANCEL_MESSAGE = "liveprogress.cancel"
+ENDED_MESSAGE = "liveprogress.ended"
 # Every process's hub is in it: a cancel reaches the process running the job,
 # wherever the request came in.
 CONTROL_GROUP = "liveprogress.control"
@@ -62,13 +65,17 @@ async def publish(job: Job) -> None:
             )
 
 
-async def request_cancel(job_id: str) -> None:
-    """Tell every process to cancel ``job_id`` if it runs it (the database flag stays the
-    fallback: running processes also read it at every heartbeat)."""
+async def control(message_type: str, job_id: str, worker: str = "") -> None:
+    """Tell every process to act on ``job_id`` if it runs it (only the process
+    ``worker`` names, when given). The database stays the fallback: running
+    processes also read the job's row at every heartbeat."""
     layer = get_channel_layer()
     if layer is None:
         return
+    message = {"type": message_type, "job": job_id, "worker": worker}
     try:
-        await layer.group_send(CONTROL_GROUP, {"type": CANCEL_MESSAGE, "job": job_id})
+        await layer.group_send(CONTROL_GROUP, message)
     except Exception:
-        logger.warning("cancel broadcast failed job=%s", job_id, exc_info=True)
+        logger.warning(
+            "control broadcast failed type=%s job=%s", message_type, job_id, exc_info=True
+        )

@@ -12,18 +12,18 @@ import logging
 import os
 import socket
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import F
 from django.utils import timezone
 
 from . import conf
 from .models import ACTIVE_STATUSES, UNPERSISTED_SEQ_WINDOW, Job, Status
-from .publish import publish
+from .publish import ENDED_MESSAGE, control, publish
 from .registry import kinds
 
 if TYPE_CHECKING:
-    from .runners import Dispatcher
+    from .runners import Dispatcher, InProcessRunner
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _dead_on_this_host(worker: str, me: str) -> bool:
     return pid == os.getpid() or not _pid_alive(pid)
 
 
-async def _interrupt(job: Job, reason: str) -> bool:
+async def _interrupt(job: Job, reason: str, runner: InProcessRunner | None) -> bool:
     now = timezone.now()
     ended = await Job.objects.filter(
         pk=job.pk, status__in=ACTIVE_STATUSES, worker=job.worker, heartbeat_at=job.heartbeat_at
@@ -68,11 +68,25 @@ async def _interrupt(job: Job, reason: str) -> bool:
     if ended:
         job = await Job.objects.aget(pk=job.pk)
         logger.warning("job interrupted job=%s worker=%s reason=%r", job.id, job.worker, reason)
+        await _stop_where_it_runs(job.pk, job.worker, runner)
         await publish(job)
     return bool(ended)
 
 
-async def _requeue(job: Job, reason: str, dispatcher: Dispatcher) -> bool:
+async def _stop_where_it_runs(job_id: Any, worker: str, runner: InProcessRunner | None) -> None:
+    """A job just ended or re-queued for a process that looked dead may still run
+    there (a stalled loop misses heartbeats): stop it, so nothing of it is published
+    after the state that ended it. Here at once; elsewhere by broadcast."""
+    execution = runner.executions.get(str(job_id)) if runner is not None else None
+    if execution is not None and runner is not None and runner.worker == worker:
+        await execution.end_elsewhere()
+    else:
+        await control(ENDED_MESSAGE, str(job_id), worker)
+
+
+async def _requeue(
+    job: Job, reason: str, dispatcher: Dispatcher, runner: InProcessRunner | None
+) -> bool:
     """Start a retryable job again from the beginning, through ``dispatcher``."""
     dead = {"pk": job.pk, "worker": job.worker, "heartbeat_at": job.heartbeat_at}
     now = timezone.now()
@@ -98,15 +112,16 @@ async def _requeue(job: Job, reason: str, dispatcher: Dispatcher) -> bool:
         **{field: getattr(job, field) for field in fields}
     )
     if requeued:
-        logger.warning(
-            "job re-queued job=%s attempt=%d reason=%r", job.id, job.attempts + 1, reason
-        )
+        logger.warning("job re-queued job=%s reason=%r", job.id, reason)
+        await _stop_where_it_runs(job.pk, dead["worker"], runner)
         await publish(job)
         await dispatcher.dispatch(job)
     return bool(requeued)
 
 
-async def _end(job: Job, reason: str, dispatcher: Dispatcher | None) -> bool:
+async def _end(
+    job: Job, reason: str, dispatcher: Dispatcher | None, runner: InProcessRunner | None
+) -> bool:
     """Interrupt the job of a dead process, or re-queue it if its kind allows."""
     kind = kinds().get(job.kind)
     if (
@@ -117,22 +132,26 @@ async def _end(job: Job, reason: str, dispatcher: Dispatcher | None) -> bool:
     ):
         if dispatcher is None:
             return False  # left to a process that can start it again
-        return await _requeue(job, f"{reason}; starting again", dispatcher)
-    return await _interrupt(job, reason)
+        return await _requeue(job, f"{reason}; starting again", dispatcher, runner)
+    return await _interrupt(job, reason, runner)
 
 
-async def recover_dead_processes(me: str, dispatcher: Dispatcher | None = None) -> int:
+async def recover_dead_processes(
+    me: str, dispatcher: Dispatcher | None = None, runner: InProcessRunner | None = None
+) -> int:
     """At start-up: end the jobs of processes on this host that are gone."""
     count = 0
     host_prefix = socket.gethostname() + ":"
     candidates = Job.objects.filter(status__in=ACTIVE_STATUSES, worker__startswith=host_prefix)
     async for job in candidates:
         if _dead_on_this_host(job.worker, me):
-            count += await _end(job, "The process running this job stopped", dispatcher)
+            count += await _end(job, "The process running this job stopped", dispatcher, runner)
     return count
 
 
-async def sweep_stale(dispatcher: Dispatcher | None = None) -> int:
+async def sweep_stale(
+    dispatcher: Dispatcher | None = None, runner: InProcessRunner | None = None
+) -> int:
     """End (or re-queue) every job whose process stopped sending heartbeats.
 
     Without a ``dispatcher`` (an observer such as ``watchjob``), retryable jobs
@@ -144,5 +163,6 @@ async def sweep_stale(dispatcher: Dispatcher | None = None) -> int:
         worker=""
     )
     async for job in stale:
-        count += await _end(job, "The process running this job stopped answering", dispatcher)
+        reason = "The process running this job stopped answering"
+        count += await _end(job, reason, dispatcher, runner)
     return count

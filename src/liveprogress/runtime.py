@@ -12,11 +12,13 @@ import contextvars
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from channels.db import aclose_old_connections
 
 from . import conf
 from .hub import Hub
+from .publish import CANCEL_MESSAGE
 from .recovery import recover_dead_processes, sweep_stale, worker_id
 from .runners import InProcessRunner, dispatcher
 
@@ -42,24 +44,31 @@ class Runtime:
         )
 
     async def _start(self) -> None:
-        recovered = await recover_dead_processes(self.worker, self.dispatcher)
+        recovered = await recover_dead_processes(self.worker, self.dispatcher, self.runner)
         if recovered:
             logger.warning("start-up recovery interrupted=%d", recovered)
-        await self.hub.start(on_cancel=self._cancel_local)
+        await self.hub.start(on_control=self._control)
         self._every(conf.get("HEARTBEAT_INTERVAL"), self._heartbeat)
         self._every(conf.get("RECONCILE_INTERVAL"), self.hub.reconcile)
 
-    def _cancel_local(self, job_id: str) -> None:
-        """A cancel broadcast: act on it if the job runs here."""
-        execution = self.runner.executions.get(job_id)
-        if execution is not None and not execution.progress.cancelled:
-            task = self.loop.create_task(execution.cancel(), context=contextvars.Context())
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+    def _control(self, message: dict[str, Any]) -> None:
+        """A control broadcast: act on it if the job runs here (and it names us)."""
+        execution = self.runner.executions.get(message["job"])
+        if execution is None or message.get("worker") not in ("", None, self.worker):
+            return
+        if message["type"] == CANCEL_MESSAGE:
+            if execution.progress.cancelled:
+                return
+            work = execution.cancel()
+        else:
+            work = execution.end_elsewhere()
+        task = self.loop.create_task(work, context=contextvars.Context())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _heartbeat(self) -> None:
         await self.runner.heartbeat()
-        await sweep_stale(self.dispatcher)
+        await sweep_stale(self.dispatcher, self.runner)
 
     def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
         async def repeat() -> None:

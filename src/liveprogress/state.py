@@ -69,7 +69,14 @@ def is_terminal(state: JobState) -> bool:
 
 def encode(frame: dict[str, Any]) -> str:
     """Compact JSON text of one frame, encoded once however many sockets get it."""
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (from a client's \\ud800 escape, or a job's message) can't
+        # go out as UTF-8; escaped, the frame is still the same JSON.
+        return json.dumps(frame, ensure_ascii=True, separators=(",", ":"))
+    return text
 
 
 def state_frame(state: JobState) -> dict[str, Any]:

@@ -54,8 +54,10 @@ class InProcessRunner:
         self._tasks[job_id] = task
 
         def forget(_: asyncio.Task[None]) -> None:
-            self._tasks.pop(job_id, None)
-            self.executions.pop(job_id, None)
+            # Only its own entries: a re-queued job may already run here again.
+            if self._tasks.get(job_id) is task:
+                del self._tasks[job_id]
+                del self.executions[job_id]
 
         task.add_done_callback(forget)
         return execution
@@ -80,7 +82,7 @@ class InProcessRunner:
             if execution is None:
                 continue
             if status not in ACTIVE_STATUSES:
-                execution.stop_ended_elsewhere()
+                await execution.end_elsewhere()
             elif cancel_requested and not execution.progress.cancelled:
                 await execution.cancel()
 
