@@ -6,7 +6,6 @@ with the matching status. Writes need the CSRF token like any Django form.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
@@ -19,7 +18,7 @@ from django.views import defaults
 from . import actions, conf
 from .exceptions import BadRequest, Forbidden, NotFound, RequestError, TooLarge
 from .owner import request_owner
-from .state import error_frame, job_state
+from .state import decode_object, error_frame, job_state
 
 View = Callable[..., Awaitable[HttpResponse]]
 
@@ -75,17 +74,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
         raise too_large from None
     if len(raw) > limit:
         raise too_large
-    try:
-        body = json.loads(raw or b"{}", parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise BadRequest("The body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The body must be a JSON object")
-    return body
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
+    return decode_object(raw or b"{}", "body")
 
 
 async def _existing_owner(request: HttpRequest) -> str:

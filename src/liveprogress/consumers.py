@@ -7,7 +7,6 @@ caller's.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -20,7 +19,7 @@ from .limits import TokenBucket
 from .models import UNPERSISTED_SEQ_WINDOW
 from .owner import scope_language, scope_owner
 from .runtime import Runtime, get_runtime
-from .state import encode, error_frame, job_state
+from .state import decode_object, encode, error_frame, job_state
 
 logger = logging.getLogger(__name__)
 
@@ -34,17 +33,7 @@ def parse_frame(text: str | None, data: bytes | None) -> dict[str, Any]:
         raise BadRequest("Binary frames are not supported; send JSON text")
     if len(text.encode("utf-8", "surrogatepass")) > conf.get("MAX_FRAME_BYTES"):
         raise TooLarge(f"Frames may be at most {conf.get('MAX_FRAME_BYTES')} bytes")
-    try:
-        frame = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise BadRequest("The frame is not valid JSON") from None
-    if not isinstance(frame, dict):
-        raise BadRequest("The frame must be a JSON object")
-    return frame
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
+    return decode_object(text, "frame")
 
 
 class ProgressConsumer(AsyncWebsocketConsumer):

@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Any, TypedDict
 
-from .exceptions import RequestError
+from .exceptions import BadRequest, RequestError
 from .models import TERMINAL_STATUSES, Job
 
 
@@ -65,6 +65,25 @@ def job_state(job: Job) -> JobState:
 
 def is_terminal(state: JobState) -> bool:
     return state["status"] in TERMINAL_STATUSES
+
+
+def decode_object(text: str | bytes, what: str) -> dict[str, Any]:
+    """A client's JSON object (a frame, a body), or the ``BadRequest`` that answers it.
+
+    Strict JSON: ``NaN`` and ``Infinity`` are refused, and so is nesting too deep
+    to parse.
+    """
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise BadRequest(f"The {what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"The {what} must be a JSON object")
+    return value
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def encode(frame: dict[str, Any]) -> str:
