@@ -24,6 +24,17 @@ def test_start_advance_set_message():
     assert len(changes) == 6
 
 
+def test_count_and_message_change_together():
+    progress = Progress()
+    progress.start(total=4)
+    progress.advance(message="one")
+    progress.set(3, message="three")
+    snapshot = progress.snapshot()
+    assert (snapshot.current, snapshot.message) == (3, "three")
+    progress.advance(1, "four")
+    assert (progress.snapshot().current, progress.snapshot().message) == (4, "four")
+
+
 def test_unknown_total():
     progress = Progress()
     progress.start()

@@ -23,7 +23,6 @@ async def timer(
     progress.start(total=steps, message=_("Progress: %(percent)d%%") % {"percent": 0})
     for step in range(1, steps + 1):
         await asyncio.sleep(interval)
-        progress.advance()
-        progress.message(_("Progress: %(percent)d%%") % {"percent": step * 100 // steps})
+        progress.advance(message=_("Progress: %(percent)d%%") % {"percent": step * 100 // steps})
     progress.message(_("Process completed!"))
     return {"steps": steps}

@@ -37,20 +37,23 @@ class Progress:
         """Begin counting from zero towards ``total`` (None: unknown, an indeterminate bar)."""
         self._update(current=0, total=_count(total, "total"), message=message, set_total=True)
 
-    def advance(self, n: int = 1) -> None:
-        """Count ``n`` more units done."""
+    def advance(self, n: int = 1, message: str | None = None) -> None:
+        """Count ``n`` more units done, and set the message with them if given (one
+        change: no watcher sees the count without its message)."""
         n = _whole(n, "n")
         with self._lock:
             self._check_cancelled()
             self._current += n
+            if message is not None:
+                self._message = str(message)
         self._on_change()
 
-    def set(self, current: int, total: int | None = None) -> None:
-        """Set the units done, and the total when given."""
+    def set(self, current: int, total: int | None = None, message: str | None = None) -> None:
+        """Set the units done, the total and the message, those given, as one change."""
         self._update(
             current=_whole(current, "current"),
             total=_count(total, "total"),
-            message=None,
+            message=None if message is None else str(message),
             set_total=total is not None,
         )
 
