@@ -83,10 +83,11 @@ _SQLITE_OPTIONS = {
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        # Server processes query from long-lived threads: keep connections a
-        # while, and check them before reuse (a restarted PostgreSQL drops them).
-        conn_max_age=60,
-        conn_health_checks=True,
+        # No persistent connections under ASGI (Django's advice): each request
+        # runs its queries in a thread of its own that ends with it, and a kept
+        # connection would outlive its thread (a leak that exhausted PostgreSQL's
+        # connections under load). Pool with the database's own tools instead.
+        conn_max_age=0,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
