@@ -4,7 +4,7 @@
 #   make scale   the scale-out topology: 2 servers, 2 workers, Redis, PostgreSQL
 #   make test    migrations check + pytest on the newest Python, and again on 3.11
 #   make lint    ruff check + ruff format --check
-#   make bench   benchmarks (bench/), when there are some
+#   make bench   benchmarks (bench/): a quick pass; FULL=1 the whole matrix
 #   make clean   remove virtualenvs and caches
 #
 # Interpreters come from scripts/find-python (3.13, then 3.12, else python3 >= 3.11).
