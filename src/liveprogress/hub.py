@@ -196,10 +196,6 @@ class Hub:
 
     # -- membership --------------------------------------------------------------
 
-    @property
-    def watched_jobs(self) -> int:
-        return len(self._job_watchers)
-
     async def watch_job(self, job_id: str, outbox: Outbox) -> None:
         watchers = self._job_watchers.get(job_id)
         if watchers is None:
