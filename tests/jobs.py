@@ -10,7 +10,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from liveprogress.publish import job_group, owner_group
+from liveprogress.publish import in_process, job_group, owner_group, receive_locally
 from liveprogress.registry import job
 
 # Set by a test to let `tests.blocking` return.
@@ -74,19 +74,32 @@ class Collected:
 
 @asynccontextmanager
 async def collect(*, job_id: str | None = None, owner: str | None = None):
-    """Every state message the channel layer carries for a job or an owner."""
-    layer = get_channel_layer()
-    channel = await layer.new_channel("tests.")
-    group = job_group(job_id) if job_id else owner_group(owner or "")
-    await layer.group_add(group, channel)
+    """Every state message published for a job or an owner, the way a server's hub
+    gets them: straight from the publisher with the in-memory layer, else through
+    the job's or the owner's group on the layer."""
     collected = Collected()
 
-    async def receive() -> None:
-        while True:
-            message = await layer.receive(channel)
+    def keep(message: dict[str, Any]) -> None:
+        if message["job"] == job_id if job_id else message["owner"] == owner:
             collected.messages.append(message)
             if message["terminal"]:
                 collected.terminal.set()
+
+    layer = get_channel_layer()
+    if in_process(layer):
+        stop = receive_locally(keep)
+        try:
+            yield collected
+        finally:
+            stop()
+        return
+    channel = await layer.new_channel("tests.")
+    group = job_group(job_id) if job_id else owner_group(owner or "")
+    await layer.group_add(group, channel)
+
+    async def receive() -> None:
+        while True:
+            keep(await layer.receive(channel))
 
     task = asyncio.get_running_loop().create_task(receive())
     try:

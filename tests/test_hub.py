@@ -6,12 +6,38 @@ import asyncio
 import json
 
 import pytest
+from channels.layers import get_channel_layer
 
+from liveprogress import hub as hub_module
+from liveprogress import publish as publish_module
 from liveprogress.hub import Hub, Outbox
 from liveprogress.models import Job
 from liveprogress.publish import publish
+from liveprogress.runtime import get_runtime, stop_runtime
 
 pytestmark = pytest.mark.asyncio
+
+
+async def through_the_layer(monkeypatch):
+    """Restart the runtime as it runs with a layer shared between processes (Redis):
+    states go through the job's and the owner's groups (here the in-memory layer's)."""
+    for module in (publish_module, hub_module):
+        monkeypatch.setattr(module, "in_process", lambda layer: False)
+    await stop_runtime()
+    return await get_runtime()
+
+
+@pytest.fixture
+async def layered_runtime(runtime, monkeypatch):
+    return await through_the_layer(monkeypatch)
+
+
+@pytest.fixture(params=["in-process", "through-the-layer"])
+async def any_runtime(request, runtime, monkeypatch):
+    """Each way a state travels: straight to the hub, or through the layer."""
+    if request.param == "in-process":
+        return runtime
+    return await through_the_layer(monkeypatch)
 
 
 class SlowSocket:
@@ -93,11 +119,9 @@ async def test_one_encoded_frame_reaches_every_local_socket():
         outbox.close()
 
 
-async def test_one_group_membership_per_process_and_job(runtime):
-    from channels.layers import get_channel_layer
-
+async def test_one_group_membership_per_process_and_job(layered_runtime):
     layer = get_channel_layer()
-    hub = runtime.hub
+    hub = layered_runtime.hub
     outboxes = [Outbox(SlowSocket().send) for _ in range(20)]
     for outbox in outboxes:
         await hub.watch_job("job-x", outbox)
@@ -122,7 +146,8 @@ async def test_reconcile_delivers_what_the_layer_dropped(runtime):
     outbox.close()
 
 
-async def test_published_state_reaches_watching_sockets(runtime):
+async def test_published_state_reaches_watching_sockets(any_runtime):
+    runtime = any_runtime
     job = await Job.objects.acreate(kind="demo.timer", owner="session:x", seq=4)
     by_job, by_owner = SlowSocket(), SlowSocket()
     job_outbox, owner_outbox = Outbox(by_job.send), Outbox(by_owner.send)
@@ -135,3 +160,40 @@ async def test_published_state_reaches_watching_sockets(runtime):
     assert by_owner.frames == by_job.frames
     job_outbox.close()
     owner_outbox.close()
+
+
+async def test_in_memory_layer_states_go_straight_to_the_hub(runtime, monkeypatch):
+    """With the in-process layer a state reaches the hub's sockets at once, without
+    a group_send (each scans every group of the layer) or a hop through a channel."""
+    layer = get_channel_layer()
+    sent = []
+
+    async def group_send(group, message):
+        sent.append(group)
+
+    monkeypatch.setattr(layer, "group_send", group_send)
+    job = await Job.objects.acreate(kind="demo.timer", owner="session:x", seq=4)
+    socket = SlowSocket()
+    outbox = Outbox(socket.send)
+    await runtime.hub.watch_job(str(job.id), outbox)
+    await runtime.hub.watch_owner("session:x", outbox)
+    await publish(job)
+    # Queued on the socket's outbox before publish() returned.
+    assert outbox.newest_seq(str(job.id)) == 4
+    await settle(outbox)
+    assert [json.loads(frame)["job"]["seq"] for frame in socket.frames] == [4]
+    assert sent == []
+    # No job or owner group on the layer: only the control group, for cancels.
+    assert list(layer.groups) == ["liveprogress.control"]
+    outbox.close()
+
+
+async def test_a_stopped_hub_gets_nothing_more(runtime):
+    job = await Job.objects.acreate(kind="demo.timer", owner="session:x", seq=4)
+    socket = SlowSocket()
+    outbox = Outbox(socket.send)
+    await runtime.hub.watch_job(str(job.id), outbox)
+    await stop_runtime()
+    await publish(job)
+    assert outbox.newest_seq(str(job.id)) == 0
+    outbox.close()

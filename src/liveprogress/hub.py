@@ -2,7 +2,9 @@
 
 The process, not each socket, subscribes to a job's group: one channel-layer
 message per state per process, encoded once, handed as the same text to every
-local socket watching that job or its owner. Each socket has an :class:`Outbox`
+local socket watching that job or its owner. With the in-memory layer there are
+no job or owner groups: states published in this process come straight to the
+hub (``publish.receive_locally``). Each socket has an :class:`Outbox`
 that keeps only the newest unsent state per job, so a slow socket skips
 superseded states instead of queueing them, and still gets the final one.
 """
@@ -27,8 +29,10 @@ from .publish import (
     CANCEL_MESSAGE,
     CONTROL_GROUP,
     ENDED_MESSAGE,
+    in_process,
     job_group,
     owner_group,
+    receive_locally,
     state_message,
 )
 
@@ -129,6 +133,8 @@ class Hub:
         # job id -> (seq, frame, terminal) of the newest state seen, for watched jobs.
         self._latest: dict[str, tuple[int, str, bool]] = {}
         self._receiver: asyncio.Task[None] | None = None
+        # Set while states come straight from this process's publishers.
+        self._stop_local: Callable[[], None] | None = None
         self._on_control: Callable[[dict[str, Any]], None] | None = None
         self._renewed_at = time.monotonic()
         self._reconciled_at = timezone.now()
@@ -140,6 +146,8 @@ class Hub:
         self._layer = get_channel_layer()
         if self._layer is None:
             return
+        if in_process(self._layer):
+            self._stop_local = receive_locally(self._handle)
         self.channel = await self._layer.new_channel("liveprogress.hub.")
         # The receiver joins the control group first, retrying while the layer is
         # away: a process starts (and runs jobs) even while Redis is down.
@@ -148,6 +156,9 @@ class Hub:
         )
 
     async def stop(self) -> None:
+        if self._stop_local is not None:
+            self._stop_local()
+            self._stop_local = None
         if self._receiver is not None:
             self._receiver.cancel()
 
@@ -189,9 +200,9 @@ class Hub:
     async def _rejoin(self) -> None:
         await self._group_add(CONTROL_GROUP)
         for job_id in list(self._job_watchers):
-            await self._group_add(job_group(job_id))
+            await self._join_state_group(job_group(job_id))
         for owner in list(self._owner_watchers):
-            await self._group_add(owner_group(owner))
+            await self._join_state_group(owner_group(owner))
         self._renewed_at = time.monotonic()
 
     # -- membership --------------------------------------------------------------
@@ -200,7 +211,7 @@ class Hub:
         watchers = self._job_watchers.get(job_id)
         if watchers is None:
             watchers = self._job_watchers[job_id] = set()
-            await self._group_add(job_group(job_id))
+            await self._join_state_group(job_group(job_id))
         watchers.add(outbox)
 
     async def unwatch_job(self, job_id: str, outbox: Outbox) -> None:
@@ -211,13 +222,13 @@ class Hub:
         if not watchers:
             del self._job_watchers[job_id]
             self._latest.pop(job_id, None)
-            await self._group_discard(job_group(job_id))
+            await self._leave_state_group(job_group(job_id))
 
     async def watch_owner(self, owner: str, outbox: Outbox) -> None:
         watchers = self._owner_watchers.get(owner)
         if watchers is None:
             watchers = self._owner_watchers[owner] = set()
-            await self._group_add(owner_group(owner))
+            await self._join_state_group(owner_group(owner))
         watchers.add(outbox)
 
     async def detach(self, outbox: Outbox, jobs: Iterable[str], owner: str | None) -> None:
@@ -229,7 +240,7 @@ class Hub:
             watchers.discard(outbox)
             if not watchers:
                 del self._owner_watchers[owner]
-                await self._group_discard(owner_group(owner))
+                await self._leave_state_group(owner_group(owner))
 
     async def _group_add(self, group: str) -> None:
         if self._layer is not None:
@@ -238,6 +249,16 @@ class Hub:
     async def _group_discard(self, group: str) -> None:
         if self._layer is not None:
             await self._layer.group_discard(group, self.channel)
+
+    # A job's or owner's group carries its states; with states coming straight
+    # from this process (in-memory layer) nothing is sent to it, so it is not joined.
+    async def _join_state_group(self, group: str) -> None:
+        if self._stop_local is None:
+            await self._group_add(group)
+
+    async def _leave_state_group(self, group: str) -> None:
+        if self._stop_local is None:
+            await self._group_discard(group)
 
     # -- delivery ----------------------------------------------------------------
 

@@ -1,18 +1,24 @@
-"""Sending a job's state to its watchers through the channel layer.
+"""Sending a job's state to its watchers.
 
-Each state is encoded once and sent to two groups: the job's own and its
-owner's. Server processes, not sockets, are the group members (see ``hub.py``).
-The layer is at-most-once, so a failure here is logged, never raised: the
-database stays the source of truth and watchers reconcile from it.
+Each state is encoded once. With a layer shared between processes (Redis) it is
+sent to two groups, the job's own and its owner's, whose members are server
+processes, not sockets (see ``hub.py``). With the in-memory layer, which only
+reaches this process, it is handed straight to this process's receivers (its
+hub): no group scan, no copy, no hop through a channel. The layer is
+at-most-once, so a failure here is logged, never raised: the database stays the
+source of truth and watchers reconcile from it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from .models import TERMINAL_STATUSES, Job
 from .state import encode, job_state, state_frame
@@ -33,9 +39,50 @@ def job_group(job_id: str) -> str:
     return f"liveprogress.job.{job_id}"
 
 
+@functools.lru_cache(maxsize=4096)
 def owner_group(owner: str) -> str:
     # Owner keys may hold characters group names can't; a digest always fits.
+    # Cached: it is computed for every state published.
     return "liveprogress.owner." + hashlib.sha256(owner.encode()).hexdigest()[:40]
+
+
+def in_process(layer: Any) -> bool:
+    """True if ``layer`` reaches only this process, so states need not go through it."""
+    return isinstance(layer, InMemoryChannelLayer)
+
+
+Receiver = Callable[[dict[str, Any]], None]
+# Receivers of every state published in this process while the layer is
+# in-process, each with the event loop it runs on.
+_receivers: list[tuple[asyncio.AbstractEventLoop, Receiver]] = []
+
+
+def receive_locally(receiver: Receiver) -> Callable[[], None]:
+    """Hand ``receiver`` every state message published in this process while the
+    layer is in-process (on the running loop); returns what stops it."""
+    entry = (asyncio.get_running_loop(), receiver)
+    _receivers.append(entry)
+
+    def stop() -> None:
+        if entry in _receivers:
+            _receivers.remove(entry)
+
+    return stop
+
+
+def _deliver_locally(message: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
+    for receiver_loop, receiver in list(_receivers):
+        if receiver_loop is loop:
+            try:
+                receiver(message)
+            except Exception:
+                logger.warning("local delivery failed job=%s", message["job"], exc_info=True)
+        elif receiver_loop.is_closed():
+            # Left behind by a loop that ended without stopping it (tests).
+            _receivers.remove((receiver_loop, receiver))
+        else:
+            receiver_loop.call_soon_threadsafe(receiver, message)
 
 
 def state_message(job: Job) -> dict[str, Any]:
@@ -56,6 +103,9 @@ async def publish(job: Job) -> None:
     if layer is None:
         return
     message = state_message(job)
+    if in_process(layer):
+        _deliver_locally(message)
+        return
     for group in (job_group(message["job"]), owner_group(job.owner)):
         try:
             await layer.group_send(group, message)
