@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from liveprogress import actions
+from liveprogress import actions, execution
 from liveprogress.execution import Execution
 from liveprogress.models import UNPERSISTED_SEQ_WINDOW, Job
+from liveprogress.runtime import get_runtime, stop_runtime
 from tests import jobs
 from tests.jobs import collect
 
@@ -61,16 +62,27 @@ async def test_sync_job_runs_in_a_thread_without_blocking_the_loop(runtime):
     assert ticks >= 20  # the loop went on while the job's thread waited
 
 
-async def test_a_million_advances_are_coalesced(runtime, monkeypatch):
-    writes = 0
-    persist = Execution._persist
+def count_writes(monkeypatch):
+    """Record every write of a job: its own (fields written) and the bulk ones (rows)."""
+    own: list[tuple[str, list[str]]] = []
+    bulk: list[list[tuple[str, int]]] = []
+    persist, write_rows = Execution._persist, execution._write_rows
 
-    async def counting(self, fields):
-        nonlocal writes
-        writes += 1
+    async def persisting(self, fields):
+        own.append((str(self.job.id), fields))
         return await persist(self, fields)
 
-    monkeypatch.setattr(Execution, "_persist", counting)
+    def writing_rows(rows):
+        bulk.append([(str(row.pk), row.values["seq"]) for row in rows])
+        return write_rows(rows)
+
+    monkeypatch.setattr(Execution, "_persist", persisting)
+    monkeypatch.setattr(execution, "_write_rows", writing_rows)
+    return own, bulk
+
+
+async def test_a_million_advances_are_coalesced(runtime, monkeypatch):
+    own, bulk = count_writes(monkeypatch)
     started = time.monotonic()
     async with collect(owner=OWNER) as seen:
         job = await run(runtime, "tests.million")
@@ -80,8 +92,139 @@ async def test_a_million_advances_are_coalesced(runtime, monkeypatch):
     assert job.current == 1_000_000
     # At most one message per PUBLISH_INTERVAL (0.02 s), one write per window.
     assert len(seen.messages) <= elapsed / 0.02 + 3
+    writes = len(own) + len(bulk)
     assert writes <= len(seen.messages) // UNPERSISTED_SEQ_WINDOW + elapsed / 0.2 + 4
     assert seen.seqs == sorted(set(seen.seqs))
+
+
+async def test_running_jobs_are_written_behind_together(runtime, settings, monkeypatch):
+    """Progress goes out first; every running job's progress is then written in one
+    bulk write per PERSIST_INTERVAL, not one write per job per publish."""
+    settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "PUBLISH_INTERVAL": 0.05}
+    own, bulk = count_writes(monkeypatch)
+    started = [
+        await actions.start_job(OWNER, "demo.timer", {"steps": 1000, "interval": 0.02})
+        for _ in range(8)
+    ]
+    ids = {str(job.id) for job in started}
+    begun = time.monotonic()
+    await asyncio.sleep(1.5)
+    elapsed = time.monotonic() - begun
+    rows = {str(job.id): job async for job in Job.objects.filter(pk__in=ids)}
+    live = {job_id: runtime.runner.executions[job_id].job for job_id in ids}
+    # The jobs' own writes while they ran: their status change, nothing else.
+    assert sorted(job_id for job_id, _ in own) == sorted(ids)
+    # The bulk writes: about one per PERSIST_INTERVAL (0.2 s), each with every job.
+    assert 3 <= len(bulk) <= elapsed / 0.2 + 2
+    assert all({job_id for job_id, _ in batch} == ids for batch in bulk[1:])
+    for job_id in ids:
+        assert rows[job_id].current > 0
+        assert 0 <= live[job_id].seq - rows[job_id].seq < UNPERSISTED_SEQ_WINDOW
+    for job in started:
+        await actions.cancel_job(OWNER, str(job.id))
+        await asyncio.wait_for(runtime.runner.wait(str(job.id)), 5)
+    finals = [job_id for job_id, fields in own if "finished_at" in fields]
+    assert sorted(finals) == sorted(ids)
+    async for job in Job.objects.filter(pk__in=ids):
+        assert (job.status, job.cancel_requested) == ("cancelled", True)
+
+
+async def test_what_must_be_stored_is_stored_before_it_is_published(runtime, settings, monkeypatch):
+    """Status changes and final states are written, then published; a running state
+    may go out first, never more than the window ahead of the database."""
+    settings.LIVEPROGRESS = {
+        **settings.LIVEPROGRESS,
+        "PERSIST_INTERVAL": 100.0,
+        "PUBLISH_INTERVAL": 0.001,
+    }
+    checked = []
+    published = execution.publish
+
+    async def checking(job):
+        stored = await Job.objects.aget(pk=job.pk)
+        checked.append((job.status, job.seq, stored.status, stored.seq))
+        await published(job)
+
+    monkeypatch.setattr(execution, "publish", checking)
+    job = await actions.start_job(OWNER, "tests.sync_steps", {"steps": 200, "delay": 0.002})
+    await asyncio.wait_for(runtime.runner.wait(str(job.id)), 10)
+    statuses = [status for status, *_ in checked]
+    assert statuses[0] == "running" and statuses[-1] == "succeeded"
+    assert len(checked) > 2 * UNPERSISTED_SEQ_WINDOW  # the window was really exercised
+    behind = 0
+    previous = "queued"
+    for status, seq, stored_status, stored_seq in checked:
+        if status != previous or status == "succeeded":
+            assert (stored_status, stored_seq) == (status, seq)
+        else:
+            assert stored_status == status
+            assert 0 <= seq - stored_seq < UNPERSISTED_SEQ_WINDOW
+            behind += seq > stored_seq
+        previous = status
+    assert behind  # running states did go out before their write
+
+
+async def test_a_write_behind_keeps_a_cancel_requested_elsewhere(runtime, settings):
+    settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "HEARTBEAT_INTERVAL": 600.0}
+    await stop_runtime()
+    runtime = await get_runtime()
+    job = await actions.start_job(OWNER, "demo.timer", {"steps": 1000, "interval": 0.02})
+    execution_ = runtime.runner.executions[str(job.id)]
+    await asyncio.sleep(0.1)
+    # Another process asked for the cancel (the flag is its only trace here).
+    await Job.objects.filter(pk=job.pk).aupdate(cancel_requested=True)
+    written = execution_._persisted_seq
+    async with asyncio.timeout(5):
+        while execution_._persisted_seq < written + 5:
+            await asyncio.sleep(0.05)
+    stored = await Job.objects.aget(pk=job.pk)
+    assert stored.status == "running" and stored.current > 0
+    assert stored.cancel_requested
+    await actions.cancel_job(OWNER, str(job.id))
+    await asyncio.wait_for(runtime.runner.wait(str(job.id)), 5)
+
+
+async def test_a_write_behind_finds_a_job_ended_elsewhere(runtime, settings):
+    """Without heartbeats, a write behind is what notices a job ended elsewhere."""
+    settings.LIVEPROGRESS = {
+        **settings.LIVEPROGRESS,
+        "HEARTBEAT_INTERVAL": 600.0,
+        "PUBLISH_INTERVAL": 0.05,  # the window is a second away, the bulk write 0.2 s
+    }
+    await stop_runtime()
+    runtime = await get_runtime()
+    job = await actions.start_job(OWNER, "demo.timer", {"steps": 1000, "interval": 0.02})
+    await asyncio.sleep(0.1)
+    await Job.objects.filter(pk=job.pk).aupdate(status="interrupted", seq=10_000)
+    await asyncio.wait_for(runtime.runner.wait(str(job.id)), 2)
+    stored = await Job.objects.aget(pk=job.pk)
+    assert (stored.status, stored.seq) == ("interrupted", 10_000)
+
+
+async def test_a_failed_bulk_write_is_tried_again(runtime, monkeypatch):
+    own, bulk = count_writes(monkeypatch)
+    write_rows = execution._write_rows
+    failures = 1
+
+    def flaky(rows):
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise ConnectionError("database away")
+        return write_rows(rows)
+
+    monkeypatch.setattr(execution, "_write_rows", flaky)
+    job = await actions.start_job(OWNER, "demo.timer", {"steps": 1000, "interval": 0.02})
+    live = runtime.runner.executions[str(job.id)].job
+    async with asyncio.timeout(5):
+        while len(bulk) < 3:
+            await asyncio.sleep(0.05)
+    stored = await Job.objects.aget(pk=job.pk)
+    assert failures == 0
+    assert stored.current > 0
+    assert 0 <= live.seq - stored.seq < UNPERSISTED_SEQ_WINDOW
+    await actions.cancel_job(OWNER, str(job.id))
+    await asyncio.wait_for(runtime.runner.wait(str(job.id)), 5)
 
 
 async def test_database_never_lags_more_than_the_window(runtime, settings):

@@ -2,22 +2,31 @@
 
 The same execution serves every runner: in-process it runs on the server's
 event loop, and a worker process would run it on its own.
+
+A running job's progress is published first and written behind it: the
+process's :class:`WriteBehind` writes every job with unwritten progress in one
+bulk ``UPDATE`` per ``PERSIST_INTERVAL``. Status changes, final states, and a
+state that would leave the database more than ``UNPERSISTED_SEQ_WINDOW`` states
+behind are written by the execution itself before they are published.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import aclose_old_connections
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone, translation
 
 from . import conf
@@ -47,6 +56,118 @@ _PROGRESS_FIELDS = [
     "updated_at",
 ]
 _FINAL_FIELDS = [*_PROGRESS_FIELDS, "result", "error", "finished_at"]
+# What a running state written behind may change: never its status (written first).
+_BEHIND_FIELDS = ["current", "total", "message", "eta_s", "seq", "updated_at"]
+
+
+class WriteBehind:
+    """Writes the progress of this process's running jobs behind their publishing:
+    every job with unwritten progress in one bulk ``UPDATE`` (one transaction, one
+    executor call) per ``PERSIST_INTERVAL``, instead of one ``UPDATE`` per job."""
+
+    def __init__(self) -> None:
+        # Executions with progress to write, in the order they asked (a dict as a set).
+        self._dirty: dict[Execution, None] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def mark(self, execution: Execution) -> None:
+        """Write ``execution``'s progress within ``PERSIST_INTERVAL``."""
+        self._dirty[execution] = None
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), context=contextvars.Context()
+            )
+
+    async def _run(self) -> None:
+        interval = conf.get("PERSIST_INTERVAL")
+        while self._dirty:
+            await asyncio.sleep(interval)
+            try:
+                await self.flush()
+            except Exception:
+                # The database is away: the jobs stay dirty; each one still writes
+                # itself before it would go past the window.
+                logger.warning("writing progress failed jobs=%d", len(self._dirty), exc_info=True)
+                await aclose_old_connections()
+
+    async def flush(self) -> None:
+        """Write every marked job's progress now, in one executor call."""
+        dirty, self._dirty = self._dirty, {}
+        # Rows are taken here, on the loop, so each is one published state, whole.
+        batch = [(execution, execution._unwritten_row()) for execution in dirty]
+        rows = [(execution, row) for execution, row in batch if row is not None]
+        if not rows:
+            return
+        try:
+            ended = await sync_to_async(_write_rows, thread_sensitive=True)(
+                [row for _, row in rows]
+            )
+        except BaseException:
+            for execution, _ in rows:
+                self._dirty.setdefault(execution)
+            raise
+        for execution, row in rows:
+            execution._written(row.values["seq"], ended=row.pk in ended)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A running job's progress to write behind, as it was published."""
+
+    pk: Any
+    values: dict[str, Any]
+    cancel_requested: bool
+
+
+def _write_rows(rows: list[_Row]) -> set[Any]:
+    """Write running jobs' progress in one transaction; returns the ids of those
+    that ended meanwhile (left as they are).
+
+    One prepared ``UPDATE`` per job, sent as one ``executemany``: each keeps the
+    conditions of a job's own write (only while active; ``cancel_requested`` only
+    ever set). ``QuerySet.bulk_update`` would be one statement, but its
+    ``CASE WHEN`` per field and row took 1.5 s for 1,000 jobs on SQLite.
+    """
+    meta, quote = Job._meta, connection.ops.quote_name
+    fields = [meta.get_field(name) for name in _BEHIND_FIELDS]
+    table, pk, status, cancel = (
+        quote(name)
+        for name in (
+            meta.db_table,
+            meta.pk.column,
+            meta.get_field("status").column,
+            meta.get_field("cancel_requested").column,
+        )
+    )
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    active = ", ".join(["%s"] * len(ACTIVE_STATUSES))
+    # Only the model's own names go into the text, quoted; every value is a parameter.
+    sql = f"UPDATE {table} SET {assignments}, {cancel} = ({cancel} OR %s) WHERE "  # noqa: S608
+    sql += f"{pk} = %s AND {status} IN ({active})"
+    params = [
+        [
+            *(field.get_db_prep_value(row.values[field.name], connection) for field in fields),
+            row.cancel_requested,
+            meta.pk.get_db_prep_value(row.pk, connection),
+            *ACTIVE_STATUSES,
+        ]
+        for row in rows
+    ]
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+            if cursor.rowcount == len(rows):
+                return set()
+        ids = [row.pk for row in rows]
+        return set(
+            Job.objects.filter(pk__in=ids)
+            .exclude(status__in=ACTIVE_STATUSES)
+            .values_list("pk", flat=True)
+        )
 
 
 class Execution:
@@ -57,6 +178,7 @@ class Execution:
         job: Job,
         kind: JobKind,
         *,
+        writer: WriteBehind,
         executor: Executor | None = None,
         on_publish: Callable[[Job], None] | None = None,
     ) -> None:
@@ -64,14 +186,16 @@ class Execution:
         self.kind = kind
         self.progress = Progress(self._changed)
         self.on_publish = on_publish
+        self._writer = writer
         self._executor = executor
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._dirty = asyncio.Event()
         self._wake_pending = False
         self._publish_lock = asyncio.Lock()
+        # What the database holds of this job, as far as this execution wrote it.
         self._persisted_seq = job.seq
-        self._persisted_at = time.monotonic()
+        self._persisted_status = job.status
         self._samples: deque[tuple[float, int]] = deque()
         self._thread_started = False
         self._function_done = False
@@ -184,19 +308,9 @@ class Execution:
 
     async def _publish_loop(self) -> None:
         interval = conf.get("PUBLISH_INTERVAL")
-        persist_interval = conf.get("PERSIST_INTERVAL")
         while True:
-            timeout = None
-            if self._persisted_seq != self.job.seq:
-                timeout = max(0.0, self._persisted_at + persist_interval - time.monotonic())
+            await self._dirty.wait()
             try:
-                try:
-                    await asyncio.wait_for(self._dirty.wait(), timeout)
-                except TimeoutError:
-                    async with self._publish_lock:
-                        if not self._finished:
-                            await self._persist(_PROGRESS_FIELDS)
-                    continue
                 await self._publish()
                 await asyncio.sleep(interval)
             except Exception:
@@ -205,6 +319,7 @@ class Execution:
                 logger.warning("persisting failed job=%s; retrying", self.job.id, exc_info=True)
                 await aclose_old_connections()
                 await asyncio.sleep(max(interval, 1.0))
+                self._changed()
 
     async def _publish(self) -> None:
         async with self._publish_lock:
@@ -213,30 +328,35 @@ class Execution:
             self._dirty.clear()
             self._wake_pending = False
             job = self.job
-            status_changed = self._apply(self.progress.snapshot())
+            self._apply(self.progress.snapshot())
             job.seq += 1
-            # Persist before publishing when the status changed, when it is due, or
-            # when publishing would leave the database more than the window behind.
+            # Written before it is published: a status change, and a state that
+            # would leave the database more than the window behind. The rest is
+            # published at once and written behind.
             if (
-                status_changed
-                or time.monotonic() - self._persisted_at >= conf.get("PERSIST_INTERVAL")
+                job.status != self._persisted_status
                 or job.seq - self._persisted_seq >= UNPERSISTED_SEQ_WINDOW
-            ) and not await self._persist(_PROGRESS_FIELDS):
-                return
+            ):
+                try:
+                    written = await self._persist(_PROGRESS_FIELDS)
+                except BaseException:
+                    job.seq -= 1  # not published: the next state takes its seq
+                    raise
+                if not written:
+                    return
+            else:
+                self._writer.mark(self)
             await self._send()
 
-    def _apply(self, snapshot: ProgressSnapshot) -> bool:
-        """Copy the progress into the job; True if its status changed."""
+    def _apply(self, snapshot: ProgressSnapshot) -> None:
+        """Copy the progress into the job."""
         job = self.job
         now = timezone.now()
-        status_changed = False
         if self._started_at is not None and job.status == Status.QUEUED:
             job.status, job.started_at = Status.RUNNING, self._started_at
-            status_changed = True
         job.current, job.total, job.message = snapshot.current, snapshot.total, snapshot.message
         job.updated_at = now
         job.eta_s = self._eta(snapshot)
-        return status_changed
 
     def _eta(self, snapshot: ProgressSnapshot) -> float | None:
         now = time.monotonic()
@@ -259,11 +379,27 @@ class Execution:
             # Only ever set: a request made through another process stays in place.
             values["cancel_requested"] = True
         updated = await Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).aupdate(**values)
-        self._persisted_seq, self._persisted_at = job.seq, time.monotonic()
+        self._persisted_seq = max(self._persisted_seq, values["seq"])
+        self._persisted_status = values["status"]
         if not updated:
             logger.info("job ended elsewhere job=%s", job.id)
             self._ended_elsewhere()
         return bool(updated)
+
+    def _unwritten_row(self) -> _Row | None:
+        """The running state to write behind, or None if there is nothing to write."""
+        job = self.job
+        if self._finished or self.ended_elsewhere or job.seq <= self._persisted_seq:
+            return None
+        values = {field: getattr(job, field) for field in _BEHIND_FIELDS}
+        return _Row(job.pk, values, job.cancel_requested)
+
+    def _written(self, seq: int, *, ended: bool) -> None:
+        """A write behind of state ``seq`` is done; ``ended``: the row had ended."""
+        self._persisted_seq = max(self._persisted_seq, seq)
+        if ended and not self._finished:
+            logger.info("job ended elsewhere job=%s", self.job.id)
+            self._ended_elsewhere()
 
     async def _send(self) -> None:
         await publish(self.job)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.utils import timezone
 
 from .. import conf
-from ..execution import Execution
+from ..execution import Execution, WriteBehind
 from ..models import ACTIVE_STATUSES, Job
 from ..registry import get_kind
 
@@ -30,6 +30,8 @@ class InProcessRunner:
             max_workers=conf.get("SYNC_WORKERS"), thread_name_prefix="liveprogress-job"
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # One bulk write per PERSIST_INTERVAL for the progress of every job here.
+        self.writer = WriteBehind()
 
     def prepare(self, job: Job) -> None:
         """Claim a new job for this process before it is saved."""
@@ -43,7 +45,7 @@ class InProcessRunner:
 
     def submit(self, job: Job) -> Execution:
         """Start running ``job`` (already saved and claimed) in this process."""
-        execution = Execution(job, get_kind(job.kind), executor=self._pool)
+        execution = Execution(job, get_kind(job.kind), writer=self.writer, executor=self._pool)
         job_id = str(job.id)
         self.executions[job_id] = execution
         # A fresh context: the job must not inherit the request that started it
@@ -91,4 +93,5 @@ class InProcessRunner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.writer.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
