@@ -10,7 +10,7 @@ import logging
 import uuid
 from typing import Any
 
-from django.db.models import F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from . import conf
@@ -47,14 +47,16 @@ async def start_job(
     clean = job_kind.validate({} if params is None else params, from_strings=from_strings)
     runtime = await get_runtime()
     async with runtime.admission:
-        active = Job.objects.filter(status__in=ACTIVE_STATUSES)
+        counts = await Job.objects.filter(status__in=ACTIVE_STATUSES).aaggregate(
+            mine=Count("id", filter=Q(owner=owner)), total=Count("id")
+        )
         per_owner = conf.get("MAX_ACTIVE_PER_OWNER")
-        if await active.filter(owner=owner).acount() >= per_owner:
+        if counts["mine"] >= per_owner:
             raise LimitReached(
                 f"You already have {per_owner} jobs queued or running, the most allowed; "
                 "wait for one to end or cancel one"
             )
-        if await active.acount() >= conf.get("MAX_ACTIVE_TOTAL"):
+        if counts["total"] >= conf.get("MAX_ACTIVE_TOTAL"):
             raise LimitReached("The server is running as many jobs as it may; try again soon")
         job = Job(kind=job_kind.name, params=clean, owner=owner, language=language, seq=1)
         runtime.dispatcher.prepare(job)
