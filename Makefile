@@ -3,6 +3,7 @@
 #   make run     demo site on http://127.0.0.1:8000 (venv .venv, newest Python)
 #   make scale   the scale-out topology: 2 servers, 2 workers, Redis, PostgreSQL
 #   make test    migrations check + pytest on the newest Python, and again on 3.11
+#                (installs Debian's chromium for the browser tests if it is missing)
 #   make lint    ruff check + ruff format --check
 #   make bench   benchmarks (bench/): a quick pass; FULL=1 the whole matrix
 #   make clean   remove virtualenvs and caches
@@ -59,6 +60,7 @@ run: $(VENV)/.stamp-run
 	exec $(VENV)/bin/daphne -b 127.0.0.1 -p 8000 proyecto.asgi:application
 
 test: $(VENV)/.stamp-test $(if $(EXTRA_LINE),$(VENV11)/.stamp-test)
+	bash scripts/ensure-chromium
 	@$(VENV)/bin/python $(SHOW)
 	$(VENV)/bin/python manage.py makemigrations --check --dry-run
 	$(VENV)/bin/python -m pytest

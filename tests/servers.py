@@ -387,6 +387,21 @@ class Visitor:
         data = json.dumps({} if body is None else body).encode()
         return self.request("POST", path, data, all_headers)
 
+    # -- Server-Sent Events --------------------------------------------------------
+
+    def events(
+        self, path: str, headers: Mapping[str, str] | None = None, timeout: float = 10
+    ) -> EventStream:
+        """Open an event stream (``with visitor.events(path) as stream:``) with this
+        visitor's cookies; every read waits at most ``timeout`` seconds."""
+        all_headers = {"Accept": "text/event-stream"}
+        if self.cookie_header():
+            all_headers["Cookie"] = self.cookie_header()
+        if self.language:
+            all_headers["Accept-Language"] = self.language
+        all_headers.update(headers or {})
+        return EventStream(self.server, path, all_headers, timeout)
+
     # -- WebSocket -----------------------------------------------------------------
 
     def ws(
@@ -418,6 +433,77 @@ class Visitor:
         options.setdefault("open_timeout", 10)
         options.setdefault("close_timeout", 5)
         return connect(self.server.ws_url(), additional_headers=extra, **options)
+
+
+class EventStream:
+    """One ``text/event-stream`` response, read event by event (a real HTTP client).
+
+    ``status``, ``headers`` and, for a response that is not a stream, ``json``;
+    ``next_event()`` answers ``{"event", "id", "data"}`` (data parsed as JSON),
+    or None once the server has ended the stream. Comments and ``retry:`` lines
+    are kept in ``comments``/``retry``.
+    """
+
+    def __init__(
+        self, server: DaphneServer, path: str, headers: Mapping[str, str], timeout: float
+    ) -> None:
+        self.connection = http.client.HTTPConnection(HOST, server.port, timeout=timeout)
+        self.connection.request("GET", path, headers=dict(headers))
+        self.response = self.connection.getresponse()
+        self.status = self.response.status
+        self.headers = self.response.headers
+        self.comments: list[str] = []
+        self.retry: int | None = None
+        self.json: Any = None
+        if not self.headers.get("Content-Type", "").startswith("text/event-stream"):
+            raw = self.response.read()
+            self.json = json.loads(raw) if raw else None
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def next_event(self) -> dict[str, Any] | None:
+        event: dict[str, Any] = {"event": "message", "id": None, "data": None}
+        data: list[str] = []
+        while True:
+            raw = self.response.readline()
+            if not raw:
+                return None
+            line = raw.decode("utf-8").rstrip("\r\n")
+            if not line:
+                if data:
+                    event["data"] = json.loads("\n".join(data))
+                    return event
+                continue
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "":
+                self.comments.append(value)
+            elif field == "retry":
+                self.retry = int(value)
+            elif field == "data":
+                data.append(value)
+            elif field in ("event", "id"):
+                event[field] = value
+
+    def events_until(
+        self, predicate: Callable[[dict[str, Any]], bool], limit: int = 10_000
+    ) -> list[dict[str, Any]]:
+        """Events up to and including the first one ``predicate`` accepts."""
+        seen: list[dict[str, Any]] = []
+        for _ in range(limit):
+            event = self.next_event()
+            assert event is not None, f"the stream ended first; got {seen}"
+            seen.append(event)
+            if predicate(event):
+                return seen
+        raise AssertionError(f"no matching event in {limit}")
 
 
 # -- WebSocket frames ------------------------------------------------------------------

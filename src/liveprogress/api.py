@@ -77,7 +77,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
     return decode_object(raw or b"{}", "body")
 
 
-async def _existing_owner(request: HttpRequest) -> str:
+async def existing_owner(request: HttpRequest) -> str:
     """The caller's owner key; a visitor without a session has no jobs to name."""
     owner = await request_owner(request, create=False)
     if owner is None:
@@ -119,7 +119,7 @@ async def jobs(request: HttpRequest) -> HttpResponse:
 async def job(request: HttpRequest, job_id: str) -> HttpResponse:
     """The caller's job."""
     job_id = actions.parse_job_id(job_id)
-    found = await actions.get_job(await _existing_owner(request), job_id)
+    found = await actions.get_job(await existing_owner(request), job_id)
     return JsonResponse(job_state(found))
 
 
@@ -127,7 +127,7 @@ async def job(request: HttpRequest, job_id: str) -> HttpResponse:
 async def cancel(request: HttpRequest, job_id: str) -> HttpResponse:
     """Cancel the caller's job: its state, ended or with the cancel requested."""
     job_id = actions.parse_job_id(job_id)
-    found = await actions.cancel_job(await _existing_owner(request), job_id)
+    found = await actions.cancel_job(await existing_owner(request), job_id)
     return JsonResponse(job_state(found), status=202 if found.is_active else 200)
 
 

@@ -16,10 +16,10 @@ from . import actions, conf
 from .exceptions import BadRequest, LimitReached, RequestError, TooLarge
 from .hub import Outbox
 from .limits import TokenBucket
-from .models import UNPERSISTED_SEQ_WINDOW
 from .owner import scope_language, scope_owner
 from .runtime import Runtime, get_runtime
-from .state import decode_object, encode, error_frame, job_state
+from .state import decode_object, encode, error_frame
+from .watching import follow_job, follow_owner, parse_after
 
 logger = logging.getLogger(__name__)
 
@@ -128,32 +128,12 @@ class ProgressConsumer(AsyncWebsocketConsumer):
     async def subscribe(self, frame: dict[str, Any]) -> None:
         owner = actions.require_owner(self.owner)
         job_id = actions.parse_job_id(frame.get("job"))
-        after = frame.get("after")
-        if after is not None and (
-            isinstance(after, bool) or not isinstance(after, int) or after < 0
-        ):
-            raise BadRequest("after must be a whole number >= 0", field="after")
-        # Ownership first: a socket joins the groups of its owner's jobs only.
-        current = await actions.get_job(owner, job_id)
-        if after is not None:
-            # The most a client can hold: the stored seq, or for a running job up to
-            # the unpersisted window past it. A larger `after` is a client's mistake,
-            # ignored (it would silence the job, its end included).
-            reachable = current.seq + (UNPERSISTED_SEQ_WINDOW if current.is_active else 0)
-            if after <= reachable:
-                # It holds everything up to `after`: nothing older or equal goes out.
-                self.outbox.note_sent(job_id, after)
-        # Join, then read the snapshot again: a state published in between is
-        # either in the snapshot or arrives live, never lost.
-        await self._watch(job_id)
-        job = await actions.get_job(owner, job_id)
-        seq, text = self.runtime.hub.deliver_job(job)
-        if seq <= self.outbox.sent_seq(job_id):
+        after = parse_after(frame.get("after"))
+        held = await follow_job(self.outbox, owner, job_id, after, self._watch)
+        if held is not None:
             # The socket holds this state already (sent live, or `after` says so):
             # an ack, not a duplicate.
-            self.outbox.offer(encode({"type": "subscribed", "job": job_id, "seq": seq}))
-        else:
-            self.outbox.offer_state(job_id, seq, text, answer=True)
+            self.outbox.offer(encode({"type": "subscribed", "job": job_id, "seq": held}))
 
     async def unsubscribe(self, frame: dict[str, Any]) -> None:
         actions.require_owner(self.owner)
@@ -179,14 +159,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):
 
     async def watch_mine(self, frame: dict[str, Any]) -> None:
         owner = actions.require_owner(self.owner)
-        if not self.watching_owner:
-            self.watching_owner = True
-            await self.runtime.hub.watch_owner(owner, self.outbox)
-        jobs = await actions.list_jobs(owner, limit=conf.get("RECENT_JOBS"))
-        states = [job_state(job) for job in jobs]
-        for state in states:
-            self.outbox.note_sent(state["id"], state["seq"])
-        self.outbox.offer(encode({"type": "watching", "jobs": states}))
+        await follow_owner(self.outbox, owner, join=not self.watching_owner)
+        self.watching_owner = True
 
     ACTIONS = {
         "subscribe": subscribe,

@@ -4,15 +4,37 @@ from __future__ import annotations
 
 from django.urls import path
 from django.views.generic import RedirectView
+from django.views.i18n import JavaScriptCatalog
 
-from . import api, views
+from . import api, events, views
 
 app_name = "liveprogress"
 
 urlpatterns = [
     path("progress/", views.progress_page, name="progress"),
-    path("progress", RedirectView.as_view(pattern_name="liveprogress:progress", permanent=True)),
+    path(
+        "progress",
+        RedirectView.as_view(
+            pattern_name="liveprogress:progress", permanent=True, query_string=True
+        ),
+    ),
+    path("jobs/", views.jobs_page, name="jobs-page"),
+    path(
+        "jobs",
+        RedirectView.as_view(
+            pattern_name="liveprogress:jobs-page", permanent=True, query_string=True
+        ),
+    ),
     path("api/jobs/", api.jobs, name="jobs"),
+    # Before <job_id>/, which would take "events" for an id.
+    path("api/jobs/events/", events.owner_events, name="owner-events"),
     path("api/jobs/<str:job_id>/", api.job, name="job"),
     path("api/jobs/<str:job_id>/cancel/", api.cancel, name="cancel"),
+    path("api/jobs/<str:job_id>/events/", events.job_events, name="job-events"),
+    # The pages' and the template tag's translations for liveprogress.js.
+    path(
+        "liveprogress/jsi18n/",
+        JavaScriptCatalog.as_view(packages=["liveprogress"]),
+        name="jsi18n",
+    ),
 ]

@@ -1,35 +1,28 @@
-/* The /progress/ page: resume your running timed process, or start one. */
+/*
+ * The /progress/ page: the original example's timed process, grown up.
+ * On load it resumes your running timed process, or starts one; Cancel while it
+ * runs, Run again (with the form's steps and interval) when it has ended.
+ */
 (function () {
   "use strict";
-  const script = document.currentScript;
   const card = document.getElementById("lp-demo");
   const kind = card.dataset.kind;
-  const bar = card.querySelector(".lp-bar");
-  const fill = card.querySelector(".lp-bar-fill");
-  const message = card.querySelector(".lp-message");
-  const percent = card.querySelector(".lp-percent");
-  const eta = card.querySelector(".lp-eta");
-  const cancelButton = card.querySelector(".lp-cancel");
-  const againButton = card.querySelector(".lp-again");
-  const etaLabel = script.dataset.etaLabel;
-  const statusLabels = JSON.parse(script.dataset.statusLabels);
+  const form = document.getElementById("lp-demo-form");
+  const againButton = form.querySelector(".lp-again");
+  const startButton = form.querySelector(".lp-start");
+  const titles = JSON.parse(document.getElementById("lp-titles").textContent);
+  const bar = new LiveProgress.Bar(card.querySelector(".lp-job"), {titles: titles});
+  const isActive = (state) => !LiveProgress.TERMINAL.includes(state.status);
   let current = null; // the id of the job this page shows
-  let starting = false;
+  let starting = false; // a start is on its way; its first state will be adopted
 
   function show(state) {
-    const done = LiveProgress.TERMINAL.includes(state.status);
-    const value = state.percent === null ? 0 : state.percent;
+    bar.update(state);
     card.dataset.status = state.status;
     card.dataset.job = state.id;
-    fill.style.width = value + "%";
-    bar.setAttribute("aria-valuenow", String(Math.round(value)));
-    percent.textContent = state.percent === null ? "" : Math.round(value) + "%";
-    eta.textContent = state.eta_s === null || done ? "" : etaLabel.replace("%s", Math.ceil(state.eta_s));
-    let text = state.message;
-    if (done && state.status !== "succeeded") text = statusLabels[state.status] + (state.error ? ": " + state.error : "");
-    message.textContent = text;
-    cancelButton.hidden = done;
-    againButton.hidden = !done;
+    againButton.hidden = isActive(state);
+    startButton.hidden = !isActive(state);
+    LiveProgress.notifyTitle(state);
   }
 
   function adopt(state) {
@@ -39,20 +32,45 @@
     show(state);
   }
 
-  const client = new LiveProgress({
-    onWatching(states) {
-      if (current || starting) return;
-      const running = states.find((s) => s.kind === kind && !LiveProgress.TERMINAL.includes(s.status));
-      if (running) adopt(running);
-      else { starting = true; client.start(kind, {}); }
-    },
-    onJob(state) {
-      if (state.id === current) show(state);
-      else if (starting && state.kind === kind && !LiveProgress.TERMINAL.includes(state.status)) adopt(state);
-    },
-    onError(frame) { message.textContent = frame.detail; starting = false; },
-  });
+  function params() {
+    const values = {};
+    for (const input of form.querySelectorAll("input[name]")) {
+      const number = Number(input.value);
+      values[input.name] = input.value === "" || Number.isNaN(number) ? input.value : number;
+    }
+    return values;
+  }
+
+  function start() {
+    starting = true;
+    client.start(kind, params());
+  }
+
+  const client = new LiveProgress(
+    Object.assign(LiveProgress.indicator(document.querySelector("[data-lp-connection]")), {
+      onWatching(states) {
+        if (current || starting) return;
+        const running = states.find((s) => s.kind === kind && isActive(s));
+        if (running) adopt(running);
+        else start();
+      },
+      onJob(state) {
+        if (state.id === current) show(state);
+        else if (starting && state.kind === kind && isActive(state)) adopt(state);
+      },
+      onError(frame) {
+        // The form's and the server's refusals show in the card, not as a dead page.
+        starting = false;
+        bar.parts.outcome.textContent = frame.detail;
+      },
+    })
+  );
   client.watchMine();
-  cancelButton.addEventListener("click", () => { if (current) client.cancel(current); });
-  againButton.addEventListener("click", () => { starting = true; current = null; client.start(kind, {}); });
+  bar.parts.cancel.addEventListener("click", () => {
+    if (current) client.cancel(current);
+  });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    start();
+  });
 })();
