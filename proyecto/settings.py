@@ -7,6 +7,7 @@ Environment variables, each optional:
 - DATABASE_URL: a database URL (default: SQLite file db.sqlite3 beside manage.py).
 - LIVEPROGRESS_SETTINGS_JSON: a JSON object of LIVEPROGRESS settings (default: none,
   every setting at its documented default).
+- DJANGO_MEDIA_ROOT: where jobs' files are stored (default: media/ beside manage.py).
 
 Scale-out, each optional (README, "Scaling out"):
 - REDIS_URL: channels_redis as the channel layer (default: the in-memory layer,
@@ -149,6 +150,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Jobs' result files and the CSV demo's uploads (liveprogress's RESULT_STORAGE is
+# the default storage): DJANGO_MEDIA_ROOT, else media/ beside manage.py. They are
+# downloaded through the app (owner only), never served from MEDIA_URL.
+MEDIA_ROOT = os.environ.get("DJANGO_MEDIA_ROOT", str(BASE_DIR / "media"))
 
 LOGGING = {
     "version": 1,

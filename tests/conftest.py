@@ -16,6 +16,13 @@ FAST = {
 }
 
 
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path_factory):
+    """Jobs' files go to a temporary folder, never into the checkout."""
+    settings.MEDIA_ROOT = str(tmp_path_factory.mktemp("media"))
+    return settings.MEDIA_ROOT
+
+
 @pytest.fixture
 def fast(settings):
     """liveprogress with short intervals, so tests wait for events, not seconds."""

@@ -10,7 +10,13 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from liveprogress.publish import in_process, job_group, owner_group, receive_locally
+from liveprogress.publish import (
+    STATE_MESSAGE,
+    in_process,
+    job_group,
+    owner_group,
+    receive_locally,
+)
 from liveprogress.registry import job
 
 # Set by a test to let `tests.blocking` return.
@@ -80,6 +86,8 @@ async def collect(*, job_id: str | None = None, owner: str | None = None):
     collected = Collected()
 
     def keep(message: dict[str, Any]) -> None:
+        if message["type"] != STATE_MESSAGE:
+            return
         if message["job"] == job_id if job_id else message["owner"] == owner:
             collected.messages.append(message)
             if message["terminal"]:
@@ -131,3 +139,40 @@ async def chatty(progress, seconds: float = 5.0, size: int = 20_000):
         progress.message(f"{count} " + "x" * size)
         await asyncio.sleep(0.002)
     return count
+
+
+@job("tests.rich")
+def rich(progress, rows: int = 20, delay: float = 0.005, bad_every: int = 5):
+    """Stages, a tracked loop with a nested one, log lines and a result file."""
+    progress.plan({"Read": 1, "Work": 3, "Write": 1})
+    with progress.stage("Read"):
+        progress.log("reading")
+    with progress.stage("Work"):
+        for row in progress.track(range(1, rows + 1)):
+            for _part in progress.track(range(2)):
+                time.sleep(delay)
+            if bad_every and row % bad_every == 0:
+                progress.log(f"row {row} is <bad> & skipped", level="warning")
+    with progress.stage("Write"):
+        progress.attach("out.csv", "a,b\n1,2\n", "text/csv")
+        progress.log("written")
+    return {"rows": rows}
+
+
+@job("tests.logger")
+async def logger(progress, lines: int = 50, interval: float = 0.002):
+    """Logs ``lines`` numbered lines, ``interval`` seconds apart."""
+    progress.start(total=lines)
+    for number in range(1, lines + 1):
+        progress.log(f"line {number}")
+        progress.advance()
+        await asyncio.sleep(interval)
+    return lines
+
+
+@job("tests.parent")
+async def parent(progress, children: int = 2, steps: int = 3, interval: float = 0.05):
+    """Starts ``children`` timed processes and waits for them all."""
+    for _child in range(children):
+        await progress.spawn("demo.timer", {"steps": steps, "interval": interval})
+    return await progress.wait_children(poll=0.02)

@@ -77,6 +77,8 @@ def server_env(
     env.pop("LIVEPROGRESS_SETTINGS_JSON", None)
     env["DJANGO_SETTINGS_MODULE"] = "proyecto.settings"
     env["DATABASE_URL"] = database_url(db_path)
+    # Jobs' files beside the database, never in the checkout.
+    env["DJANGO_MEDIA_ROOT"] = str(db_path.with_name(db_path.stem + "-media"))
     env["PYTHONUNBUFFERED"] = "1"
     if liveprogress is not None:
         env["LIVEPROGRESS_SETTINGS_JSON"] = json.dumps(dict(liveprogress))

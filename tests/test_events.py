@@ -28,7 +28,7 @@ TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     db = tmp_path_factory.mktemp("events") / "events.sqlite3"
-    with DaphneServer(db) as running:
+    with DaphneServer(db, liveprogress={"JOB_MODULES": ["tests.jobs"]}) as running:
         yield running
 
 
@@ -104,6 +104,39 @@ def test_last_event_id_resumes_where_the_client_was_without_repeats(server):
     with alice.events(f"{path}?after={final_seq - 1}") as stream:
         assert job_states(stream.events_until(is_final))[0]["seq"] == final_seq
         assert stream.next_event() is None
+
+
+def test_a_stream_with_logs_resumes_from_last_event_id_without_gap_or_repeat(server):
+    alice = visitor(server)
+    status, job = alice.post_json(
+        "/api/jobs/", {"kind": "tests.logger", "params": {"lines": 150, "interval": 0.01}}
+    )
+    assert status == 201
+    path = f"/api/jobs/{job['id']}/events/"
+    seqs: list[int] = []
+    with alice.events(f"{path}?log_after=0") as stream:
+        first = stream.events_until(
+            lambda event: event["event"] == "log" and event["data"]["lines"][-1]["seq"] >= 20
+        )
+    last_id = first[-1]["id"]
+    # With logs, each event's id holds both positions: state seq and log seq.
+    state_seq, log_seq = (int(part) for part in last_id.split("-"))
+    for event in first:
+        if event["event"] == "log":
+            seqs += [line["seq"] for line in event["data"]["lines"]]
+    assert seqs[-1] == log_seq
+
+    with alice.events(path, headers={"Last-Event-ID": last_id}) as stream:
+        rest = []
+        while (event := stream.next_event()) is not None:
+            rest.append(event)
+    states = [event["data"]["job"] for event in rest if event["event"] == "job"]
+    assert all(state["seq"] > state_seq for state in states)
+    assert states[-1]["status"] == "succeeded"
+    for event in rest:
+        if event["event"] == "log":
+            seqs += [line["seq"] for line in event["data"]["lines"]]
+    assert seqs == list(range(1, 151))
 
 
 def test_the_owner_stream_lists_and_follows_every_job_of_the_caller_and_no_other(server):

@@ -197,7 +197,44 @@ async def test_the_admin_lists_jobs_and_cancels_the_selected_ones(runtime):
     assert (await Job.objects.aget(pk=running.pk)).status == Status.CANCELLED
     assert (await Job.objects.aget(pk=done.pk)).status == Status.SUCCEEDED
 
+    # A job's page shows its kept log lines.
+    logged = await actions.start_job("session:a", "tests.logger", {"lines": 2})
+    await wait_until_ended(logged)
+    change = await client.get(f"/admin/liveprogress/job/{logged.id}/change/")
+    assert change.status_code == 200
+    assert "line 1" in change.content.decode() and "line 2" in change.content.decode()
+
     # Not for someone without the permission to change jobs.
     staff = await get_user_model().objects.acreate_user("staff", is_staff=True)
     await client.aforce_login(staff)
     assert (await client.get("/admin/liveprogress/job/")).status_code == 403
+
+
+def test_the_bar_tag_shows_stages_and_files(db):
+    job = Job(
+        kind="demo.timer",
+        owner="session:x",
+        status=Status.SUCCEEDED,
+        stages=[
+            {"name": "Read", "weight": 1.0, "status": "done", "fraction": 1.0},
+            {"name": "<Work>", "weight": 3.0, "status": "running", "fraction": 0.5},
+        ],
+        files=[{"name": "out.csv", "size": 2048, "content_type": "text/csv"}],
+    )
+    html = render("{% liveprogress_bar job %}", job=job)
+    assert re.search(r'<li data-status="done">Read</li>', html)
+    assert '<li data-status="running" aria-current="step">&lt;Work&gt;</li>' in html
+    assert f'<a href="/api/jobs/{job.id}/files/out.csv" download>out.csv</a>' in html
+    assert "2.0\xa0KB" in html
+    # Without stages or files, their lists are there (for the script) but hidden.
+    html = render("{% liveprogress_bar job %}", job=Job(kind="demo.timer", owner="session:x"))
+    assert re.search(r'class="lp-stages"[^>]*hidden', html)
+    assert re.search(r'class="lp-files"[^>]*hidden', html)
+
+
+async def test_the_import_page_offers_the_upload_form(runtime):
+    page = (await AsyncClient().get("/import/", headers={"Accept-Language": "en"})).content.decode()
+    assert 'action="/api/imports/"' in page and 'enctype="multipart/form-data"' in page
+    assert 'name="csrfmiddlewaretoken"' in page and 'type="file" name="file"' in page
+    assert "at most 2.0\xa0MB" in page
+    assert 'id="lp-import-log"' in page

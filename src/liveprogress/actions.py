@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from . import conf
 from .exceptions import BadRequest, Forbidden, LimitReached, NotFound
-from .models import ACTIVE_STATUSES, Job, Status
+from .models import ACTIVE_STATUSES, Job, JobLog, Status
 from .publish import CANCEL_MESSAGE, control, publish
 from .registry import get_kind
 from .runtime import get_runtime
@@ -40,10 +40,21 @@ def parse_job_id(value: Any, field: str = "job") -> str:
 
 
 async def start_job(
-    owner: str, kind: Any, params: Any = None, *, language: str = "", from_strings: bool = False
+    owner: str,
+    kind: Any,
+    params: Any = None,
+    *,
+    language: str = "",
+    from_strings: bool = False,
+    internal: bool = False,
+    parent: Job | None = None,
 ) -> Job:
-    """Validate, check the caps, create and start a job; returns it live."""
-    job_kind = get_kind(kind)
+    """Validate, check the caps, create and start a job; returns it live.
+
+    Only ``internal`` starts (the site's own code, a parent job) may start kinds
+    that are not public; ``parent`` makes the new job a child of that one.
+    """
+    job_kind = get_kind(kind, public_only=not (internal or parent is not None))
     clean = job_kind.validate({} if params is None else params, from_strings=from_strings)
     runtime = await get_runtime()
     async with runtime.admission:
@@ -58,7 +69,14 @@ async def start_job(
             )
         if counts["total"] >= conf.get("MAX_ACTIVE_TOTAL"):
             raise LimitReached("The server is running as many jobs as it may; try again soon")
-        job = Job(kind=job_kind.name, params=clean, owner=owner, language=language, seq=1)
+        job = Job(
+            kind=job_kind.name,
+            params=clean,
+            owner=owner,
+            language=language,
+            seq=1,
+            parent=parent,
+        )
         runtime.dispatcher.prepare(job)
         await job.asave(force_insert=True)
     await publish(job)
@@ -94,6 +112,7 @@ async def cancel_job(owner: str, job_id: str) -> Job:
     job = await get_job(owner, job_id)
     if not job.is_active:
         return job
+    await _cancel_children(job)
     runtime = await get_runtime()
     execution = runtime.runner.executions.get(job_id)
     if execution is not None:
@@ -106,6 +125,40 @@ async def cancel_job(owner: str, job_id: str) -> Job:
         await control(CANCEL_MESSAGE, job_id)
         job = await Job.objects.aget(pk=job_id)
     return job
+
+
+async def _cancel_children(job: Job) -> None:
+    """Cancelling a job cancels the children it started (theirs too)."""
+    children = Job.objects.filter(parent_id=job.pk, status__in=ACTIVE_STATUSES)
+    async for child_id in children.values_list("pk", flat=True):
+        await cancel_job(job.owner, str(child_id))
+
+
+async def list_children(job: Job) -> list[Job]:
+    """The children a job started, oldest first, live where they run here."""
+    runtime = await get_runtime()
+    live = runtime.runner.executions
+    found = [child async for child in Job.objects.filter(parent_id=job.pk).order_by("created_at")]
+    return [_newest(child, live) for child in found]
+
+
+def _newest(job: Job, live: dict[str, Any]) -> Job:
+    """The job's state held live by this process, when it runs here and is newer."""
+    execution = live.get(str(job.id))
+    if execution is not None and job.is_active and execution.job.seq > job.seq:
+        return execution.job
+    return job
+
+
+async def log_lines(job: Job, after: int) -> tuple[list[dict[str, Any]], int]:
+    """The caller's job's stored log lines after seq ``after`` (at most LOG_LIMIT),
+    and the seq through which older lines were dropped (0 when none it lacks)."""
+    stored = JobLog.objects.filter(job_id=job.pk, seq__gt=after).order_by("seq")
+    lines = [
+        {"seq": line.seq, "level": line.level, "text": line.text, "at": line.created_at.timestamp()}
+        async for line in stored[: conf.get("LOG_LIMIT")]
+    ]
+    return lines, job.log_dropped if job.log_dropped > after else 0
 
 
 async def end_unclaimed(job: Job, status: Status, error: str) -> bool:
@@ -128,11 +181,4 @@ async def list_jobs(owner: str, *, limit: int, active_only: bool = False) -> lis
         jobs = jobs.filter(status__in=ACTIVE_STATUSES)
     found = [job async for job in jobs.order_by("-created_at")[:limit]]
     live = runtime.runner.executions
-
-    def newest(job: Job) -> Job:
-        execution = live.get(str(job.id))
-        if execution is not None and job.is_active and execution.job.seq > job.seq:
-            return execution.job
-        return job
-
-    return [newest(job) for job in found]
+    return [_newest(job, live) for job in found]

@@ -15,17 +15,32 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import actions
-from .models import ACTIVE_STATUSES, Job
+from .models import ACTIVE_STATUSES, Job, JobLog
+
+
+class JobLogInline(admin.TabularInline):
+    """The job's kept log lines, read-only, oldest first."""
+
+    model = JobLog
+    fields = ["seq", "level", "text", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = ["kind", "owner", "status", "progress", "message", "created_at", "duration"]
-    list_filter = ["status", "kind", "created_at"]
+    list_filter = ["status", "kind", "created_at", "expired"]
     date_hierarchy = "created_at"
     search_fields = ["id", "owner", "kind", "message"]
     readonly_fields = [field.name for field in Job._meta.fields]
     actions = ["cancel_jobs"]
+    inlines = [JobLogInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

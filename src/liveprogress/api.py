@@ -6,19 +6,25 @@ with the matching status. Writes need the CSRF token like any Django form.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.core.files.base import ContentFile
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils.http import content_disposition_header
 from django.views import defaults
 
-from . import actions, conf
+from . import actions, conf, files
 from .exceptions import BadRequest, Forbidden, NotFound, RequestError, TooLarge
 from .owner import request_owner
 from .state import decode_object, error_frame, job_state
+from .watching import parse_after
 
 View = Callable[..., Awaitable[HttpResponse]]
 
@@ -129,6 +135,96 @@ async def cancel(request: HttpRequest, job_id: str) -> HttpResponse:
     job_id = actions.parse_job_id(job_id)
     found = await actions.cancel_job(await existing_owner(request), job_id)
     return JsonResponse(job_state(found), status=202 if found.is_active else 200)
+
+
+#: Uploads larger than this are refused before they are read (413); up to it, a file
+#: over CSV_IMPORT_MAX_BYTES is still taken, and its import fails saying why.
+UPLOAD_HARD_LIMIT = 64 * 1024 * 1024
+
+
+@api_view("POST")
+async def csv_import(request: HttpRequest) -> HttpResponse:
+    """Upload a CSV file (multipart, field ``file``) and start the demo import of it.
+
+    201 and the job's state, or for a plain form post a redirect to the import
+    page following the job.
+    """
+    owner = actions.require_owner(await request_owner(request))
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if not declared.isdecimal() or int(declared) > UPLOAD_HARD_LIMIT:
+        raise TooLarge(f"Uploads may be at most {UPLOAD_HARD_LIMIT // (1024 * 1024)} MB")
+    if not request.content_type.startswith("multipart/form-data"):
+        raise BadRequest("Send the file as multipart/form-data, in the field 'file'")
+    uploaded = await sync_to_async(lambda: request.FILES.get("file"))()
+    if uploaded is None:
+        raise BadRequest("Choose a CSV file to upload", field="file")
+    where = await sync_to_async(_store_upload)(uploaded)
+    try:
+        job = await actions.start_job(
+            owner,
+            "demo.csv_import",
+            {"upload": where, "name": (uploaded.name or "data.csv")[:200], "size": uploaded.size},
+            language=getattr(request, "LANGUAGE_CODE", ""),
+            internal=True,
+        )
+    except BaseException:
+        await sync_to_async(files.storage().delete)(where)
+        raise
+    if "application/json" not in request.headers.get("Accept", ""):
+        return redirect(f"{reverse('liveprogress:import')}?job={job.id}")
+    response = JsonResponse(job_state(job), status=201)
+    response["Location"] = reverse("liveprogress:job", args=[job.id])
+    return response
+
+
+def _store_upload(uploaded: Any) -> str:
+    """Store the start of the upload (the most the import reads, plus one byte, so it
+    can tell a file that is too large); returns its storage path."""
+    head = b""
+    limit = conf.get("CSV_IMPORT_MAX_BYTES") + 1
+    for chunk in uploaded.chunks():
+        head += chunk[: limit - len(head)]
+        if len(head) >= limit:
+            break
+    return files.storage().save(f"{files.UPLOADS}{uuid.uuid4().hex}.csv", ContentFile(head))
+
+
+@api_view("GET")
+async def job_logs(request: HttpRequest, job_id: str) -> HttpResponse:
+    """The caller's job's stored log lines after ``?after=SEQ`` (default: all kept)."""
+    job_id = actions.parse_job_id(job_id)
+    found = await actions.get_job(await existing_owner(request), job_id)
+    after = parse_after(request.GET.get("after", "0"), text=True) or 0
+    lines, dropped = await actions.log_lines(found, after)
+    body = {"job": job_id, "lines": lines, "dropped_through": dropped, "log_seq": found.log_seq}
+    return JsonResponse(body)
+
+
+@api_view("GET")
+async def job_file(request: HttpRequest, job_id: str, name: str) -> HttpResponse:
+    """Download a file the caller's job attached (only its owner may)."""
+    job_id = actions.parse_job_id(job_id)
+    found = await actions.get_job(await existing_owner(request), job_id)
+    entry = files.find(found, name)
+    if entry is None:
+        raise NotFound("No such file (or it has expired)", field="name")
+    try:
+        handle = await sync_to_async(files.storage().open)(files.path(found.pk, entry["name"]))
+    except FileNotFoundError:
+        raise NotFound("No such file (or it has expired)", field="name") from None
+    response = StreamingHttpResponse(_chunks(handle), content_type=entry["content_type"])
+    response["Content-Length"] = str(entry["size"])
+    response["Content-Disposition"] = content_disposition_header(True, entry["name"])
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+async def _chunks(handle: Any, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await sync_to_async(handle.read)(size):
+            yield chunk
+    finally:
+        await sync_to_async(handle.close)()
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

@@ -35,6 +35,11 @@ class TerminalBar:
         """Draw ``state``; the first one also names the job on a line above the bar."""
         self._set(state).refresh()
 
+    def log(self, lines: list[dict[str, Any]]) -> None:
+        """Print log lines above the bar (``[warning] text``), the bar redrawn below."""
+        for line in lines:
+            tqdm.write(f"[{line['level']}] {line['text']}", file=self._file)
+
     def close(self, state: JobState | None = None) -> None:
         """Draw ``state`` (the job's last) if given, and leave the bar on its own line."""
         bar = self._set(state) if state is not None else self._bar
@@ -49,9 +54,18 @@ class TerminalBar:
             # Not drawn on creation (delay) but by the caller, once, like every state.
             bar = self._bar = tqdm(file=self._file, delay=math.inf)
             bar.delay = 0
-        total = state["total"]
-        layout = _KNOWN_TOTAL if total else _UNKNOWN_TOTAL
-        bar.n, bar.total, bar.desc = state["current"], total, state["status"]
+        total, percent = state["total"], state["percent"]
+        counted = state["current"] if total is None else f"{state['current']}/{total}"
+        stage = next((s["name"] for s in state["stages"] if s["status"] == "running"), None)
+        if state["stages"] or (percent is not None and total and percent != _share(state)):
+            # Stages or nested loops: the bar is the job's weighted percent, the
+            # counter the current stage's.
+            bar.n, bar.total = percent or 0, 100
+            layout = _KNOWN_TOTAL.replace("{n_fmt}/{total_fmt}", counted)
+        else:
+            bar.n, bar.total = state["current"], total
+            layout = _KNOWN_TOTAL if total else _UNKNOWN_TOTAL
+        bar.desc = state["status"] if stage is None else f"{state['status']} [{stage}]"
         bar.bar_format = layout.replace("TIMES", _times(state))
         # Drawn after the times, as ", <message>".
         bar.postfix = state["message"] or None
@@ -80,8 +94,14 @@ def _times(state: JobState) -> str:
     elapsed = tqdm.format_interval(max(end - started, 0) if started is not None else 0)
     if state["finished_at"] is not None:
         return elapsed
-    eta = state["eta_s"]
-    return f"{elapsed}<{'?' if eta is None else tqdm.format_interval(eta)}"
+    eta, rate = state["eta_s"], state["rate"]
+    times = f"{elapsed}<{'?' if eta is None else tqdm.format_interval(eta)}"
+    return times if rate is None else f"{times}, {rate:.3g}/s"
+
+
+def _share(state: JobState) -> float:
+    total = state["total"] or 0
+    return round(min(state["current"] / total, 1.0) * 100, 2) if total else 100.0
 
 
 class _Verbatim:

@@ -58,7 +58,16 @@ DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     "MAX_UNREAD_ANSWERS": (100, int),
     # How many of an owner's jobs `watch_mine` and the job list return.
     "RECENT_JOBS": (20, int),
-    # Register the built-in demo job kinds (demo.timer).
+    # Log lines kept per job (the oldest are dropped, and a reader is told how many).
+    "LOG_LIMIT": (1000, int),
+    # Seconds after a job ends that its result and files are kept; `manage.py
+    # prunejobs` removes them once expired.
+    "RESULT_TTL": (7 * 24 * 3600, (int, float)),
+    # The storage (an alias of Django's STORAGES) that holds jobs' files.
+    "RESULT_STORAGE": ("default", str),
+    # The most bytes the CSV import demo accepts (larger files fail the job).
+    "CSV_IMPORT_MAX_BYTES": (2 * 1024 * 1024, int),
+    # Register the built-in demo job kinds (demo.timer, demo.csv_import, demo.batch).
     "DEMO_JOBS": (True, bool),
 }
 

@@ -129,11 +129,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):
         owner = actions.require_owner(self.owner)
         job_id = actions.parse_job_id(frame.get("job"))
         after = parse_after(frame.get("after"))
-        held = await follow_job(self.outbox, owner, job_id, after, self._watch)
-        if held is not None:
-            # The socket holds this state already (sent live, or `after` says so):
-            # an ack, not a duplicate.
-            self.outbox.offer(encode({"type": "subscribed", "job": job_id, "seq": held}))
+        log_after = parse_after(frame.get("log_after"), field="log_after")
+        await follow_job(self.outbox, owner, job_id, after, self._watch, log_after, ack=True)
 
     async def unsubscribe(self, frame: dict[str, Any]) -> None:
         actions.require_owner(self.owner)

@@ -1,14 +1,29 @@
-"""The built-in demo job: the original example's fictitious timed process."""
+"""The built-in demo jobs.
+
+- ``demo.timer``: the original example's fictitious timed process.
+- ``demo.csv_import``: a real one: validate an uploaded CSV file, import it row
+  by row (bad rows are logged and left out), and offer the cleaned file. Started
+  by the ``/import/`` page's upload view only (not public: its parameter names
+  a stored upload).
+- ``demo.batch``: a parent job that runs timed processes as its children and
+  reports their combined progress.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import csv
+import io
+import re
+import time
+from typing import Annotated, Any
 
+from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from pydantic import Field
 
+from . import conf, files
 from .progress import Progress
 from .registry import job
 
@@ -26,3 +41,168 @@ async def timer(
         progress.advance(message=_("Progress: %(percent)d%%") % {"percent": step * 100 // steps})
     progress.message(_("Process completed!"))
     return {"steps": steps}
+
+
+@job("demo.batch", title=gettext_lazy("Batch of timed processes"))
+async def batch(
+    progress: Progress,
+    parts: Annotated[int, Field(ge=1, le=5)] = 3,
+    steps: Annotated[int, Field(ge=1, le=1000)] = 5,
+    interval: Annotated[float, Field(ge=0, le=10)] = 0.5,
+) -> dict[str, int]:
+    """Run ``parts`` timed processes as child jobs; its bar is theirs combined."""
+    progress.message(_("Starting %(parts)d timed processes") % {"parts": parts})
+    for _part in range(parts):
+        await progress.spawn("demo.timer", {"steps": steps, "interval": interval})
+    progress.message(_("Waiting for the timed processes"))
+    children = await progress.wait_children()
+    succeeded = sum(child["status"] == "succeeded" for child in children)
+    progress.message(
+        _("%(done)d of %(parts)d timed processes succeeded") % {"done": succeeded, "parts": parts}
+    )
+    return {"parts": parts, "succeeded": succeeded}
+
+
+# -- the CSV import ----------------------------------------------------------------
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class ImportRefused(ValueError):
+    """The file can't be imported; the message says why (the job's error)."""
+
+
+@job("demo.csv_import", title=gettext_lazy("CSV import"), public=False)
+def csv_import(
+    progress: Progress,
+    upload: Annotated[str, Field(pattern=r"^liveprogress/uploads/[0-9a-f]{32}\.csv$")],
+    name: Annotated[str, Field(max_length=200)] = "data.csv",
+    size: Annotated[int, Field(ge=0)] = 0,
+    row_delay: Annotated[float, Field(ge=0, le=1)] = 0.02,
+) -> dict[str, Any]:
+    """Validate the stored upload, import it row by row, attach the cleaned CSV."""
+    validate, load, summarise = _("Validate"), _("Import"), _("Summarise")
+    progress.plan({validate: 1, load: 8, summarise: 1})
+    storage = files.storage()
+    try:
+        with progress.stage(validate):
+            header, rows = _read_csv(progress, storage, upload, size)
+        with progress.stage(load):
+            kept, bad = [], 0
+            checks = [_EMAIL if "mail" in column.lower() else None for column in header]
+            for done, (line, row) in enumerate(progress.track(rows), start=1):
+                problem = _problem(row, header, checks)
+                if problem:
+                    bad += 1
+                    progress.log(
+                        _("Row %(row)d skipped: %(problem)s") % {"row": line, "problem": problem},
+                        level="warning",
+                    )
+                else:
+                    kept.append([cell.strip() for cell in row])
+                progress.message(
+                    _("%(done)d of %(total)d rows") % {"done": done, "total": len(rows)}
+                )
+                if row_delay:
+                    time.sleep(row_delay)
+        with progress.stage(summarise):
+            output = io.StringIO()
+            writer = csv.writer(output)
+            writer.writerow(header)
+            writer.writerows(kept)
+            cleaned = "cleaned-" + files.clean_name(name.rsplit(".", 1)[0] + ".csv")
+            progress.attach(cleaned, output.getvalue(), "text/csv")
+            summary = _("%(kept)d of %(total)d rows imported, %(bad)d skipped.") % {
+                "kept": len(kept),
+                "total": len(rows),
+                "bad": bad,
+            }
+            progress.log(summary)
+            progress.message(summary)
+    finally:
+        if storage.exists(upload):
+            storage.delete(upload)
+    return {
+        "file": name,
+        "rows": len(rows),
+        "imported": len(kept),
+        "skipped": bad,
+        "columns": header,
+    }
+
+
+def _read_csv(
+    progress: Progress, storage: Any, upload: str, size: int
+) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the rows, each with the line of the file it starts on (what a
+    spreadsheet calls its row: blank lines count, though they are no rows)."""
+    limit = conf.get("CSV_IMPORT_MAX_BYTES")
+    if size > limit:
+        raise ImportRefused(
+            _("The file is %(size)s; this import takes at most %(limit)s.")
+            % {"size": filesizeformat(size), "limit": filesizeformat(limit)}
+        )
+    progress.message(_("Checking the file"))
+    with storage.open(upload, "rb") as handle:
+        raw = handle.read(limit + 1)
+    if not raw.strip():
+        raise ImportRefused(_("The file is empty."))
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportRefused(
+            _(
+                "The file is not UTF-8 text (byte 0x%(byte)02x at position %(position)d). "
+                "Save it as “CSV UTF-8” and upload it again."
+            )
+            % {"byte": raw[exc.start], "position": exc.start}
+        ) from None
+    if "\x00" in text:
+        raise ImportRefused(_("The file is binary, not CSV text."))
+    # The separator is the one the header row uses most (the sniffer in the csv
+    # module guesses from every row, and bad rows, which this demo expects, fool it).
+    first_line = text.lstrip().split("\n", 1)[0]
+    delimiter = max(",;\t", key=first_line.count)
+    if first_line.count(delimiter) == 0:
+        raise ImportRefused(
+            _("This is not CSV: no column separator (comma, semicolon or tab) was found.")
+        )
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    table, line = [], 1
+    try:
+        for row in reader:
+            if row:
+                table.append((line, row))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise ImportRefused(_("This is not valid CSV: %(error)s") % {"error": exc}) from None
+    header = [cell.strip() for cell in table[0][1]]
+    if len(header) < 2 or any(not cell for cell in header) or len(set(header)) < len(header):
+        raise ImportRefused(
+            _("The first row must name at least two columns, each once and none empty.")
+        )
+    if len(table) < 2:
+        raise ImportRefused(_("The file has a header and no rows."))
+    progress.log(
+        _("%(rows)d rows, columns: %(columns)s")
+        % {"rows": len(table) - 1, "columns": ", ".join(header)}
+    )
+    return header, table[1:]
+
+
+def _problem(row: list[str], header: list[str], checks: list[re.Pattern[str] | None]) -> str:
+    """Why the row can't be imported, or an empty string."""
+    if len(row) != len(header):
+        return _("%(found)d values for %(expected)d columns") % {
+            "found": len(row),
+            "expected": len(header),
+        }
+    if not any(cell.strip() for cell in row):
+        return _("every value is empty")
+    for column, cell, check in zip(header, row, checks, strict=True):
+        if check is not None and cell.strip() and not check.match(cell.strip()):
+            return _("“%(value)s” is not an email address (column %(column)s)") % {
+                "value": cell.strip()[:80],
+                "column": column,
+            }
+    return ""

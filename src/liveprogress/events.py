@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
@@ -51,20 +52,45 @@ class _Feed:
         self.outbox = Outbox(self.frames.put)
 
 
-def _event(frame: str) -> tuple[str, dict[str, object]]:
-    """One SSE event for a frame (its id is the job's seq), and the frame parsed."""
+class _Position:
+    """What a per-job stream's client holds: the state seq, and with logs the log seq.
+
+    It is each event's id (``SEQ``, or ``SEQ-LOGSEQ`` when the stream carries
+    logs), which the browser sends back as Last-Event-ID when it reconnects.
+    """
+
+    def __init__(self, state: int | None, log: int | None) -> None:
+        self.state = state or 0
+        self.log = log
+
+    def event_id(self, parsed: dict[str, Any]) -> str | None:
+        if parsed.get("type") == "job":
+            self.state = max(self.state, parsed["job"]["seq"])
+        elif parsed.get("type") == "log" and self.log is not None:
+            seqs = [line["seq"] for line in parsed["lines"]]
+            self.log = max([self.log, parsed.get("dropped_through", 0), *seqs])
+        else:
+            return None
+        return str(self.state) if self.log is None else f"{self.state}-{self.log}"
+
+
+def _event(frame: str, position: _Position | None) -> tuple[str, dict[str, Any]]:
+    """One SSE event for a frame, and the frame parsed."""
     parsed = json.loads(frame)
-    kind = parsed.get("type", "message")
-    lines = [f"event: {kind}"]
-    if kind == "job":
-        lines.insert(0, f"id: {parsed['job']['seq']}")
+    lines = [f"event: {parsed.get('type', 'message')}"]
+    event_id = position.event_id(parsed) if position is not None else None
+    if event_id is not None:
+        lines.insert(0, f"id: {event_id}")
     # The frame is compact JSON: one line, no newline to split on.
     lines.append(f"data: {frame}")
     return "\n".join(lines) + "\n\n", parsed
 
 
 async def _stream(
-    feed: _Feed, until_final_of: str | None, leave: Callable[[], Awaitable[None]]
+    feed: _Feed,
+    until_final_of: str | None,
+    leave: Callable[[], Awaitable[None]],
+    position: _Position | None = None,
 ) -> AsyncIterator[str]:
     try:
         yield f"retry: {RETRY_MS}\n\n"
@@ -74,7 +100,7 @@ async def _stream(
             except TimeoutError:
                 yield ": keepalive\n\n"
                 continue
-            text, parsed = _event(frame)
+            text, parsed = _event(frame, position)
             yield text
             if (
                 until_final_of is not None
@@ -82,6 +108,13 @@ async def _stream(
                 and parsed["job"]["id"] == until_final_of
                 and parsed["job"]["status"] in TERMINAL_STATUSES
             ):
+                # What is already queued (the last log lines) goes out, then the end.
+                while feed.outbox.busy or not feed.frames.empty():
+                    try:
+                        frame = await asyncio.wait_for(feed.frames.get(), 1.0)
+                    except TimeoutError:
+                        break
+                    yield _event(frame, position)[0]
                 return
     finally:
         # The client went away (Django cancels the response) or the job ended.
@@ -102,9 +135,21 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponse:
     """One job's states as an event stream, until its final one."""
     job_id = actions.parse_job_id(job_id)
     owner = await existing_owner(request)
-    after = parse_after(request.GET.get("after", request.headers.get("Last-Event-ID")), text=True)
+    after_text, log_after_text = request.GET.get("after"), request.GET.get("log_after")
+    last_event = request.headers.get("Last-Event-ID")
+    if last_event is not None:
+        # The browser's reconnect: what the last event it got said it holds.
+        after_text, _, log_part = last_event.partition("-")
+        log_after_text = log_part or log_after_text
+    after = parse_after(after_text, text=True)
+    log_after = parse_after(log_after_text, text=True, field="log_after")
     current = await actions.get_job(owner, job_id)
-    if after is not None and not current.is_active and after >= current.seq:
+    if (
+        after is not None
+        and not current.is_active
+        and after >= current.seq
+        and (log_after is None or log_after >= current.log_seq)
+    ):
         # It holds the final state: nothing will ever come.
         return HttpResponse(status=204)
     hub = (await get_runtime()).hub
@@ -117,12 +162,12 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponse:
         await hub.unwatch_job(job_id, feed.outbox)
 
     try:
-        await follow_job(feed.outbox, owner, job_id, after, join)
+        await follow_job(feed.outbox, owner, job_id, after, join, log_after)
     except BaseException:
         feed.outbox.close()
         await leave()
         raise
-    return _response(_stream(feed, job_id, leave))
+    return _response(_stream(feed, job_id, leave, _Position(after, log_after)))
 
 
 @api_view("GET")

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -29,12 +30,13 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone, translation
 
-from . import conf
+from . import conf, files
 from .exceptions import JobCancelled
-from .models import ACTIVE_STATUSES, UNPERSISTED_SEQ_WINDOW, Job, Status
-from .progress import Progress, ProgressSnapshot
-from .publish import publish
+from .models import ACTIVE_STATUSES, UNPERSISTED_SEQ_WINDOW, Job, JobLog, Status
+from .progress import LogLine, Progress, ProgressSnapshot
+from .publish import publish, publish_log
 from .registry import JobKind
+from .state import job_state
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,10 @@ _PROGRESS_FIELDS = [
     "status",
     "current",
     "total",
+    "fraction",
+    "stages",
+    "rate",
+    "files",
     "message",
     "eta_s",
     "seq",
@@ -57,7 +63,18 @@ _PROGRESS_FIELDS = [
 ]
 _FINAL_FIELDS = [*_PROGRESS_FIELDS, "result", "error", "finished_at"]
 # What a running state written behind may change: never its status (written first).
-_BEHIND_FIELDS = ["current", "total", "message", "eta_s", "seq", "updated_at"]
+_BEHIND_FIELDS = [
+    "current",
+    "total",
+    "fraction",
+    "stages",
+    "rate",
+    "files",
+    "message",
+    "eta_s",
+    "seq",
+    "updated_at",
+]
 
 
 class WriteBehind:
@@ -184,8 +201,12 @@ class Execution:
     ) -> None:
         self.job = job
         self.kind = kind
-        self.progress = Progress(self._changed)
+        self.progress = Progress(
+            self._changed, log_seq=job.log_seq, log_limit=conf.get("LOG_LIMIT"), context=self
+        )
         self.on_publish = on_publish
+        #: Called with each batch of log lines once stored (the CLI prints them).
+        self.on_log: Callable[[list[dict[str, Any]]], None] | None = None
         self._writer = writer
         self._executor = executor
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -196,7 +217,10 @@ class Execution:
         # What the database holds of this job, as far as this execution wrote it.
         self._persisted_seq = job.seq
         self._persisted_status = job.status
-        self._samples: deque[tuple[float, int]] = deque()
+        # (monotonic time, share done, innermost count) over the ETA window; reset
+        # when the counter changes meaning (a new stage, a new total).
+        self._samples: deque[tuple[float, float, int]] = deque()
+        self._sampled: tuple[Any, ...] = ()
         self._thread_started = False
         self._function_done = False
         self._started_at: Any = None
@@ -311,7 +335,10 @@ class Execution:
         while True:
             await self._dirty.wait()
             try:
-                await self._publish()
+                # Shielded: when the function ends, this loop is cancelled, but a
+                # publish under way finishes first (it may hold log lines it took
+                # from the Progress); the ending waits for it on the lock.
+                await asyncio.shield(self._publish())
                 await asyncio.sleep(interval)
             except Exception:
                 # The database is away: the job goes on, its state waits (it may not
@@ -328,6 +355,7 @@ class Execution:
             self._dirty.clear()
             self._wake_pending = False
             job = self.job
+            await self._publish_logs()
             self._apply(self.progress.snapshot())
             job.seq += 1
             # Written before it is published: a status change, and a state that
@@ -355,21 +383,75 @@ class Execution:
         if self._started_at is not None and job.status == Status.QUEUED:
             job.status, job.started_at = Status.RUNNING, self._started_at
         job.current, job.total, job.message = snapshot.current, snapshot.total, snapshot.message
+        job.fraction = snapshot.fraction
+        job.stages = list(snapshot.stages)
+        job.files = list(snapshot.files)
         job.updated_at = now
-        job.eta_s = self._eta(snapshot)
+        job.eta_s, job.rate = self._eta(snapshot)
 
-    def _eta(self, snapshot: ProgressSnapshot) -> float | None:
+    def _eta(self, snapshot: ProgressSnapshot) -> tuple[float | None, float | None]:
+        """Seconds left and units per second, from the window's first and last samples."""
+        if snapshot.fraction is not None:
+            share: float | None = snapshot.fraction
+        elif snapshot.total is not None:
+            share = min(snapshot.current / snapshot.total, 1.0) if snapshot.total else 1.0
+        else:
+            share = None
+        running = [stage["name"] for stage in snapshot.stages if stage["status"] == "running"]
+        meaning = (tuple(running), snapshot.total)
         now = time.monotonic()
         samples = self._samples
-        samples.append((now, snapshot.current))
+        if meaning != self._sampled:
+            # Counts from another stage or total don't make a rate with these.
+            samples.clear()
+            self._sampled = meaning
+        samples.append((now, share or 0.0, snapshot.current))
         while len(samples) > 2 and now - samples[0][0] > ETA_WINDOW_S:
             samples.popleft()
-        if snapshot.total is None or len(samples) < 2:
-            return None
-        (t0, c0), (t1, c1) = samples[0], samples[-1]
-        if t1 - t0 <= 0 or c1 <= c0:
-            return None
-        return round(max(snapshot.total - c1, 0) / ((c1 - c0) / (t1 - t0)), 1)
+        if len(samples) < 2:
+            return None, None
+        (t0, s0, c0), (t1, s1, c1) = samples[0], samples[-1]
+        if t1 - t0 <= 0:
+            return None, None
+        rate = round((c1 - c0) / (t1 - t0), 3) if c1 >= c0 else None
+        if share is None or s1 <= s0:
+            return None, rate
+        return round(max(1.0 - s1, 0.0) / ((s1 - s0) / (t1 - t0)), 1), rate
+
+    # -- log lines -----------------------------------------------------------------
+
+    async def _publish_logs(self) -> None:
+        """Write the lines logged since the last publish, then send them: a watcher
+        that reconnects finds in the database every line it was sent."""
+        lines, dropped_through = self.progress.take_logs()
+        if not lines:
+            return
+        job = self.job
+        log_seq, log_dropped = await sync_to_async(_write_log, thread_sensitive=True)(
+            job.pk, lines, dropped_through, conf.get("LOG_LIMIT")
+        )
+        job.log_seq, job.log_dropped = log_seq, log_dropped
+        await publish_log(job, lines, dropped_through)
+        if self.on_log is not None:
+            self.on_log([line.as_wire() for line in lines])
+
+    # -- files and children (the job's context, see progress.JobContext) -------------
+
+    def store_file(self, name: str, content: bytes, content_type: str) -> dict[str, Any]:
+        return files.store(self.job, name, content, content_type)
+
+    async def spawn(self, kind: str, params: Any) -> str:
+        from .actions import start_job
+
+        child = await start_job(
+            self.job.owner, kind, params, language=self.job.language, parent=self.job
+        )
+        return str(child.id)
+
+    async def children_states(self) -> list[dict[str, Any]]:
+        from .actions import list_children
+
+        return [job_state(child) for child in await list_children(self.job)]
 
     async def _persist(self, fields: list[str]) -> bool:
         """Write the job if it is still active; False (and stop) if it ended elsewhere."""
@@ -413,10 +495,14 @@ class Execution:
                 self._finished = True
                 return
             job = self.job
+            try:
+                await self._publish_logs()
+            except Exception:
+                logger.warning("last log lines lost job=%s", job.id, exc_info=True)
             self._apply(self.progress.snapshot())
             now = timezone.now()
             job.status, job.result, job.error = status, result, error
-            job.finished_at, job.updated_at, job.eta_s = now, now, None
+            job.finished_at, job.updated_at, job.eta_s, job.rate = now, now, None, None
             job.seq += 1
             self._finished = True
             for delay in (*_FINAL_RETRY_DELAYS, None):
@@ -443,3 +529,30 @@ def _json_ready(value: Any) -> Any:
     except (TypeError, ValueError) as exc:
         raise TypeError(f"The job's result can't be stored as JSON: {exc}") from None
     return value
+
+
+def _write_log(
+    job_id: Any, lines: list[LogLine], dropped_through: int, limit: int
+) -> tuple[int, int]:
+    """Store log lines, keep the newest ``limit``; returns (log_seq, log_dropped)."""
+    with transaction.atomic():
+        JobLog.objects.bulk_create(
+            [
+                JobLog(
+                    job_id=job_id,
+                    seq=line.seq,
+                    level=line.level,
+                    text=line.text,
+                    created_at=datetime.fromtimestamp(line.at, tz=UTC),
+                )
+                for line in lines
+            ]
+        )
+        log_seq = lines[-1].seq
+        dropped = max(log_seq - limit, dropped_through)
+        row = Job.objects.filter(pk=job_id).values_list("log_dropped", flat=True).first() or 0
+        dropped = max(dropped, row)
+        if dropped > row:
+            JobLog.objects.filter(job_id=job_id, seq__lte=dropped).delete()
+        Job.objects.filter(pk=job_id).update(log_seq=log_seq, log_dropped=dropped)
+    return log_seq, dropped

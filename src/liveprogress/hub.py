@@ -29,12 +29,14 @@ from .publish import (
     CANCEL_MESSAGE,
     CONTROL_GROUP,
     ENDED_MESSAGE,
+    LOG_MESSAGE,
     in_process,
     job_group,
     owner_group,
     receive_locally,
     state_message,
 )
+from .state import encode
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,31 @@ CONTROL_MESSAGES = (CANCEL_MESSAGE, ENDED_MESSAGE)
 RECONCILE_BATCH = 500
 
 
+class _LogBatch:
+    """A job's log lines waiting to go to one socket, sent as one frame."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.lines: list[dict[str, Any]] = []
+        self.dropped_through = 0
+
+    def add(self, lines: list[dict[str, Any]], dropped_through: int) -> None:
+        self.lines.extend(lines)
+        limit = conf.get("LOG_LIMIT")
+        if len(self.lines) > limit:
+            # The socket reads slower than the job logs: it is told what it missed.
+            cut = self.lines[: len(self.lines) - limit]
+            self.lines = self.lines[len(cut) :]
+            dropped_through = max(dropped_through, cut[-1]["seq"])
+        self.dropped_through = max(self.dropped_through, dropped_through)
+
+    def encode(self) -> str:
+        frame: dict[str, Any] = {"type": "log", "job": self.job_id, "lines": self.lines}
+        if self.dropped_through:
+            frame["dropped_through"] = self.dropped_through
+        return encode(frame)
+
+
 class Outbox:
     """The frames waiting to go to one socket, sent in order by one task."""
 
@@ -52,10 +79,15 @@ class Outbox:
         self._send = send
         # key -> frame, in sending order. A job's state keeps one key, so a newer
         # state replaces an unsent older one where it stands.
-        self._pending: dict[Any, str] = {}
+        self._pending: dict[Any, str | _LogBatch] = {}
         self._pending_seq: dict[str, int] = {}
         self._sent_seq: dict[str, int] = {}
+        # Log lines: the newest seq queued or sent per job, and the live lines held
+        # while a replay from the database is read (see hold_log).
+        self._log_seq: dict[str, int] = {}
+        self._log_held: dict[str, list[tuple[list[dict[str, Any]], int]]] = {}
         self._keys = itertools.count()
+        self._sending = False
         self._ready = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(
             self._drain(), context=contextvars.Context()
@@ -69,15 +101,21 @@ class Outbox:
         """The seq of the newest state of the job this socket has been sent (0: none)."""
         return self._sent_seq.get(job_id, 0)
 
-    def offer_state(self, job_id: str, seq: int, frame: str, *, answer: bool = False) -> None:
+    def offer_state(
+        self, job_id: str, seq: int, frame: str, *, answer: bool = False, last: bool = False
+    ) -> None:
         """Queue a job's state unless the socket has or awaits a newer one.
 
         ``answer`` marks a reply to the client's own request: it goes out even
         if the socket already got that seq (a duplicate, never a step back).
+        ``last`` (a final state) queues it behind everything queued before it,
+        the job's last log lines included, instead of where its older state stood.
         """
         newest = self.newest_seq(job_id)
         if seq < newest or (seq == newest and not answer):
             return
+        if last:
+            self._pending.pop(("job", job_id), None)
         self._pending[("job", job_id)] = frame
         self._pending_seq[job_id] = seq
         self._ready.set()
@@ -87,10 +125,48 @@ class Outbox:
         self._pending[next(self._keys)] = frame
         self._ready.set()
 
+    def hold_log(self, job_id: str, after: int) -> None:
+        """Start a replay of the job's log after line ``after``: live lines wait
+        until :meth:`replay_log` brings the stored ones, so none is lost or repeated."""
+        self._log_held[job_id] = []
+        self._log_seq[job_id] = after
+
+    def replay_log(self, job_id: str, lines: list[dict[str, Any]], dropped_through: int) -> None:
+        """Queue the stored lines, then the live ones that came meanwhile."""
+        held = self._log_held.pop(job_id, [])
+        self._queue_log(job_id, lines, dropped_through)
+        for live, live_dropped in held:
+            self._queue_log(job_id, live, live_dropped)
+
+    def offer_log(self, job_id: str, lines: list[dict[str, Any]], dropped_through: int) -> None:
+        """Queue a job's new log lines (those past what the socket has)."""
+        held = self._log_held.get(job_id)
+        if held is not None:
+            held.append((lines, dropped_through))
+            return
+        self._queue_log(job_id, lines, dropped_through)
+
+    def _queue_log(self, job_id: str, lines: list[dict[str, Any]], dropped_through: int) -> None:
+        newest = self._log_seq.get(job_id, 0)
+        fresh = [line for line in lines if line["seq"] > newest]
+        if not fresh and dropped_through <= newest:
+            return
+        batch = self._pending.get(("log", job_id))
+        if not isinstance(batch, _LogBatch):
+            batch = self._pending[("log", job_id)] = _LogBatch(job_id)
+        batch.add(fresh, dropped_through if dropped_through > newest else 0)
+        self._log_seq[job_id] = max([newest, dropped_through, *(line["seq"] for line in fresh)])
+        self._ready.set()
+
     @property
     def unsent(self) -> int:
         """Frames queued and not yet handed to the server."""
         return len(self._pending)
+
+    @property
+    def busy(self) -> bool:
+        """Frames are queued, or one is being handed to the server right now."""
+        return bool(self._pending) or self._sending
 
     def note_sent(self, job_id: str, seq: int) -> None:
         """Record a state that reached the socket inside another frame."""
@@ -100,7 +176,9 @@ class Outbox:
     def forget(self, job_id: str) -> None:
         """Drop the job's unsent state (after an unsubscribe)."""
         self._pending.pop(("job", job_id), None)
+        self._pending.pop(("log", job_id), None)
         self._pending_seq.pop(job_id, None)
+        self._log_held.pop(job_id, None)
 
     def close(self) -> None:
         self._task.cancel()
@@ -111,15 +189,22 @@ class Outbox:
             self._ready.clear()
             while self._pending:
                 key = next(iter(self._pending))
-                frame = self._pending.pop(key)
-                if isinstance(key, tuple):
-                    job_id = key[1]
-                    self.note_sent(job_id, self._pending_seq.pop(job_id))
+                pending = self._pending.pop(key)
+                if isinstance(pending, _LogBatch):
+                    frame = pending.encode()
+                else:
+                    frame = pending
+                    if isinstance(key, tuple):
+                        job_id = key[1]
+                        self.note_sent(job_id, self._pending_seq.pop(job_id))
+                self._sending = True
                 try:
                     await self._send(frame)
                 except Exception:
                     logger.info("socket send failed; outbox stops", exc_info=True)
                     return
+                finally:
+                    self._sending = False
 
 
 class Hub:
@@ -186,6 +271,9 @@ class Hub:
             if message["type"] in CONTROL_MESSAGES:
                 if self._on_control is not None:
                     self._on_control(message)
+                return
+            if message["type"] == LOG_MESSAGE:
+                self.deliver_log(message["job"], message["lines"], message["dropped_through"])
                 return
             self.deliver(
                 message["job"],
@@ -270,12 +358,17 @@ class Hub:
         if job_id in self._job_watchers and (latest is None or seq > latest[0]):
             latest = self._latest[job_id] = (seq, frame, terminal)
         for outbox in self._job_watchers.get(job_id, ()):
-            outbox.offer_state(job_id, seq, frame)
+            outbox.offer_state(job_id, seq, frame, last=terminal)
         for outbox in self._owner_watchers.get(owner, ()):
-            outbox.offer_state(job_id, seq, frame)
+            outbox.offer_state(job_id, seq, frame, last=terminal)
         if latest is not None and latest[0] > seq:
             return latest[0], latest[1]
         return seq, frame
+
+    def deliver_log(self, job_id: str, lines: list[dict[str, Any]], dropped_through: int) -> None:
+        """Hand a job's new log lines to the sockets watching that job."""
+        for outbox in self._job_watchers.get(job_id, ()):
+            outbox.offer_log(job_id, lines, dropped_through)
 
     def deliver_job(self, job: Job) -> tuple[int, str]:
         """:meth:`deliver` for a job read from the database or held in memory."""

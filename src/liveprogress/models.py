@@ -41,9 +41,34 @@ class Job(models.Model):
     )
     current = models.BigIntegerField(_("current"), default=0)
     total = models.BigIntegerField(_("total"), null=True, blank=True)
+    # Share done, 0 to 1, when the job reports it in stages or nested loops (the
+    # weighted sum); null: current / total says it.
+    fraction = models.FloatField(_("fraction done"), null=True, blank=True)
+    # [{"name", "weight", "status": pending|running|done, "fraction"}], in order.
+    stages = models.JSONField(_("stages"), default=list, blank=True)
+    # Units per second over the recent window (the innermost counter's units).
+    rate = models.FloatField(_("rate"), null=True, blank=True)
     message = models.TextField(_("message"), blank=True)
     eta_s = models.FloatField(_("seconds left"), null=True, blank=True)
     result = models.JSONField(_("result"), null=True, blank=True)
+    # Files the job attached: [{"name", "size", "content_type"}], stored through the
+    # RESULT_STORAGE storage under liveprogress/<job id>/<name>.
+    files = models.JSONField(_("files"), default=list, blank=True)
+    # Set by `prunejobs` once the result and the files have expired and are gone.
+    expired = models.BooleanField(_("expired"), default=False)
+    # Log lines: the seq of the newest one, and how many of the oldest were dropped
+    # (stored lines are log_dropped + 1 .. log_seq).
+    log_seq = models.BigIntegerField(_("log sequence"), default=0)
+    log_dropped = models.BigIntegerField(_("log lines dropped"), default=0)
+    # The job that started this one (group progress); cancelling it cancels this.
+    parent = models.ForeignKey(
+        "self",
+        verbose_name=_("parent"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="children",
+    )
     error = models.TextField(_("error"), blank=True)
     # +1 for every published change; watchers keep a state only if its seq is newer.
     seq = models.BigIntegerField(_("sequence"), default=0)
@@ -77,8 +102,40 @@ class Job(models.Model):
     @property
     def percent(self) -> float | None:
         """Done share in percent, or None while the total is unknown."""
+        if self.fraction is not None:
+            return round(min(max(self.fraction, 0.0), 1.0) * 100, 2)
         if self.total is None:
             return None
         if self.total <= 0:
             return 100.0
         return round(min(max(self.current / self.total, 0.0), 1.0) * 100, 2)
+
+
+class LogLevel(models.TextChoices):
+    DEBUG = "debug", _("Debug")
+    INFO = "info", _("Info")
+    WARNING = "warning", _("Warning")
+    ERROR = "error", _("Error")
+
+
+class JobLog(models.Model):
+    """One line a job logged; at most LOG_LIMIT lines are kept per job, the oldest go."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="log_lines")
+    # The job's own log sequence, 1, 2, 3...: a reconnecting client asks for what
+    # comes after the last one it holds.
+    seq = models.BigIntegerField(_("sequence"))
+    level = models.CharField(_("level"), max_length=8, choices=LogLevel.choices)
+    text = models.TextField(_("text"))
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        ordering = ["job", "seq"]
+        verbose_name = _("log line")
+        verbose_name_plural = _("log lines")
+        constraints = [
+            models.UniqueConstraint(fields=["job", "seq"], name="liveprogress_log_unique_seq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} #{self.seq} {self.level}: {self.text[:60]}"

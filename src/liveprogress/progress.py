@@ -2,17 +2,65 @@
 
 Calls only change memory under a lock and wake the publisher; they never touch
 the database or the channel layer, so a job may call ``advance()`` a million
-times. They are safe from any thread. Once a cancel is requested every call
-raises :class:`JobCancelled`, which is how sync code stops cooperatively.
+times. They are safe from any thread. Once a cancel is requested every counting
+call raises :class:`JobCancelled`, which is how sync code stops cooperatively.
+
+Beyond one counter (``start``/``advance``/``set``):
+
+- **Stages** with weights: ``progress.plan({"Validate": 1, "Import": 8})`` names
+  them up front (optional), ``progress.stage("Import")`` enters one (also as
+  ``with progress.stage("Import"):``, which marks it done on leaving). The
+  counter then counts within the stage, and the job's percent is the weighted
+  sum over the stages.
+- **Loops**: ``for row in progress.track(rows):`` counts each item as it is
+  done; a ``track`` inside another counts as a share of the outer item.
+- **Log lines**: ``progress.log("Row 7: no email", level="warning")``, kept (the
+  newest ``LOG_LIMIT``) and streamed with their own sequence.
+- **Files**: ``progress.attach("cleaned.csv", data)`` (``await progress.aattach``
+  in async code) stores a result file the owner can download.
+- **Children**: ``await progress.spawn(kind, params)`` starts a child job, and
+  ``await progress.wait_children()`` reports their combined progress until all
+  have ended. Cancelling the job cancels its children.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from .exceptions import JobCancelled
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Longest log line kept, in characters (longer ones are cut, marked with an ellipsis).
+LOG_LINE_MAX = 2000
+
+
+class JobContext(Protocol):
+    """What a running job's Progress needs from its execution (files, children)."""
+
+    def store_file(self, name: str, content: bytes, content_type: str) -> dict[str, Any]: ...
+
+    async def spawn(self, kind: str, params: Mapping[str, Any] | None) -> str: ...
+
+    async def children_states(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class LogLine:
+    seq: int
+    level: str
+    text: str
+    #: Epoch seconds.
+    at: float
+
+    def as_wire(self) -> dict[str, Any]:
+        return {"seq": self.seq, "level": self.level, "text": self.text, "at": self.at}
 
 
 @dataclass(frozen=True)
@@ -20,18 +68,74 @@ class ProgressSnapshot:
     current: int
     total: int | None
     message: str
+    #: The share done (0-1) when stages or nested loops say it; None: current/total.
+    fraction: float | None = None
+    stages: tuple[dict[str, Any], ...] = ()
+    files: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass
+class _Level:
+    """One counter: the job's (or its stage's), or a nested loop's."""
+
+    current: int = 0
+    total: int | None = None
+
+
+@dataclass
+class _Stage:
+    name: str
+    weight: float
+    status: str = "pending"  # pending | running | done
+
+    def as_wire(self, fraction: float) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "weight": self.weight,
+            "status": self.status,
+            "fraction": fraction,
+        }
+
+
+@dataclass
+class _Logs:
+    """Lines logged and not yet taken by the publisher (the newest ``limit``)."""
+
+    limit: int
+    seq: int = 0
+    pending: deque[LogLine] = field(default_factory=deque)
+    #: The seq of the newest line dropped before it was taken (0: none).
+    dropped_through: int = 0
 
 
 class Progress:
     """Handed to every job function as its first argument."""
 
-    def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        on_change: Callable[[], None] = lambda: None,
+        *,
+        log_seq: int = 0,
+        log_limit: int = 1000,
+        context: JobContext | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._on_change = on_change
-        self._current = 0
-        self._total: int | None = None
+        self._context = context
+        # The stack of counters: the job's (or the current stage's) first, then
+        # one per nested track().
+        self._levels = [_Level()]
+        self._tracking = 0
         self._message = ""
+        self._stages: list[_Stage] = []
+        self._stage: int | None = None
+        self._files: list[dict[str, Any]] = []
+        # While wait_children() runs: the children's combined share done.
+        self._child_fraction: float | None = None
+        self._logs = _Logs(limit=max(log_limit, 1), seq=log_seq)
         self._cancel = threading.Event()
+
+    # -- one counter ---------------------------------------------------------------
 
     def start(self, total: int | None = None, message: str | None = None) -> None:
         """Begin counting from zero towards ``total`` (None: unknown, an indeterminate bar)."""
@@ -43,7 +147,7 @@ class Progress:
         n = _whole(n, "n")
         with self._lock:
             self._check_cancelled()
-            self._current += n
+            self._levels[-1].current += n
             if message is not None:
                 self._message = str(message)
         self._on_change()
@@ -61,6 +165,171 @@ class Progress:
         """Set the line shown beside the bar."""
         self._update(current=None, total=None, message=str(text), set_total=False)
 
+    # -- stages ----------------------------------------------------------------------
+
+    def plan(self, stages: Mapping[str, float] | Sequence[tuple[str, float]]) -> None:
+        """Name the stages up front with their weights, so watchers see them all
+        (and the percent counts the ones still to come)."""
+        pairs = list(stages.items()) if isinstance(stages, Mapping) else list(stages)
+        with self._lock:
+            self._check_cancelled()
+            for name, weight in pairs:
+                self._find_or_add(str(name), _weight(weight))
+        self._on_change()
+
+    def stage(self, name: str, weight: float | None = None) -> _StageScope:
+        """Enter the stage ``name`` (the one before it is done); its counter starts at
+        zero. ``weight`` (default 1, or what ``plan`` said) is its share of the job."""
+        with self._lock:
+            self._check_cancelled()
+            if self._stage is not None:
+                self._stages[self._stage].status = "done"
+            index = self._find_or_add(str(name), None if weight is None else _weight(weight))
+            self._stages[index].status = "running"
+            self._stage = index
+            self._levels = [_Level()]
+        self._on_change()
+        return _StageScope(self, index)
+
+    def _find_or_add(self, name: str, weight: float | None) -> int:
+        for index, known in enumerate(self._stages):
+            if known.name == name:
+                if weight is not None:
+                    known.weight = weight
+                return index
+        self._stages.append(_Stage(name, 1.0 if weight is None else weight))
+        return len(self._stages) - 1
+
+    def _end_stage(self, index: int) -> None:
+        with self._lock:
+            if self._stage == index:
+                self._stages[index].status = "done"
+                self._stage = None
+        self._on_change()
+
+    # -- loops -----------------------------------------------------------------------
+
+    def track(self, iterable: Iterable[T], total: int | None = None) -> Iterator[T]:
+        """Yield each item, counting it done when the loop asks for the next one.
+
+        ``total`` defaults to ``len(iterable)`` when it has one. Inside another
+        ``track``, it counts as a share of the outer loop's current item.
+        """
+        if total is None:
+            try:
+                total = len(iterable)  # type: ignore[arg-type]
+            except TypeError:
+                total = None
+        total = _count(total, "total")
+        with self._lock:
+            self._check_cancelled()
+            nested = self._tracking > 0
+            if nested:
+                self._levels.append(_Level(0, total))
+            else:
+                self._levels[-1] = _Level(0, total)
+            self._tracking += 1
+        self._on_change()
+        try:
+            for item in iterable:
+                yield item
+                self.advance()
+        finally:
+            with self._lock:
+                self._tracking -= 1
+                if nested and len(self._levels) > 1:
+                    self._levels.pop()
+            self._on_change()
+
+    # -- log lines -------------------------------------------------------------------
+
+    def log(self, text: str, level: str = "info") -> None:
+        """Add a line to the job's log (kept, streamed live, replayed on reconnect)."""
+        if level not in LOG_LEVELS:
+            raise ValueError(f"Log level must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+        text = str(text)
+        if len(text) > LOG_LINE_MAX:
+            text = text[: LOG_LINE_MAX - 1] + "…"
+        with self._lock:
+            logs = self._logs
+            logs.seq += 1
+            logs.pending.append(LogLine(logs.seq, level, text, time.time()))
+            while len(logs.pending) > logs.limit:
+                logs.dropped_through = logs.pending.popleft().seq
+        self._on_change()
+
+    def take_logs(self) -> tuple[list[LogLine], int]:
+        """The lines logged since the last call, and the seq through which lines were
+        dropped unseen (0: none). For the publisher."""
+        with self._lock:
+            logs = self._logs
+            lines, dropped = list(logs.pending), logs.dropped_through
+            logs.pending.clear()
+            logs.dropped_through = 0
+        return lines, dropped
+
+    # -- files -----------------------------------------------------------------------
+
+    def attach(
+        self, name: str, content: bytes | str, content_type: str = "application/octet-stream"
+    ) -> None:
+        """Store a result file (sync code; a same-named one is replaced)."""
+        if self._context is None:
+            raise RuntimeError("This Progress belongs to no job: nowhere to attach files")
+        data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+        entry = self._context.store_file(name, data, content_type)
+        with self._lock:
+            self._files = [known for known in self._files if known["name"] != entry["name"]]
+            self._files.append(entry)
+        self._on_change()
+
+    async def aattach(
+        self, name: str, content: bytes | str, content_type: str = "application/octet-stream"
+    ) -> None:
+        """:meth:`attach` for async code (the storage is written in a thread)."""
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(self.attach, thread_sensitive=False)(name, content, content_type)
+
+    # -- children --------------------------------------------------------------------
+
+    async def spawn(self, kind: str, params: Mapping[str, Any] | None = None) -> str:
+        """Start a child job (same owner); returns its id."""
+        if self._context is None:
+            raise RuntimeError("This Progress belongs to no job: it can't start children")
+        self.raise_if_cancelled()
+        return await self._context.spawn(kind, params)
+
+    async def wait_children(self, poll: float = 0.25) -> list[dict[str, Any]]:
+        """Report the children's combined progress until all have ended; returns
+        their final states (id, kind, status, result, error), oldest first."""
+        import asyncio
+
+        if self._context is None:
+            return []
+        while True:
+            self.raise_if_cancelled()
+            children = await self._context.children_states()
+            if not children:
+                return []
+            ended = [child for child in children if child["finished_at"] is not None]
+            share = sum((child["percent"] or 0.0) / 100 for child in children) / len(children)
+            with self._lock:
+                level = self._levels[-1]
+                level.current, level.total = len(ended), len(children)
+                self._child_fraction = share
+            self._on_change()
+            if len(ended) == len(children):
+                with self._lock:
+                    self._child_fraction = None
+                return [
+                    {key: child[key] for key in ("id", "kind", "status", "result", "error")}
+                    for child in children
+                ]
+            await asyncio.sleep(poll)
+
+    # -- cancel ----------------------------------------------------------------------
+
     @property
     def cancelled(self) -> bool:
         """True once a cancel has been requested: sync code should stop soon."""
@@ -71,10 +340,6 @@ class Progress:
         with self._lock:
             self._check_cancelled()
 
-    def snapshot(self) -> ProgressSnapshot:
-        with self._lock:
-            return ProgressSnapshot(self._current, self._total, self._message)
-
     def request_cancel(self) -> None:
         self._cancel.set()
 
@@ -82,18 +347,83 @@ class Progress:
         if self._cancel.is_set():
             raise JobCancelled("cancelled")
 
+    # -- for the publisher -----------------------------------------------------------
+
+    def snapshot(self) -> ProgressSnapshot:
+        with self._lock:
+            level = self._levels[-1]
+            inner = self._levels_fraction()
+            stages: tuple[dict[str, Any], ...] = ()
+            fraction: float | None
+            if self._stages:
+                parts = []
+                for index, stage in enumerate(self._stages):
+                    share = {"done": 1.0, "pending": 0.0}.get(stage.status)
+                    if share is None:
+                        share = inner if inner is not None and index == self._stage else 0.0
+                    parts.append(stage.as_wire(round(share, 4)))
+                stages = tuple(parts)
+                weights = sum(stage.weight for stage in self._stages)
+                fraction = (
+                    sum(part["weight"] * part["fraction"] for part in parts) / weights
+                    if weights > 0
+                    else 0.0
+                )
+            elif len(self._levels) > 1 or self._child_fraction is not None:
+                fraction = inner
+            else:
+                fraction = None
+            return ProgressSnapshot(
+                level.current,
+                level.total,
+                self._message,
+                None if fraction is None else round(fraction, 6),
+                stages,
+                tuple(self._files),
+            )
+
+    def _levels_fraction(self) -> float | None:
+        """The share done of the stage (or job): nested counters, innermost first."""
+        if self._child_fraction is not None:
+            return self._child_fraction
+        share: float | None = None
+        for level in reversed(self._levels):
+            if level.total is None:
+                share = None
+            elif level.total <= 0:
+                share = 1.0
+            else:
+                share = min((level.current + (share or 0.0)) / level.total, 1.0)
+        return share
+
     def _update(
         self, *, current: int | None, total: int | None, message: str | None, set_total: bool
     ) -> None:
         with self._lock:
             self._check_cancelled()
+            level = self._levels[-1]
             if current is not None:
-                self._current = current
+                level.current = current
             if set_total:
-                self._total = total
+                level.total = total
             if message is not None:
                 self._message = message
         self._on_change()
+
+
+class _StageScope:
+    """What ``stage()`` returns: ``with`` marks the stage done when its block succeeds."""
+
+    def __init__(self, progress: Progress, index: int) -> None:
+        self._progress = progress
+        self._index = index
+
+    def __enter__(self) -> Progress:
+        return self._progress
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self._progress._end_stage(self._index)
 
 
 def _whole(value: int, name: str) -> int:
@@ -105,3 +435,9 @@ def _whole(value: int, name: str) -> int:
 def _count(value: int | None, name: str) -> int | None:
     """A total: a whole number, or None for unknown."""
     return None if value is None else _whole(value, name)
+
+
+def _weight(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"A stage's weight must be a number >= 0, not {value!r}")
+    return float(value)

@@ -15,17 +15,20 @@ import asyncio
 import functools
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from .models import TERMINAL_STATUSES, Job
+from .progress import LogLine
 from .state import encode, job_state, state_frame
 
 logger = logging.getLogger(__name__)
 
 STATE_MESSAGE = "liveprogress.state"
+# New log lines of a job, to its watchers (not its owner's: lists don't show logs).
+LOG_MESSAGE = "liveprogress.log"
 # Control messages, to whichever process runs the job: cancel it, or stop it
 # because it was ended elsewhere (a sweep found its heartbeat stale).
 CANCEL_MESSAGE = "liveprogress.cancel"
@@ -113,6 +116,27 @@ async def publish(job: Job) -> None:
             logger.warning(
                 "publish failed job=%s seq=%s group=%s", job.id, job.seq, group, exc_info=True
             )
+
+
+async def publish_log(job: Job, lines: Sequence[LogLine], dropped_through: int = 0) -> None:
+    """Send new log lines of ``job`` to everyone watching it (already stored)."""
+    layer = get_channel_layer()
+    if layer is None or not lines:
+        return
+    message = {
+        "type": LOG_MESSAGE,
+        "job": str(job.id),
+        "owner": job.owner,
+        "lines": [line.as_wire() for line in lines],
+        "dropped_through": dropped_through,
+    }
+    if in_process(layer):
+        _deliver_locally(message)
+        return
+    try:
+        await layer.group_send(job_group(message["job"]), message)
+    except Exception:
+        logger.warning("publishing log lines failed job=%s", job.id, exc_info=True)
 
 
 async def control(message_type: str, job_id: str, worker: str = "") -> None:

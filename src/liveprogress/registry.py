@@ -32,6 +32,9 @@ class JobKind:
     params_model: type[pydantic.BaseModel]
     #: Re-queued (up to MAX_ATTEMPTS starts) when the process running it dies.
     retryable: bool = False
+    #: Clients may start it (the API, the socket, the CLI); a kind that is not
+    #: public is started only by the site's own code (a view, a parent job).
+    public: bool = True
 
     def validate(self, params: Any, *, from_strings: bool = False) -> dict[str, Any]:
         """Checked params with defaults filled in, as JSON-ready values.
@@ -78,7 +81,11 @@ def _params_model(name: str, function: JobFunction) -> type[pydantic.BaseModel]:
 
 
 def job(
-    name: str, *, title: str | Promise | None = None, retryable: bool = False
+    name: str,
+    *,
+    title: str | Promise | None = None,
+    retryable: bool = False,
+    public: bool = True,
 ) -> Callable[[JobFunction], JobFunction]:
     """Register a function as the job kind ``name``.
 
@@ -88,7 +95,9 @@ def job(
     thread) or async (run on the server's event loop); what it returns, JSON-ready,
     is the job's result. A ``retryable`` job whose process dies is started
     again from the beginning (so it must be safe to run twice) instead of
-    ending `interrupted`.
+    ending `interrupted`. A kind with ``public=False`` is refused to clients
+    (as an unknown kind) and started only by the site's own code, e.g. a view
+    that checked an upload first.
     """
 
     def register(function: JobFunction) -> JobFunction:
@@ -102,23 +111,24 @@ def job(
             is_async=inspect.iscoroutinefunction(function),
             params_model=_params_model(name, function),
             retryable=retryable,
+            public=public,
         )
         return function
 
     return register
 
 
-def get_kind(name: Any) -> JobKind:
-    """The registered kind called ``name``, or a ``BadRequest`` that lists them."""
+def get_kind(name: Any, *, public_only: bool = False) -> JobKind:
+    """The registered kind called ``name``, or a ``BadRequest`` that lists them
+    (with ``public_only``, kinds clients may not start are unknown)."""
     if not isinstance(name, str) or not name:
         raise BadRequest("kind must be a non-empty string", field="kind")
-    try:
-        return _registry[name]
-    except KeyError:
-        known = ", ".join(sorted(_registry)) or "none"
-        raise BadRequest(
-            f"Unknown job kind {name[:100]!r}, must be one of: {known}", field="kind"
-        ) from None
+    found = _registry.get(name)
+    if found is not None and (found.public or not public_only):
+        return found
+    listed = (kind for kind in _registry.values() if kind.public or not public_only)
+    known = ", ".join(sorted(kind.name for kind in listed)) or "none"
+    raise BadRequest(f"Unknown job kind {name[:100]!r}, must be one of: {known}", field="kind")
 
 
 def kinds() -> dict[str, JobKind]:

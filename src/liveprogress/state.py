@@ -10,6 +10,9 @@ import json
 from datetime import datetime
 from typing import Any, TypedDict
 
+from django.urls import NoReverseMatch, reverse
+
+from . import conf
 from .exceptions import BadRequest, RequestError
 from .models import TERMINAL_STATUSES, Job
 
@@ -26,7 +29,21 @@ class JobState(TypedDict):
     message: str
     seq: int
     eta_s: float | None
+    #: Units per second of the current counter, over the recent window.
+    rate: float | None
+    #: [{"name", "weight", "status", "fraction"}] when the job reports stages.
+    stages: list[dict[str, Any]]
+    #: The newest log line's seq and through which seq lines were dropped.
+    log_seq: int
+    log_dropped: int
     result: Any
+    #: [{"name", "size", "content_type", "url"}]: the job's files (owner only).
+    files: list[dict[str, Any]]
+    #: When the result and files expire (epoch seconds), null while running or
+    #: when there is nothing to expire; ``expired`` once they are gone.
+    expires_at: float | None
+    expired: bool
+    parent: str | None
     error: str
     cancel_requested: bool
     created_at: float
@@ -53,7 +70,15 @@ def job_state(job: Job) -> JobState:
         "message": job.message,
         "seq": job.seq,
         "eta_s": job.eta_s,
+        "rate": job.rate,
+        "stages": job.stages,
+        "log_seq": job.log_seq,
+        "log_dropped": job.log_dropped,
         "result": job.result,
+        "files": [_file_entry(job, entry) for entry in job.files],
+        "expires_at": _expires_at(job),
+        "expired": job.expired,
+        "parent": None if job.parent_id is None else str(job.parent_id),
         "error": job.error,
         "cancel_requested": job.cancel_requested,
         "created_at": job.created_at.timestamp(),
@@ -61,6 +86,20 @@ def job_state(job: Job) -> JobState:
         "updated_at": job.updated_at.timestamp(),
         "finished_at": _epoch(job.finished_at),
     }
+
+
+def _file_entry(job: Job, entry: dict[str, Any]) -> dict[str, Any]:
+    try:
+        url: str | None = reverse("liveprogress:job-file", args=[job.id, entry["name"]])
+    except NoReverseMatch:  # the site doesn't route liveprogress's URLs
+        url = None
+    return {**entry, "url": url}
+
+
+def _expires_at(job: Job) -> float | None:
+    if job.finished_at is None or job.expired or (job.result is None and not job.files):
+        return None
+    return job.finished_at.timestamp() + conf.get("RESULT_TTL")
 
 
 def is_terminal(state: JobState) -> bool:

@@ -25,12 +25,16 @@ urlpatterns = [
             pattern_name="liveprogress:jobs-page", permanent=True, query_string=True
         ),
     ),
+    path("import/", views.import_page, name="import"),
+    path("api/imports/", api.csv_import, name="csv-import"),
     path("api/jobs/", api.jobs, name="jobs"),
     # Before <job_id>/, which would take "events" for an id.
     path("api/jobs/events/", events.owner_events, name="owner-events"),
     path("api/jobs/<str:job_id>/", api.job, name="job"),
     path("api/jobs/<str:job_id>/cancel/", api.cancel, name="cancel"),
     path("api/jobs/<str:job_id>/events/", events.job_events, name="job-events"),
+    path("api/jobs/<str:job_id>/logs/", api.job_logs, name="job-logs"),
+    path("api/jobs/<str:job_id>/files/<str:name>", api.job_file, name="job-file"),
     # The pages' and the template tag's translations for liveprogress.js.
     path(
         "liveprogress/jsi18n/",

@@ -9,7 +9,7 @@ from django.shortcuts import render
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from . import actions
+from . import actions, conf
 from .exceptions import RequestError
 from .owner import request_owner
 from .registry import JobKind, get_kind, kinds
@@ -67,6 +67,18 @@ async def progress_page(request: HttpRequest) -> HttpResponse:
     await request_owner(request)
     context = {"kind": demo, "fields": _form_fields(demo, request.GET), "titles": _titles()}
     return render(request, "liveprogress/progress.html", context)
+
+
+@ensure_csrf_cookie
+async def import_page(request: HttpRequest) -> HttpResponse:
+    """The CSV import demo: upload a file, watch it validated, imported, summarised."""
+    try:
+        get_kind("demo.csv_import")
+    except RequestError:
+        raise Http404("The demo jobs are turned off (DEMO_JOBS)") from None
+    await request_owner(request)
+    context = {"titles": _titles(), "limit": conf.get("CSV_IMPORT_MAX_BYTES")}
+    return render(request, "liveprogress/import.html", context)
 
 
 @ensure_csrf_cookie

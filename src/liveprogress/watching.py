@@ -23,7 +23,7 @@ from .runtime import get_runtime
 from .state import JobState, encode, job_state
 
 
-def parse_after(value: Any, *, text: bool = False) -> int | None:
+def parse_after(value: Any, *, text: bool = False, field: str = "after") -> int | None:
     """A client's ``after`` (the newest seq it holds): None, or a whole number >= 0.
 
     JSON input is strict (``"3"`` is not a number); ``text`` takes it from HTTP
@@ -33,10 +33,10 @@ def parse_after(value: Any, *, text: bool = False) -> int | None:
         return None
     if text and isinstance(value, str):
         if not (value.isdecimal() and len(value) <= 18):
-            raise BadRequest("after must be a whole number >= 0", field="after")
+            raise BadRequest(f"{field} must be a whole number >= 0", field=field)
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BadRequest("after must be a whole number >= 0", field="after")
+        raise BadRequest(f"{field} must be a whole number >= 0", field=field)
     return value
 
 
@@ -46,12 +46,18 @@ async def follow_job(
     job_id: str,
     after: int | None,
     join: Callable[[str], Awaitable[None]],
-) -> int | None:
-    """Watch the caller's job on ``outbox`` and queue its snapshot.
+    log_after: int | None = None,
+    *,
+    ack: bool = False,
+) -> None:
+    """Watch the caller's job on ``outbox`` and queue its snapshot; with
+    ``log_after``, then its stored log lines after that one (live lines that
+    come meanwhile wait behind them: no gap, no repeat).
 
     ``join`` subscribes the outbox to the job (the caller keeps its own books).
-    Returns None when the snapshot went out, or its seq when the outbox already
-    holds that state (the socket acks it instead of sending a duplicate).
+    When the outbox already holds that state (sent live, or ``after`` says so),
+    no duplicate goes out: with ``ack``, ``{"type": "subscribed", "job", "seq"}``
+    instead (the socket answers every request).
     """
     current = await actions.get_job(owner, job_id)
     if after is not None:
@@ -60,14 +66,26 @@ async def follow_job(
         reachable = current.seq + (UNPERSISTED_SEQ_WINDOW if current.is_active else 0)
         if after <= reachable:
             outbox.note_sent(job_id, after)
-    await join(job_id)
-    job = await actions.get_job(owner, job_id)
-    hub = (await get_runtime()).hub
-    seq, frame = hub.deliver_job(job)
-    if seq <= outbox.sent_seq(job_id):
-        return seq
-    outbox.offer_state(job_id, seq, frame, answer=True)
-    return None
+    lines: list[dict[str, Any]] = []
+    dropped = 0
+    if log_after is not None:
+        # Before joining: lines published from now on are held for the replay.
+        log_after = min(log_after, current.log_seq)
+        outbox.hold_log(job_id, log_after)
+    try:
+        await join(job_id)
+        job = await actions.get_job(owner, job_id)
+        seq, frame = (await get_runtime()).hub.deliver_job(job)
+        if seq > outbox.sent_seq(job_id):
+            outbox.offer_state(job_id, seq, frame, answer=True)
+        elif ack:
+            outbox.offer(encode({"type": "subscribed", "job": job_id, "seq": seq}))
+        if log_after is not None:
+            lines, dropped = await actions.log_lines(job, log_after)
+    finally:
+        if log_after is not None:
+            # Also on failure: the held live lines must not wait forever.
+            outbox.replay_log(job_id, lines, dropped)
 
 
 async def follow_owner(outbox: Outbox, owner: str, *, join: bool) -> list[JobState]:

@@ -114,7 +114,9 @@ async def run_job(
             if live.is_active:
                 bar.update(job_state(live))
 
-        runtime.runner.executions[job_id].on_publish = draw
+        execution = runtime.runner.executions[job_id]
+        execution.on_publish = draw
+        execution.on_log = bar.log
         cancels: list[asyncio.Task[Job]] = []
 
         def cancel() -> None:

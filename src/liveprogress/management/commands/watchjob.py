@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from ... import conf
-from ...actions import parse_job_id
+from ...actions import log_lines, parse_job_id
 from ...cli import TerminalBar, report
 from ...exceptions import BadRequest
 from ...models import Job
@@ -46,6 +46,7 @@ def follow(job_id: str, interval: float, bar: TerminalBar) -> JobState:
     It reads the database, not the channel layer: a server's in-memory layer is
     out of reach of another process, the database never is.
     """
+    shown_log = 0
     while True:
         job = _read(job_id)
         if job.is_active and _stale(job):
@@ -54,6 +55,10 @@ def follow(job_id: str, interval: float, bar: TerminalBar) -> JobState:
             async_to_sync(sweep_stale)()
             job = _read(job_id)
         state = job_state(job)
+        if job.log_seq > shown_log:
+            lines, _ = async_to_sync(log_lines)(job, shown_log)
+            bar.log(lines)
+            shown_log = job.log_seq
         if is_terminal(state):
             return state
         bar.update(state)

@@ -8,8 +8,10 @@
  *     onWatching(states) {},    // the owner's recent and active jobs, after watchMine()
  *     onError(frame) {},        // {type: "error", code, detail, job?}
  *     onTransport(name) {},     // "websocket", "sse" or "polling": the one now in use
+ *     onLog(jobId, lines, droppedThrough) {},  // new log lines of jobs subscribed with logs
  *   });
- *   client.subscribe(jobId);  client.unsubscribe(jobId);  client.watchMine();
+ *   client.subscribe(jobId);  client.subscribe(jobId, {logs: true});  client.watchMine();
+ *   client.unsubscribe(jobId);
  *   client.start("demo.timer", {steps: 5});  client.cancel(jobId);  client.close();
  *
  *   It speaks the WebSocket first, at a URL derived from the page's own location
@@ -21,7 +23,9 @@
  *   Over SSE and polling, start and cancel are POSTs with the CSRF cookie.
  *
  * 2. A bar: `new LiveProgress.Bar(element)` renders states into the markup of the
- *   template tag `{% liveprogress_bar job %}` (bar.html); `bar.update(state)`.
+ *   template tag `{% liveprogress_bar job %}` (bar.html): status, percent, message,
+ *   stages, files, times; `bar.update(state)`. A log: `new LiveProgress.LogView(element)`
+ *   shows log lines (as text, never markup); `log.add(lines, droppedThrough)`.
  *
  * 3. Wiring: `LiveProgress.wire(root)` makes every `[data-lp-job]` bar under root
  *   live, with its Cancel button; it runs by itself on pages that load this file
@@ -51,6 +55,7 @@
     onWatching() {},
     onError() {},
     onTransport() {},
+    onLog() {},
     onOpen() {},
     onClose() {},
   };
@@ -115,7 +120,12 @@
     }
 
     follow(id) {
-      this.send({action: "subscribe", job: id, after: this.client.seqOf(id)});
+      this.send({
+        action: "subscribe",
+        job: id,
+        after: this.client.seqOf(id),
+        log_after: this.client.logs.get(id),
+      });
     }
 
     unfollow(id) {
@@ -210,6 +220,7 @@
       const handle = (event) => this.client.receive(JSON.parse(event.data));
       source.addEventListener("job", handle);
       source.addEventListener("watching", handle);
+      source.addEventListener("log", handle);
       source.onopen = () => this.markOpen();
       source.onerror = () => {
         if (this.sources.get(key) !== source) return;
@@ -235,15 +246,19 @@
     follow(id) {
       const known = this.client.jobs.get(id);
       if (known && isTerminal(known)) return;
-      if (this.client.watchingMine) {
+      const logs = this.client.logs.get(id);
+      if (this.client.watchingMine && logs === undefined) {
         // The owner's stream carries this job's states; fetch its snapshot once.
         if (!known) this.client.fetchJob(id);
         return;
       }
       if (this.sources.has(id)) return;
+      const query = new URLSearchParams();
       const after = this.client.seqOf(id);
-      const query = after === undefined ? "" : "?after=" + after;
-      this.open(id, this.client.options.apiPath + encodeURIComponent(id) + "/events/" + query);
+      if (after !== undefined) query.set("after", after);
+      if (logs !== undefined) query.set("log_after", logs);
+      const path = this.client.options.apiPath + encodeURIComponent(id) + "/events/";
+      this.open(id, path + (query.size ? "?" + query : ""));
     }
 
     unfollow(id) {
@@ -304,6 +319,7 @@
         }
         for (const id of client.subscribed) {
           const known = client.jobs.get(id);
+          if (client.logs.has(id)) await client.fetchLog(id);
           if (listed.has(id) || (known && isTerminal(known))) continue;
           await client.fetchJob(id);
         }
@@ -326,6 +342,7 @@
       this.options = Object.assign({}, defaults, options || {});
       this.jobs = new Map(); // id -> newest state
       this.subscribed = new Set();
+      this.logs = new Map(); // id -> newest log line seq held, for jobs followed with logs
       this.watchingMine = false;
       this.pending = []; // start/cancel frames waiting for a transport that is ready
       this.failures = 0;
@@ -383,7 +400,24 @@
       else if (frame.type === "watching") {
         frame.jobs.forEach((state) => this.keep(state));
         this.options.onWatching(frame.jobs);
-      } else if (frame.type === "error") this.options.onError(frame);
+      } else if (frame.type === "log") this.keepLog(frame.job, frame.lines, frame.dropped_through || 0);
+      else if (frame.type === "error") this.options.onError(frame);
+    }
+
+    keepLog(id, lines, droppedThrough) {
+      const held = this.logs.get(id);
+      if (held === undefined) return; // not followed with logs
+      const fresh = lines.filter((line) => line.seq > held);
+      const dropped = droppedThrough > held ? droppedThrough : 0;
+      if (!fresh.length && !dropped) return;
+      this.logs.set(id, Math.max(held, dropped, ...fresh.map((line) => line.seq)));
+      this.options.onLog(id, fresh, dropped);
+    }
+
+    fetchLog(id) {
+      const after = this.logs.get(id) || 0;
+      const path = this.options.apiPath + encodeURIComponent(id) + "/logs/?after=" + after;
+      return this.http("GET", path).then((body) => this.keepLog(id, body.lines, body.dropped_through));
     }
 
     keep(state) {
@@ -436,13 +470,17 @@
       else this.pending.push(frame);
     }
 
-    subscribe(id) {
+    // options.logs: also its log lines (replayed from the first, or after the
+    // newest held, on every (re)subscribe: no gap, no repeat).
+    subscribe(id, options) {
       this.subscribed.add(id);
+      if (options && options.logs && !this.logs.has(id)) this.logs.set(id, 0);
       if (this.transport) this.transport.follow(id);
     }
 
     unsubscribe(id) {
       this.subscribed.delete(id);
+      this.logs.delete(id);
       if (this.transport) this.transport.unfollow(id);
     }
 
@@ -535,6 +573,8 @@
         eta: find(".lp-eta"),
         started: find(".lp-started"),
         cancel: find(".lp-cancel"),
+        stages: find(".lp-stages"),
+        files: find(".lp-files"),
       };
     }
 
@@ -571,6 +611,8 @@
       }
       p.message.textContent = state.message;
       p.outcome.textContent = outcome(state);
+      if (p.stages) this.renderStages(state.stages || []);
+      if (p.files) this.renderFiles(state.files || []);
       if (p.cancel) {
         p.cancel.hidden = done;
         p.cancel.disabled = state.cancel_requested;
@@ -578,6 +620,39 @@
       if (done) liveBars.delete(this);
       else liveBars.add(this);
       this.tick();
+    }
+
+    renderStages(stages) {
+      const list = this.parts.stages;
+      list.hidden = !stages.length;
+      list.replaceChildren(
+        ...stages.map((stage) => {
+          const item = document.createElement("li");
+          item.textContent = stage.name;
+          item.dataset.status = stage.status;
+          if (stage.status === "running") item.setAttribute("aria-current", "step");
+          return item;
+        })
+      );
+    }
+
+    renderFiles(files) {
+      const list = this.parts.files;
+      list.hidden = !files.length;
+      list.replaceChildren(
+        ...files.map((file) => {
+          const item = document.createElement("li");
+          const link = document.createElement("a");
+          link.textContent = file.name;
+          if (file.url) link.href = file.url;
+          link.setAttribute("download", file.name);
+          const size = document.createElement("span");
+          size.className = "lp-size";
+          size.textContent = " " + bytes(file.size);
+          item.append(link, size);
+          return item;
+        })
+      );
     }
 
     tick() {
@@ -605,6 +680,53 @@
   }
 
   setInterval(() => liveBars.forEach((bar) => bar.tick()), 1000);
+
+  function bytes(size) {
+    if (size < 1024) return size + " B";
+    if (size < 1024 * 1024) return (size / 1024).toFixed(1) + " KB";
+    return (size / 1024 / 1024).toFixed(1) + " MB";
+  }
+
+  // A job's log lines, oldest first, in an element holding an <ol> (text only).
+  class LogView {
+    constructor(element) {
+      this.element = element;
+      this.list = element.querySelector("ol") || element.appendChild(document.createElement("ol"));
+    }
+
+    add(lines, droppedThrough) {
+      const list = this.list;
+      const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
+      if (droppedThrough) {
+        const gap = document.createElement("li");
+        gap.className = "lp-gap";
+        gap.textContent = format(gettext("Older lines up to #%(seq)s were dropped."), {seq: droppedThrough});
+        list.append(gap);
+      }
+      for (const line of lines) {
+        const item = document.createElement("li");
+        item.dataset.level = line.level;
+        item.dataset.seq = line.seq;
+        const level = document.createElement("span");
+        level.className = "lp-level";
+        level.textContent = (LEVEL_LABELS[line.level] || (() => line.level))();
+        item.append(level, document.createTextNode(line.text));
+        list.append(item);
+      }
+      if (atBottom) list.scrollTop = list.scrollHeight;
+    }
+
+    clear() {
+      this.list.replaceChildren();
+    }
+  }
+
+  const LEVEL_LABELS = {
+    debug: () => gettext("debug"),
+    info: () => gettext("info"),
+    warning: () => gettext("warning"),
+    error: () => gettext("error"),
+  };
 
   // Every [data-lp-job] under root, live. Options: those of the client, plus
   // `client` (an existing one) and `titles` (kind -> title, for new rows).
@@ -678,7 +800,45 @@
     if (!seenActive.delete(state.id) || !document.hidden) return;
     if (originalTitle === null) originalTitle = document.title;
     const mark = state.status === "succeeded" ? "\u2713" : "\u2717";
-    document.title = mark + " " + (STATUS_LABELS[state.status] || (() => state.status))() + " \u00b7 " + originalTitle;
+    const label = (STATUS_LABELS[state.status] || (() => state.status))();
+    document.title = mark + " " + label + " \u00b7 " + originalTitle;
+    if (notificationsWanted()) {
+      try {
+        new Notification(label, {body: outcome(state) + (state.message ? " " + state.message : ""), tag: state.id});
+      } catch (error) {
+        // Some browsers only notify from a service worker: the title says it anyway.
+      }
+    }
+  }
+
+  // The optional browser notification: asked for once by a click (browsers only
+  // allow that), remembered in localStorage.
+  const NOTIFY_KEY = "liveprogress.notify";
+  function notificationsWanted() {
+    return typeof Notification === "function" && Notification.permission === "granted" &&
+      global.localStorage && localStorage.getItem(NOTIFY_KEY) === "1";
+  }
+
+  function notifyButton(button) {
+    if (!button || typeof Notification !== "function") return;
+    const show = () => {
+      const on = notificationsWanted();
+      button.setAttribute("aria-pressed", String(on));
+      button.textContent = on ? gettext("Notifications on") : gettext("Notify me when a job ends");
+    };
+    button.hidden = false;
+    show();
+    button.addEventListener("click", () => {
+      if (notificationsWanted()) {
+        localStorage.removeItem(NOTIFY_KEY);
+        show();
+        return;
+      }
+      Notification.requestPermission().then((permission) => {
+        if (permission === "granted") localStorage.setItem(NOTIFY_KEY, "1");
+        show();
+      });
+    });
   }
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && originalTitle !== null) {
@@ -690,15 +850,19 @@
   LiveProgress.TERMINAL = TERMINAL;
   LiveProgress.indicator = indicator;
   LiveProgress.notifyTitle = notifyTitle;
+  LiveProgress.notifyButton = notifyButton;
   LiveProgress.Bar = Bar;
+  LiveProgress.LogView = LogView;
   LiveProgress.wire = wire;
   LiveProgress.duration = duration;
   global.LiveProgress = LiveProgress;
 
   const script = document.currentScript;
-  if (script && script.hasAttribute("data-autowire")) {
-    const go = () => wire(document);
-    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", go);
-    else go();
-  }
+  const autowire = script && script.hasAttribute("data-autowire");
+  const ready = () => {
+    notifyButton(document.querySelector("[data-lp-notify]"));
+    if (autowire) wire(document);
+  };
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", ready);
+  else ready();
 })(window);

@@ -1,0 +1,77 @@
+"""Jobs' result files, kept through Django's storage API.
+
+A job attaches a file with ``progress.attach(name, data)``; it is stored in the
+``RESULT_STORAGE`` storage under ``liveprogress/<job id>/<name>`` and listed in
+the job's state (``files``), with a download URL that only the owner may use.
+``manage.py prunejobs`` deletes them once ``RESULT_TTL`` has passed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.base import ContentFile
+from django.core.files.storage import Storage, storages
+from django.utils.text import get_valid_filename
+
+from . import conf
+from .models import Job
+
+#: Where the CSV import demo's upload view stores uploads (the job deletes them).
+UPLOADS = "liveprogress/uploads/"
+#: Longest file name a job may attach (after cleaning).
+NAME_MAX = 100
+
+
+def storage() -> Storage:
+    return storages[conf.get("RESULT_STORAGE")]
+
+
+def clean_name(name: str) -> str:
+    """A safe file name (no directories, no odd characters), or ValueError."""
+    try:
+        cleaned = get_valid_filename(str(name).rsplit("/", 1)[-1].rsplit("\\", 1)[-1])
+    except SuspiciousFileOperation:
+        cleaned = ""
+    if not cleaned or len(cleaned) > NAME_MAX or cleaned.startswith("."):
+        raise ValueError(f"Not a usable file name: {name!r}")
+    return cleaned
+
+
+def path(job_id: Any, name: str) -> str:
+    return f"liveprogress/{job_id}/{name}"
+
+
+def store(job: Job, name: str, content: bytes, content_type: str) -> dict[str, Any]:
+    """Save ``content`` as the job's file ``name`` (replacing one of that name)."""
+    name = clean_name(name)
+    where = path(job.pk, name)
+    backend = storage()
+    if backend.exists(where):
+        backend.delete(where)
+    saved = backend.save(where, ContentFile(content))
+    if saved != where:
+        # A storage that renamed it (a race with another writer): keep our name.
+        backend.delete(saved)
+        raise RuntimeError(f"The storage would not keep {where!r}")
+    return {"name": name, "size": len(content), "content_type": content_type}
+
+
+def find(job: Job, name: str) -> dict[str, Any] | None:
+    """The job's listed file ``name``, if it has one and it has not expired."""
+    if job.expired:
+        return None
+    return next((entry for entry in job.files if entry.get("name") == name), None)
+
+
+def delete_all(job: Job) -> int:
+    """Delete the job's stored files; returns how many there were."""
+    backend = storage()
+    deleted = 0
+    for entry in job.files:
+        where = path(job.pk, entry["name"])
+        if backend.exists(where):
+            backend.delete(where)
+            deleted += 1
+    return deleted
