@@ -311,6 +311,51 @@ def test_without_websockets_progress_still_arrives(visitor, server, shots, trans
     assert api(visitor, server, "GET", f"/api/jobs/{second}/")[1]["status"] == "cancelled"
 
 
+# Lets a test put the tab in the background (document.hidden) and records the
+# notifications the page shows (then shows them for real).
+BACKGROUND_TAB = """
+window.__hidden = false;
+window.__notes = [];
+Object.defineProperty(document, "hidden", {configurable: true, get: () => window.__hidden});
+const RealNotification = window.Notification;
+window.Notification = function (title, options) {
+  window.__notes.push([title, options && options.body]);
+  return new RealNotification(title, options);
+};
+window.Notification.requestPermission = () => RealNotification.requestPermission();
+Object.defineProperty(window.Notification, "permission", {get: () => RealNotification.permission});
+"""
+
+
+def test_a_job_ending_in_a_background_tab_says_so_in_the_title_and_a_notification(
+    browser, server, shots
+):
+    context = browser.new_context(locale="en-US")
+    context.grant_permissions(["notifications"], origin=server.origin)
+    context.add_init_script(BACKGROUND_TAB)
+    page = context.new_page()
+    page.goto(server.url("/progress/?steps=8&interval=0.3"))
+    card_status(page, "running", timeout=10_000)
+    original = page.title()
+    # The visitor opts in with the header's button (the browser asks once).
+    page.click("[data-lp-notify]")
+    page.wait_for_selector('[data-lp-notify][aria-pressed="true"]', timeout=5_000)
+    # While it runs: the rate beside the ETA.
+    page.wait_for_function(
+        "document.querySelector('#lp-demo .lp-rate').textContent.endsWith('a second')",
+        timeout=WAIT_MS,
+    )
+    shots.take(page, "running-with-rate")
+    page.evaluate("window.__hidden = true")
+    card_status(page, "succeeded")
+    assert page.title() == f"\u2713 Succeeded \u00b7 {original}"
+    assert page.evaluate("window.__notes") == [["Succeeded", "Completed. Process completed!"]]
+    # Looking at the tab again restores its title.
+    page.evaluate("window.__hidden = false; document.dispatchEvent(new Event('visibilitychange'))")
+    assert page.title() == original
+    context.close()
+
+
 def test_the_jobs_page_shows_jobs_started_elsewhere_live(browser, visitor, server, shots):
     page = visitor.new_page()
     page.goto(server.url("/jobs"))

@@ -571,6 +571,7 @@
         percent: find(".lp-percent"),
         elapsed: find(".lp-elapsed"),
         eta: find(".lp-eta"),
+        rate: find(".lp-rate"),
         started: find(".lp-started"),
         cancel: find(".lp-cancel"),
         stages: find(".lp-stages"),
@@ -670,6 +671,12 @@
           ? format(gettext("took %(time)s"), {time: took})
           : format(gettext("running for %(time)s"), {time: took});
         p.started.textContent = format(gettext("started %(time)s"), {time: clockTime(state.started_at)});
+      }
+      if (p.rate) {
+        p.rate.textContent =
+          done || state.rate === null || state.rate === undefined
+            ? ""
+            : format(gettext("%(rate)s a second"), {rate: Number(state.rate.toPrecision(3)).toLocaleString(document.documentElement.lang || undefined)});
       }
       if (done || state.eta_s === null) p.eta.textContent = "";
       else {
