@@ -47,21 +47,6 @@ ETA_WINDOW_S = 10.0
 # Waits between tries to write a final state while the database is away (~1 min).
 _FINAL_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
-_PROGRESS_FIELDS = [
-    "status",
-    "current",
-    "total",
-    "fraction",
-    "stages",
-    "rate",
-    "files",
-    "message",
-    "eta_s",
-    "seq",
-    "started_at",
-    "updated_at",
-]
-_FINAL_FIELDS = [*_PROGRESS_FIELDS, "result", "error", "finished_at"]
 # What a running state written behind may change: never its status (written first).
 _BEHIND_FIELDS = [
     "current",
@@ -75,6 +60,9 @@ _BEHIND_FIELDS = [
     "seq",
     "updated_at",
 ]
+# What a write before publishing (a status change, the window) changes.
+_PROGRESS_FIELDS = ["status", "started_at", *_BEHIND_FIELDS]
+_FINAL_FIELDS = [*_PROGRESS_FIELDS, "result", "error", "finished_at"]
 
 
 class WriteBehind:
