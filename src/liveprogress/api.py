@@ -6,16 +6,13 @@ with the matching status. Writes need the CSRF token like any Django form.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
-from django.core.files.base import ContentFile
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.views import defaults
@@ -135,58 +132,6 @@ async def cancel(request: HttpRequest, job_id: str) -> HttpResponse:
     job_id = actions.parse_job_id(job_id)
     found = await actions.cancel_job(await existing_owner(request), job_id)
     return JsonResponse(job_state(found), status=202 if found.is_active else 200)
-
-
-#: Uploads larger than this are refused before they are read (413); up to it, a file
-#: over CSV_IMPORT_MAX_BYTES is still taken, and its import fails saying why.
-UPLOAD_HARD_LIMIT = 64 * 1024 * 1024
-
-
-@api_view("POST")
-async def csv_import(request: HttpRequest) -> HttpResponse:
-    """Upload a CSV file (multipart, field ``file``) and start the demo import of it.
-
-    201 and the job's state, or for a plain form post a redirect to the import
-    page following the job.
-    """
-    owner = actions.require_owner(await request_owner(request))
-    declared = request.META.get("CONTENT_LENGTH") or "0"
-    if not declared.isdecimal() or int(declared) > UPLOAD_HARD_LIMIT:
-        raise TooLarge(f"Uploads may be at most {UPLOAD_HARD_LIMIT // (1024 * 1024)} MB")
-    if not request.content_type.startswith("multipart/form-data"):
-        raise BadRequest("Send the file as multipart/form-data, in the field 'file'")
-    uploaded = await sync_to_async(lambda: request.FILES.get("file"))()
-    if uploaded is None:
-        raise BadRequest("Choose a CSV file to upload", field="file")
-    where = await sync_to_async(_store_upload)(uploaded)
-    try:
-        job = await actions.start_job(
-            owner,
-            "demo.csv_import",
-            {"upload": where, "name": (uploaded.name or "data.csv")[:200], "size": uploaded.size},
-            language=getattr(request, "LANGUAGE_CODE", ""),
-            internal=True,
-        )
-    except BaseException:
-        await sync_to_async(files.storage().delete)(where)
-        raise
-    if "application/json" not in request.headers.get("Accept", ""):
-        return redirect(f"{reverse('liveprogress:import')}?job={job.id}")
-    response = JsonResponse(job_state(job), status=201)
-    response["Location"] = reverse("liveprogress:job", args=[job.id])
-    return response
-
-
-def _store_upload(uploaded: Any) -> str:
-    """Store the start of the upload (the most the import reads, plus one byte, so it
-    can tell a file that is too large); returns its storage path."""
-    head = b""
-    limit = conf.get("CSV_IMPORT_MAX_BYTES") + 1
-    for chunk in uploaded.chunks():
-        head += chunk[: limit - len(head)]
-        if len(head) >= limit:
-            break
-    return files.storage().save(f"{files.UPLOADS}{uuid.uuid4().hex}.csv", ContentFile(head))
 
 
 @api_view("GET")

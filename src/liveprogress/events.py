@@ -10,6 +10,9 @@ reader skips superseded states and always gets the final one):
   the job's final state. ``?after=SEQ`` or the ``Last-Event-ID`` header (the
   browser sends it when it reconnects) skips what the client holds; asked again
   once it holds the final state, it answers 204, which stops ``EventSource``.
+  ``?log_after=LSEQ`` adds the job's log lines (``event: log``, stored ones
+  after LSEQ, then live ones); the ids become ``SEQ-LSEQ``, so a reconnect
+  resumes both without a gap or a repeat.
 - ``GET /api/jobs/events/``: every job of the caller, as ``watch_mine`` on the
   socket: first ``event: watching`` (recent and active jobs), then every state.
 

@@ -25,12 +25,15 @@ Beyond one counter (``start``/``advance``/``set``):
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
+
+from asgiref.sync import sync_to_async
 
 from .exceptions import JobCancelled
 
@@ -287,8 +290,6 @@ class Progress:
         self, name: str, content: bytes | str, content_type: str = "application/octet-stream"
     ) -> None:
         """:meth:`attach` for async code (the storage is written in a thread)."""
-        from asgiref.sync import sync_to_async
-
         await sync_to_async(self.attach, thread_sensitive=False)(name, content, content_type)
 
     # -- children --------------------------------------------------------------------
@@ -303,8 +304,6 @@ class Progress:
     async def wait_children(self, poll: float = 0.25) -> list[dict[str, Any]]:
         """Report the children's combined progress until all have ended; returns
         their final states (id, kind, status, result, error), oldest first."""
-        import asyncio
-
         if self._context is None:
             return []
         while True:

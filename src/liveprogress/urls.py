@@ -6,7 +6,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 from django.views.i18n import JavaScriptCatalog
 
-from . import api, events, views
+from . import api, events, uploads, views
 
 app_name = "liveprogress"
 
@@ -26,7 +26,7 @@ urlpatterns = [
         ),
     ),
     path("import/", views.import_page, name="import"),
-    path("api/imports/", api.csv_import, name="csv-import"),
+    path("api/imports/", uploads.csv_import, name="csv-import"),
     path("api/jobs/", api.jobs, name="jobs"),
     # Before <job_id>/, which would take "events" for an id.
     path("api/jobs/events/", events.owner_events, name="owner-events"),

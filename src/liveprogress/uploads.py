@@ -1,0 +1,74 @@
+"""The CSV import demo's upload endpoint: ``POST /api/imports/``.
+
+It stores the start of the upload (what the import may read) through the jobs'
+storage and starts ``demo.csv_import`` on it, a kind clients can't start
+themselves: its parameter names a stored upload, so only this view may.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.files.base import ContentFile
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+
+from . import actions, conf, files
+from .api import api_view
+from .exceptions import BadRequest, TooLarge
+from .owner import request_owner
+from .state import job_state
+
+#: Uploads larger than this are refused before they are read (413); up to it, a file
+#: over CSV_IMPORT_MAX_BYTES is still taken, and its import fails saying why.
+UPLOAD_HARD_LIMIT = 64 * 1024 * 1024
+
+
+@api_view("POST")
+async def csv_import(request: HttpRequest) -> HttpResponse:
+    """Upload a CSV file (multipart, field ``file``) and start the demo import of it.
+
+    201 and the job's state, or for a plain form post a redirect to the import
+    page following the job.
+    """
+    owner = actions.require_owner(await request_owner(request))
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if not declared.isdecimal() or int(declared) > UPLOAD_HARD_LIMIT:
+        raise TooLarge(f"Uploads may be at most {UPLOAD_HARD_LIMIT // (1024 * 1024)} MB")
+    if not request.content_type.startswith("multipart/form-data"):
+        raise BadRequest("Send the file as multipart/form-data, in the field 'file'")
+    uploaded = await sync_to_async(lambda: request.FILES.get("file"))()
+    if uploaded is None:
+        raise BadRequest("Choose a CSV file to upload", field="file")
+    where = await sync_to_async(_store_upload)(uploaded)
+    try:
+        job = await actions.start_job(
+            owner,
+            "demo.csv_import",
+            {"upload": where, "name": (uploaded.name or "data.csv")[:200], "size": uploaded.size},
+            language=getattr(request, "LANGUAGE_CODE", ""),
+            internal=True,
+        )
+    except BaseException:
+        await sync_to_async(files.storage().delete)(where)
+        raise
+    if "application/json" not in request.headers.get("Accept", ""):
+        return redirect(f"{reverse('liveprogress:import')}?job={job.id}")
+    response = JsonResponse(job_state(job), status=201)
+    response["Location"] = reverse("liveprogress:job", args=[job.id])
+    return response
+
+
+def _store_upload(uploaded: Any) -> str:
+    """Store the start of the upload (the most the import reads, plus one byte, so it
+    can tell a file that is too large); returns its storage path."""
+    head = b""
+    limit = conf.get("CSV_IMPORT_MAX_BYTES") + 1
+    for chunk in uploaded.chunks():
+        head += chunk[: limit - len(head)]
+        if len(head) >= limit:
+            break
+    return files.storage().save(f"{files.UPLOADS}{uuid.uuid4().hex}.csv", ContentFile(head))
