@@ -258,7 +258,8 @@
       if (after !== undefined) query.set("after", after);
       if (logs !== undefined) query.set("log_after", logs);
       const path = this.client.options.apiPath + encodeURIComponent(id) + "/events/";
-      this.open(id, path + (query.size ? "?" + query : ""));
+      const search = query.toString();
+      this.open(id, path + (search ? "?" + search : ""));
     }
 
     unfollow(id) {
