@@ -176,3 +176,12 @@ async def parent(progress, children: int = 2, steps: int = 3, interval: float = 
     for _child in range(children):
         await progress.spawn("demo.timer", {"steps": steps, "interval": interval})
     return await progress.wait_children(poll=0.02)
+
+
+@job("tests.fails_in_stage")
+def fails_in_stage(progress):
+    progress.plan({"First": 1, "Second": 1, "Third": 1})
+    with progress.stage("First"):
+        pass
+    progress.stage("Second")
+    raise ValueError("broken in the second stage")

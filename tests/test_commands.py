@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -196,6 +197,27 @@ def test_runjob_off_the_main_thread_runs_without_a_ctrl_c_handler():
     assert not thread.is_alive()
     assert isinstance(outcome[0], tuple), outcome
     assert outcome[0][0] == 'succeeded: {"steps": 3}\n'
+
+
+def test_runjob_prints_log_lines_above_the_bar_and_the_stage_in_it():
+    # tests.rich: stages Read, Work, Write; a warning every 5th row of its tracked loop.
+    out, err = run("runjob", "tests.rich", "--param", "rows=20", "--param", "delay=0.01")
+
+    assert out == 'succeeded: {"rows": 20}\n'
+    logged = [line for line in err.replace("\r", "\n").split("\n") if line.startswith("[")]
+    assert logged == [
+        "[info] reading",
+        "[warning] row 5 is <bad> & skipped",
+        "[warning] row 10 is <bad> & skipped",
+        "[warning] row 15 is <bad> & skipped",
+        "[warning] row 20 is <bad> & skipped",
+        "[info] written",
+    ]
+    # While it worked: the stage beside the status, and a rate of rows per second.
+    working = [draw for draw in err.split("\r") if draw.startswith("running [Work]: ")]
+    assert working, err
+    assert any(re.search(r", [0-9.]+/s[],]", draw) for draw in working), working
+    assert "succeeded: 100%" in err
 
 
 # -- watchjob ----------------------------------------------------------------------
@@ -399,3 +421,42 @@ def test_ctrl_c_cancels_the_job_runjob_runs(process_env):
     assert state["current"] < 100
     assert f"Job {job_id} cancelled" in err
     assert stored_status(db_file, job_id) == "cancelled"
+
+
+def test_watchjob_prints_the_log_lines_of_a_job_another_process_runs(tmp_path):
+    db_file = tmp_path / "db.sqlite3"
+    env = server_env(db_file, liveprogress={**PROCESS_SETTINGS, "JOB_MODULES": ["tests.jobs"]})
+    migrate(db_file, env)
+    args = ["tests.rich", "--param", "rows=60", "--param", "delay=0.01", "--param", "bad_every=20"]
+    runner = manage("runjob", *args, env=env)
+    try:
+        job_id = wait_for_job(db_file, runner, "running")
+        watcher = subprocess.run(
+            [sys.executable, "manage.py", "watchjob", job_id, "--interval", "0.1"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_TIMEOUT,
+            check=False,
+        )
+        runner.communicate(timeout=PROCESS_TIMEOUT)
+    finally:
+        runner.kill()
+        runner.wait()
+
+    assert runner.returncode == 0
+    assert watcher.returncode == 0, watcher.stderr
+    assert watcher.stdout == 'succeeded: {"rows": 60}\n'
+    # Every stored line once, in order: those logged before it looked too.
+    logged = [
+        line for line in watcher.stderr.replace("\r", "\n").split("\n") if line.startswith("[")
+    ]
+    assert logged == [
+        "[info] reading",
+        "[warning] row 20 is <bad> & skipped",
+        "[warning] row 40 is <bad> & skipped",
+        "[warning] row 60 is <bad> & skipped",
+        "[info] written",
+    ]
+    assert "running [Work]: " in watcher.stderr

@@ -406,3 +406,18 @@ async def test_no_log_line_is_lost_when_a_job_ends_while_its_lines_are_being_wri
             assert published[str(job.id)] == [1, 2, 3, 4, 5, 6]
     finally:
         stop()
+
+
+async def test_an_ended_job_s_stages_say_where_it_ended(runtime):
+    _client, owner = await visitor()
+    failed = await ended((await actions.start_job(owner, "tests.fails_in_stage")).id)
+    assert failed.status == Status.FAILED
+    assert [(s["name"], s["status"]) for s in failed.stages] == [
+        ("First", "done"),
+        ("Second", "failed"),
+        ("Third", "pending"),
+    ]
+    assert failed.percent == pytest.approx(100 / 3, abs=0.01)
+    # Success ends the running stage done, whole.
+    done = await ended((await actions.start_job(owner, "tests.rich", {"rows": 2})).id)
+    assert {s["status"] for s in done.stages} == {"done"} and done.percent == 100

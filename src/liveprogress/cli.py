@@ -42,10 +42,13 @@ class TerminalBar:
 
     def close(self, state: JobState | None = None) -> None:
         """Draw ``state`` (the job's last) if given, and leave the bar on its own line."""
-        bar = self._set(state) if state is not None else self._bar
-        if bar is not None:
-            bar.close()
-            self._bar = None
+        try:
+            bar = self._set(state) if state is not None else self._bar
+        finally:
+            # Closed whatever happens: a bar left open shifts every later one.
+            bar, self._bar = self._bar, None
+            if bar is not None:
+                bar.close()
 
     def _set(self, state: JobState) -> tqdm[Any]:
         bar = self._bar
@@ -55,7 +58,7 @@ class TerminalBar:
             bar = self._bar = tqdm(file=self._file, delay=math.inf)
             bar.delay = 0
         total, percent = state["total"], state["percent"]
-        counted = state["current"] if total is None else f"{state['current']}/{total}"
+        counted = str(state["current"]) if total is None else f"{state['current']}/{total}"
         stage = next((s["name"] for s in state["stages"] if s["status"] == "running"), None)
         if state["stages"] or (percent is not None and total and percent != _share(state)):
             # Stages or nested loops: the bar is the job's weighted percent, the

@@ -490,6 +490,8 @@ class Execution:
             self._apply(self.progress.snapshot())
             now = timezone.now()
             job.status, job.result, job.error = status, result, error
+            if job.stages:
+                job.stages, job.fraction = _ended_stages(job.stages, status)
             job.finished_at, job.updated_at, job.eta_s, job.rate = now, now, None, None
             job.seq += 1
             self._finished = True
@@ -509,6 +511,26 @@ class Execution:
                     await asyncio.sleep(delay)
             if persisted:
                 await self._send()
+
+
+def _ended_stages(
+    stages: list[dict[str, Any]], status: Status
+) -> tuple[list[dict[str, Any]], float]:
+    """The stages as the job ended: the one that was running is done (success) or
+    says how the job ended there (failed, cancelled, interrupted); and the share
+    done they add up to."""
+    ending = "done" if status == Status.SUCCEEDED else str(status)
+    ended = [
+        {**stage, "status": ending, "fraction": 1.0 if ending == "done" else stage["fraction"]}
+        if stage["status"] == "running"
+        else stage
+        for stage in stages
+    ]
+    weights = sum(stage["weight"] for stage in ended)
+    share = (
+        sum(stage["weight"] * stage["fraction"] for stage in ended) / weights if weights else 0.0
+    )
+    return ended, round(share, 6)
 
 
 def _json_ready(value: Any) -> Any:

@@ -22,8 +22,10 @@ from .exceptions import BadRequest, TooLarge
 from .owner import request_owner
 from .state import job_state
 
-#: Uploads larger than this are refused before they are read (413); up to it, a file
-#: over CSV_IMPORT_MAX_BYTES is still taken, and its import fails saying why.
+#: Uploads declared larger than this are refused (413). Django has received the
+#: body by then (put a limit in front of the server too, e.g. nginx's
+#: client_max_body_size); up to it, a file over CSV_IMPORT_MAX_BYTES is taken, and
+#: its import fails saying why.
 UPLOAD_HARD_LIMIT = 64 * 1024 * 1024
 
 

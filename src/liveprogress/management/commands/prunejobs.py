@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 from datetime import timedelta
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.core.management.base import BaseCommand, CommandParser
 from django.db.models import F, Q
 from django.utils import timezone
 
 from ... import conf, files
 from ...models import TERMINAL_STATUSES, Job
+from ...publish import publish
+
+
+def valid_age(text: str) -> float:
+    """The argparse type of ``--older-than``: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 <= value < math.inf):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+    return value
 
 
 class Command(BaseCommand):
@@ -22,7 +37,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--older-than",
-            type=float,
+            type=valid_age,
             default=None,
             metavar="SECONDS",
             help="expire what ended more than this long ago (default: RESULT_TTL)",
@@ -62,6 +77,9 @@ class Command(BaseCommand):
                 seq=F("seq") + 1,
                 updated_at=timezone.now(),
             )
+            # Open pages drop the download links (through a shared layer, Redis;
+            # with the in-memory one, they see it at their next reload).
+            async_to_sync(publish)(Job.objects.get(pk=job.pk))
         message = f"expired {len(jobs)} jobs, deleted {removed} files"
         if options["delete_jobs"]:
             deleted, _ = ended.delete()
