@@ -118,6 +118,10 @@ def job(
     return register
 
 
+#: The most kind names an "unknown kind" error lists (it stays short).
+_LISTED_KINDS = 10
+
+
 def get_kind(name: Any, *, public_only: bool = False) -> JobKind:
     """The registered kind called ``name``, or a ``BadRequest`` that lists them
     (with ``public_only``, kinds clients may not start are unknown)."""
@@ -126,8 +130,10 @@ def get_kind(name: Any, *, public_only: bool = False) -> JobKind:
     found = _registry.get(name)
     if found is not None and (found.public or not public_only):
         return found
-    listed = (kind for kind in _registry.values() if kind.public or not public_only)
-    known = ", ".join(sorted(kind.name for kind in listed)) or "none"
+    listed = sorted(kind.name for kind in _registry.values() if kind.public or not public_only)
+    known = ", ".join(listed[:_LISTED_KINDS]) or "none"
+    if len(listed) > _LISTED_KINDS:
+        known += f" and {len(listed) - _LISTED_KINDS} more"
     raise BadRequest(f"Unknown job kind {name[:100]!r}, must be one of: {known}", field="kind")
 
 
