@@ -10,6 +10,9 @@ from django.utils.translation import gettext_lazy as _
 class LiveProgressConfig(AppConfig):
     name = "liveprogress"
     verbose_name = _("Live progress")
+    # Fixed here, not left to the site's DEFAULT_AUTO_FIELD (whose default differs
+    # between Django 5.2 and 6): the migrations say BigAutoField.
+    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         from . import conf
