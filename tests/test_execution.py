@@ -389,3 +389,18 @@ async def test_a_database_hiccup_delays_states_but_loses_nothing(runtime, monkey
     assert len(seen.messages) >= 5
     assert seen.messages[-1]["seq"] == job.seq
     assert seen.seqs == sorted(set(seen.seqs))
+
+
+async def test_a_cancel_that_comes_after_the_end_leaves_the_final_state_as_written(runtime):
+    """A cancel racing the job's end (it found the job active a moment ago) answers
+    with the final state as stored, not one marked cancel_requested that no one
+    else ever sees."""
+    job = await actions.start_job("session:a", "tests.sync_steps", {"steps": 2})
+    running = runtime.runner.executions[str(job.id)]
+    async with asyncio.timeout(10):
+        while (await Job.objects.aget(pk=job.pk)).is_active:
+            await asyncio.sleep(0.02)
+    answered = await running.cancel()
+    stored = await Job.objects.aget(pk=job.pk)
+    assert (answered.status, answered.cancel_requested) == ("succeeded", False)
+    assert (stored.seq, stored.cancel_requested) == (answered.seq, False)

@@ -273,6 +273,10 @@ class Execution:
 
     async def cancel(self) -> Job:
         """Ask the job to stop; returns its state with the request published."""
+        if self._finished or self.ended_elsewhere:
+            # Its ending is written (or someone else's is): a cancel changes nothing,
+            # and must not mark the final state it answers with.
+            return self.job
         self._stop_function()
         self.job.cancel_requested = True
         await self._publish()
