@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from channels.layers import get_channel_layer
 
@@ -41,6 +44,32 @@ async def runtime(fast, transactional_db):
     yield started
     await stop_runtime()
     await layer.flush()
+
+
+#: The browser tests drive Debian's chromium (never a downloaded one).
+CHROMIUM = os.environ.get("LIVEPROGRESS_CHROMIUM", "/usr/bin/chromium")
+#: What this machine's closed network needs (no background calls to Google's hosts).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless chromium through Playwright, one per test module."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
 
 
 # Registers the test-only job kinds.

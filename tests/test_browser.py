@@ -9,7 +9,6 @@ never downloaded (no network at run time).
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,21 +18,11 @@ import pytest
 
 from .servers import REPO_ROOT, DaphneServer, free_port
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+# The browser fixture (Debian's chromium through Playwright) is in conftest.py.
+pytest.importorskip("playwright.sync_api")
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-CHROMIUM = os.environ.get("LIVEPROGRESS_CHROMIUM", "/usr/bin/chromium")
-# What this machine's closed network needs (no background calls to Google's hosts).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOTS = REPO_ROOT / "test-output" / "browser"
 WAIT_MS = 30_000
 TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
@@ -88,16 +77,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaphneServer]:
     db = tmp_path_factory.mktemp("browser") / "browser.sqlite3"
     with DaphneServer(db, liveprogress={"JOB_MODULES": ["tests.jobs"]}) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
-    with playwright_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 class Shots:

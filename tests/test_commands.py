@@ -373,6 +373,19 @@ def process_env(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return db_file, env
 
 
+def watchjob(job_id: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``manage.py watchjob JOB_ID`` in a process of its own, to its end."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "watchjob", job_id, "--interval", "0.1"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        check=False,
+    )
+
+
 def test_watchjob_follows_a_job_that_another_process_runs(process_env):
     db_file, env = process_env
     runner = manage(
@@ -380,15 +393,7 @@ def test_watchjob_follows_a_job_that_another_process_runs(process_env):
     )
     try:
         job_id = wait_for_job(db_file, runner, "running")
-        watcher = subprocess.run(
-            [sys.executable, "manage.py", "watchjob", job_id, "--interval", "0.1"],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=PROCESS_TIMEOUT,
-            check=False,
-        )
+        watcher = watchjob(job_id, env)
         runner_out, runner_err = runner.communicate(timeout=PROCESS_TIMEOUT)
     finally:
         runner.kill()
@@ -431,15 +436,7 @@ def test_watchjob_prints_the_log_lines_of_a_job_another_process_runs(tmp_path):
     runner = manage("runjob", *args, env=env)
     try:
         job_id = wait_for_job(db_file, runner, "running")
-        watcher = subprocess.run(
-            [sys.executable, "manage.py", "watchjob", job_id, "--interval", "0.1"],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=PROCESS_TIMEOUT,
-            check=False,
-        )
+        watcher = watchjob(job_id, env)
         runner.communicate(timeout=PROCESS_TIMEOUT)
     finally:
         runner.kill()

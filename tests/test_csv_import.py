@@ -13,7 +13,6 @@ import csv
 import io
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -375,21 +374,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaphneServer]:
     db = tmp_path_factory.mktemp("csv-import") / "import.sqlite3"
     with DaphneServer(db) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    # Imported here, not at the top: without Playwright (it is installed on the newest
-    # Python line only) the tests above still run.
-    sync_api = pytest.importorskip("playwright.sync_api")
-    from .test_browser import CHROMIUM, CHROMIUM_ARGS
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def choose_and_import(page: Any, name: str, content: bytes) -> None:
