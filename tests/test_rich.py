@@ -305,8 +305,16 @@ async def test_a_reconnect_with_log_after_gets_every_line_once_no_gap(runtime):
     assert final["status"] == "succeeded" and final["log_seq"] == 120
 
 
-async def test_subscribers_without_log_after_get_live_lines_but_no_replay(runtime):
+async def test_only_subscribers_that_ask_with_log_after_get_log_lines(runtime):
     client, owner = await visitor()
+    running = await actions.start_job(owner, "tests.logger", {"lines": 40, "interval": 0.01})
+    quiet = await socket(client)
+    await quiet.send_json_to({"action": "subscribe", "job": str(running.id)})
+    frames = await frames_until_final(quiet, str(running.id))
+    await quiet.disconnect()
+    assert {frame["type"] for frame in frames} == {"job"}
+    assert frames[-1]["job"]["log_seq"] == 40
+
     job = await ended((await actions.start_job(owner, "tests.logger", {"lines": 3})).id)
     ws = await socket(client)
     await ws.send_json_to({"action": "subscribe", "job": str(job.id)})

@@ -82,8 +82,9 @@ class Outbox:
         self._pending: dict[Any, str | _LogBatch] = {}
         self._pending_seq: dict[str, int] = {}
         self._sent_seq: dict[str, int] = {}
-        # Log lines: the newest seq queued or sent per job, and the live lines held
-        # while a replay from the database is read (see hold_log).
+        # Log lines, for the jobs subscribed with log_after only: the newest seq
+        # queued or sent per job, and the live lines held while a replay from the
+        # database is read (see hold_log).
         self._log_seq: dict[str, int] = {}
         self._log_held: dict[str, list[tuple[list[dict[str, Any]], int]]] = {}
         self._keys = itertools.count()
@@ -139,7 +140,10 @@ class Outbox:
             self._queue_log(job_id, live, live_dropped)
 
     def offer_log(self, job_id: str, lines: list[dict[str, Any]], dropped_through: int) -> None:
-        """Queue a job's new log lines (those past what the socket has)."""
+        """Queue a job's new log lines (those past what the socket has), if it
+        asked for the job's log."""
+        if job_id not in self._log_seq:
+            return
         held = self._log_held.get(job_id)
         if held is not None:
             held.append((lines, dropped_through))
@@ -179,6 +183,7 @@ class Outbox:
         self._pending.pop(("log", job_id), None)
         self._pending_seq.pop(job_id, None)
         self._log_held.pop(job_id, None)
+        self._log_seq.pop(job_id, None)
 
     def close(self) -> None:
         self._task.cancel()
