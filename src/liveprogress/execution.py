@@ -33,7 +33,7 @@ from django.utils import timezone, translation
 from . import conf, files
 from .exceptions import JobCancelled
 from .models import ACTIVE_STATUSES, UNPERSISTED_SEQ_WINDOW, Job, JobLog, Status
-from .progress import LogLine, Progress, ProgressSnapshot
+from .progress import LogLine, Progress, ProgressSnapshot, stages_share
 from .publish import publish, publish_log
 from .registry import JobKind
 from .state import job_state
@@ -530,11 +530,7 @@ def _ended_stages(
         else stage
         for stage in stages
     ]
-    weights = sum(stage["weight"] for stage in ended)
-    share = (
-        sum(stage["weight"] * stage["fraction"] for stage in ended) / weights if weights else 0.0
-    )
-    return ended, round(share, 6)
+    return ended, round(stages_share(ended), 6)
 
 
 def _json_ready(value: Any) -> Any:

@@ -362,12 +362,7 @@ class Progress:
                         share = inner if inner is not None and index == self._stage else 0.0
                     parts.append(stage.as_wire(round(share, 4)))
                 stages = tuple(parts)
-                weights = sum(stage.weight for stage in self._stages)
-                fraction = (
-                    sum(part["weight"] * part["fraction"] for part in parts) / weights
-                    if weights > 0
-                    else 0.0
-                )
+                fraction = stages_share(parts)
             elif len(self._levels) > 1 or self._child_fraction is not None:
                 fraction = inner
             else:
@@ -408,6 +403,14 @@ class Progress:
             if message is not None:
                 self._message = message
         self._on_change()
+
+
+def stages_share(stages: Sequence[Mapping[str, Any]]) -> float:
+    """The share done of wire stages: their fractions weighted (0 with no weight)."""
+    weights = sum(stage["weight"] for stage in stages)
+    if weights <= 0:
+        return 0.0
+    return sum(stage["weight"] * stage["fraction"] for stage in stages) / weights
 
 
 class _StageScope:

@@ -21,6 +21,14 @@ DEMO_KIND = "demo.timer"
 DEMO_FIELD_LABELS = {"steps": _("Steps"), "interval": _("Seconds per step")}
 
 
+def _demo_kind(name: str) -> JobKind:
+    """A demo's kind, or 404 when the demo jobs are turned off (DEMO_JOBS)."""
+    try:
+        return get_kind(name)
+    except RequestError:
+        raise Http404("The demo jobs are turned off (DEMO_JOBS)") from None
+
+
 def _titles() -> dict[str, str]:
     """Kind -> title in the request's language, for rows the page's script adds."""
     return {name: str(kind.title) for name, kind in kinds().items()}
@@ -59,10 +67,7 @@ async def progress_page(request: HttpRequest) -> HttpResponse:
 
     The page's script resumes the visitor's running timed process, or starts one.
     """
-    try:
-        demo = get_kind(DEMO_KIND)
-    except RequestError:
-        raise Http404("The demo jobs are turned off (DEMO_JOBS)") from None
+    demo = _demo_kind(DEMO_KIND)
     # The socket that the page opens needs the visitor's session to own jobs.
     await request_owner(request)
     context = {"kind": demo, "fields": _form_fields(demo, request.GET), "titles": _titles()}
@@ -72,10 +77,7 @@ async def progress_page(request: HttpRequest) -> HttpResponse:
 @ensure_csrf_cookie
 async def import_page(request: HttpRequest) -> HttpResponse:
     """The CSV import demo: upload a file, watch it validated, imported, summarised."""
-    try:
-        get_kind("demo.csv_import")
-    except RequestError:
-        raise Http404("The demo jobs are turned off (DEMO_JOBS)") from None
+    _demo_kind("demo.csv_import")
     await request_owner(request)
     context = {"titles": _titles(), "limit": conf.get("CSV_IMPORT_MAX_BYTES")}
     return render(request, "liveprogress/import.html", context)
