@@ -40,6 +40,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # Before liveprogress: its templates override liveprogress's navigation.
+    "proyecto.demo",
     "liveprogress",
 ]
 
@@ -154,6 +156,9 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # the default storage): DJANGO_MEDIA_ROOT, else media/ beside manage.py. They are
 # downloaded through the app (owner only), never served from MEDIA_URL.
 MEDIA_ROOT = os.environ.get("DJANGO_MEDIA_ROOT", str(BASE_DIR / "media"))
+
+# The largest file the CSV import demo takes (a larger one fails the job, saying so).
+DEMO_CSV_MAX_BYTES = 2 * 1024 * 1024
 
 LOGGING = {
     "version": 1,

@@ -3,8 +3,9 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="liveprogress:progress")),
+    path("", RedirectView.as_view(pattern_name="demo:progress")),
     path("admin/", admin.site.urls),
+    path("", include("proyecto.demo.urls")),
     path("", include("liveprogress.urls")),
 ]
 

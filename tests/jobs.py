@@ -10,6 +10,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from liveprogress import job
 from liveprogress.publish import (
     STATE_MESSAGE,
     in_process,
@@ -17,7 +18,6 @@ from liveprogress.publish import (
     owner_group,
     receive_locally,
 )
-from liveprogress.registry import job
 
 # Set by a test to let `tests.blocking` return.
 release = threading.Event()

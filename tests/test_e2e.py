@@ -506,7 +506,7 @@ async def test_a_killed_server_leaves_its_jobs_interrupted_after_a_restart(tmp_p
     ("asset", "content_type"),
     [
         ("/static/liveprogress/liveprogress.js", "text/javascript"),
-        ("/static/liveprogress/progress-page.js", "text/javascript"),
+        ("/static/demo/progress-page.js", "text/javascript"),
         ("/static/liveprogress/liveprogress.css", "text/css"),
     ],
 )

@@ -23,9 +23,10 @@ async def test_startup_starts_the_runtime_and_shutdown_stops_it(fast, transactio
         while not sent:
             await asyncio.sleep(0.01)
     assert sent == [{"type": "lifespan.startup.complete"}]
-    assert runtime_module._runtime is not None
-    assert runtime_module._runtime.ready.done()
+    started = runtime_module.current_runtime()
+    assert started is not None
+    assert started.ready.done()
     await inbox.put({"type": "lifespan.shutdown"})
     await asyncio.wait_for(app, 5)
     assert sent[-1] == {"type": "lifespan.shutdown.complete"}
-    assert runtime_module._runtime is None
+    assert runtime_module.current_runtime() is None

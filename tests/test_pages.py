@@ -23,7 +23,13 @@ from liveprogress.models import Job, Status
 from liveprogress.owner import session_owner
 from liveprogress.state import job_state
 
-LOCALE = Path(__file__).resolve().parent.parent / "src" / "liveprogress" / "locale"
+ROOT = Path(__file__).resolve().parent.parent
+#: The library's catalogs, and the demo site's own.
+CATALOGS = [
+    ROOT / "src" / "liveprogress" / "locale" / "es" / "LC_MESSAGES" / "django.po",
+    ROOT / "src" / "liveprogress" / "locale" / "es" / "LC_MESSAGES" / "djangojs.po",
+    ROOT / "proyecto" / "demo" / "locale" / "es" / "LC_MESSAGES" / "django.po",
+]
 
 
 async def visitor() -> tuple[AsyncClient, str]:
@@ -153,12 +159,11 @@ async def test_the_script_translations_follow_the_browser_s_language(runtime):
     assert "Reconectando" not in english.content.decode()
 
 
-@pytest.mark.parametrize("domain", ["django", "djangojs"])
-def test_the_spanish_catalogs_are_complete_and_compiled(domain):
+@pytest.mark.parametrize("po", CATALOGS, ids=lambda po: str(po.relative_to(ROOT)))
+def test_the_spanish_catalogs_are_complete_and_compiled(po):
     msgfmt = shutil.which("msgfmt")
     if msgfmt is None:
         pytest.skip("msgfmt (gettext) is not installed")
-    po = LOCALE / "es" / "LC_MESSAGES" / f"{domain}.po"
     checked = subprocess.run(
         [msgfmt, "--check", "--statistics", "-o", "-", str(po)],
         capture_output=True,

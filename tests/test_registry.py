@@ -6,8 +6,9 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from pydantic import Field
 
+from liveprogress import job
 from liveprogress.exceptions import BadRequest
-from liveprogress.registry import get_kind, job, kinds
+from liveprogress.registry import get_kind, kinds
 
 
 @job("tests.typed")
@@ -86,13 +87,21 @@ def test_infinity_is_refused():
 
 
 @pytest.mark.parametrize("name", ["nope", "", None, 3, "x" * 500])
-def test_unknown_kind_lists_the_known_ones(name):
+def test_unknown_kind_lists_the_known_ones_to_the_site_s_code(name):
     with pytest.raises(BadRequest) as caught:
         get_kind(name)
     assert caught.value.field == "kind"
     if isinstance(name, str) and name:
         assert "demo.timer" in caught.value.detail
         assert len(caught.value.detail) < 400
+
+
+@pytest.mark.parametrize("name", ["nope", "demo.csv_import"])
+def test_unknown_kind_names_no_kind_to_a_client(name):
+    with pytest.raises(BadRequest) as caught:
+        get_kind(name, public_only=True)
+    assert caught.value.detail == f"Unknown job kind {name!r}"
+    assert caught.value.field == "kind"
 
 
 def test_async_and_sync_kinds_are_told_apart():

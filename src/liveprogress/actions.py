@@ -14,7 +14,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from . import conf
-from .exceptions import BadRequest, Forbidden, LimitReached, NotFound
+from .exceptions import BadRequest, Forbidden, JobNotFound, LimitReached
 from .models import ACTIVE_STATUSES, Job, JobLog, Status
 from .publish import CANCEL_MESSAGE, control, publish
 from .registry import get_kind
@@ -48,14 +48,28 @@ async def start_job(
     from_strings: bool = False,
     internal: bool = False,
     parent: Job | None = None,
+    unrunnable: str = "",
 ) -> Job:
     """Validate, check the caps, create and start a job; returns it live.
 
     Only ``internal`` starts (the site's own code, a parent job) may start kinds
-    that are not public; ``parent`` makes the new job a child of that one.
+    that are not public; ``parent`` makes the new job a child of that one. A job
+    ``unrunnable`` (nothing here can run it) is created and ends `failed` at once,
+    with that reason as its error.
     """
     job_kind = get_kind(kind, public_only=not (internal or parent is not None))
     clean = job_kind.validate({} if params is None else params, from_strings=from_strings)
+    job = Job(
+        kind=job_kind.name, params=clean, owner=owner, language=language, seq=1, parent=parent
+    )
+    if unrunnable:
+        # No runtime is started for it: here, it would not outlive the request.
+        logger.error("job not run job=%s kind=%s: %s", job.id, job.kind, unrunnable)
+        job.status, job.error = Status.FAILED, unrunnable
+        job.finished_at = job.updated_at = timezone.now()
+        await job.asave(force_insert=True)
+        await publish(job)
+        return job
     runtime = await get_runtime()
     async with runtime.admission:
         counts = await Job.objects.filter(status__in=ACTIVE_STATUSES).aaggregate(
@@ -69,14 +83,6 @@ async def start_job(
             )
         if counts["total"] >= conf.get("MAX_ACTIVE_TOTAL"):
             raise LimitReached("The server is running as many jobs as it may; try again soon")
-        job = Job(
-            kind=job_kind.name,
-            params=clean,
-            owner=owner,
-            language=language,
-            seq=1,
-            parent=parent,
-        )
         runtime.dispatcher.prepare(job)
         await job.asave(force_insert=True)
     await publish(job)
@@ -94,7 +100,7 @@ async def get_job(owner: str, job_id: str) -> Job:
     while it runs here (the database lags the live state by up to the window)."""
     job = await Job.objects.filter(pk=job_id, owner=owner).afirst()
     if job is None:
-        raise NotFound("No such job", field="job")
+        raise JobNotFound("No such job", field="job")
     runtime = await get_runtime()
     execution = runtime.runner.executions.get(job_id)
     if (

@@ -20,6 +20,7 @@ from django.views import defaults
 from . import actions, conf, files
 from .exceptions import BadRequest, Forbidden, NotFound, RequestError, TooLarge
 from .owner import request_owner
+from .runners import unrunnable_reason
 from .state import decode_object, error_frame, job_state
 from .watching import parse_after
 
@@ -99,6 +100,7 @@ async def jobs(request: HttpRequest) -> HttpResponse:
             body.get("kind"),
             body.get("params"),
             language=getattr(request, "LANGUAGE_CODE", ""),
+            unrunnable=unrunnable_reason(request),
         )
         response = JsonResponse(job_state(job), status=201)
         response["Location"] = reverse("liveprogress:job", args=[job.id])

@@ -17,10 +17,8 @@ class LiveProgressConfig(AppConfig):
     def ready(self) -> None:
         from . import conf
 
-        # Job kinds register on import: the demo's, every app's `jobs` module, and
-        # the modules JOB_MODULES names.
-        if conf.get("DEMO_JOBS"):
-            from . import demo  # noqa: F401
+        # Job kinds register on import: every app's `jobs` module, and the modules
+        # JOB_MODULES names.
         autodiscover_modules("jobs")
         for module in conf.get("JOB_MODULES"):
             import_module(module)

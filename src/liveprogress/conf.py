@@ -65,10 +65,6 @@ DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     "RESULT_TTL": (7 * 24 * 3600, (int, float)),
     # The storage (an alias of Django's STORAGES) that holds jobs' files.
     "RESULT_STORAGE": ("default", str),
-    # The most bytes the CSV import demo accepts (larger files fail the job).
-    "CSV_IMPORT_MAX_BYTES": (2 * 1024 * 1024, int),
-    # Register the built-in demo job kinds (demo.timer, demo.csv_import, demo.batch).
-    "DEMO_JOBS": (True, bool),
 }
 
 RUNNERS = ("inprocess", "tasks")

@@ -42,6 +42,10 @@ class NotFound(RequestError):
     http_status = 404
 
 
+class JobNotFound(NotFound):
+    """No such job for this owner: missing, or someone else's (told apart by nobody)."""
+
+
 class TooLarge(RequestError):
     code = "too_large"
     http_status = 413

@@ -18,8 +18,6 @@ from django.utils.text import get_valid_filename
 from . import conf
 from .models import Job
 
-#: Where the CSV import demo's upload view stores uploads (the job deletes them).
-UPLOADS = "liveprogress/uploads/"
 #: Longest file name a job may attach (after cleaning).
 NAME_MAX = 100
 

@@ -2,17 +2,23 @@
 
 The owner is the logged-in user, else the session. A session key is trusted
 only once the session store has confirmed it exists, so a made-up cookie owns
-nothing.
+nothing. Code of the site may also name an owner itself: a user, or an owner key
+such as ``"system:nightly"`` (:func:`owner_of`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest
 from django.utils import translation
+
+#: ``prefix:name``: ``user:<pk>``, ``session:<key>``, or a name the site chooses
+#: (``system:nightly``, ``cli:alice``). At most 100 characters (the column's size).
+OWNER_KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,30}:[^\s]{1,68}$")
 
 # Stored in an anonymous visitor's session so the session is saved and its cookie set.
 SESSION_MARK = "liveprogress"
@@ -49,6 +55,57 @@ async def request_owner(request: HttpRequest, *, create: bool = True) -> str | N
     if session.session_key is None:
         await session.asave()
     return session_owner(session.session_key)
+
+
+def owner_of(who: Any) -> str:
+    """The owner key for ``who``: a request (its user, else its session, created
+    when needed), a user, or an owner key (returned as it is once checked)."""
+    if isinstance(who, HttpRequest):
+        return _request_owner_sync(who)
+    return _named_owner(who)
+
+
+async def aowner_of(who: Any) -> str:
+    """:func:`owner_of` for async code."""
+    if isinstance(who, HttpRequest):
+        owner = await request_owner(who)
+        assert owner is not None  # noqa: S101 (create=True always gives one)
+        return owner
+    return _named_owner(who)
+
+
+def _named_owner(who: Any) -> str:
+    if isinstance(who, str):
+        if not OWNER_KEY.match(who):
+            raise ValueError(
+                f"Owner key {who[:100]!r} is not of the form 'prefix:name' "
+                "(e.g. 'user:42', 'system:nightly'; at most 100 characters, no spaces)"
+            )
+        return who
+    if hasattr(who, "is_authenticated") and hasattr(who, "pk"):
+        owner = user_owner(who)
+        if owner is None:
+            raise ValueError(
+                "An anonymous user owns nothing: pass the request instead (its session "
+                "owns the job), or an owner key"
+            )
+        return owner
+    raise TypeError(
+        f"An owner is a request, a user or an owner key (str), not {type(who).__name__}"
+    )
+
+
+def _request_owner_sync(request: HttpRequest) -> str:
+    """:func:`request_owner` (with ``create``) for sync code: same steps, sync calls."""
+    owner = user_owner(getattr(request, "user", None))
+    if owner is not None:
+        return owner
+    session = request.session
+    if not session.get(SESSION_MARK, False):
+        session[SESSION_MARK] = True
+    if session.session_key is None:
+        session.save()
+    return f"session:{session.session_key}"
 
 
 async def scope_owner(scope: dict[str, Any]) -> str | None:

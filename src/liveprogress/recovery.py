@@ -43,10 +43,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _dead_on_this_host(worker: str, me: str) -> bool:
+def _dead_on_this_host(worker: str, alive: set[str]) -> bool:
+    """True if ``worker`` ran on this host and is gone: its pid is, or it was a
+    runtime of this very process that is no longer among the ``alive`` ones."""
     host, _, rest = worker.partition(":")
     pid_text, _, _boot = rest.partition(":")
-    if host != socket.gethostname() or worker == me or not pid_text.isdigit():
+    if host != socket.gethostname() or worker in alive or not pid_text.isdigit():
         return False
     pid = int(pid_text)
     return pid == os.getpid() or not _pid_alive(pid)
@@ -137,14 +139,19 @@ async def _end(
 
 
 async def recover_dead_processes(
-    me: str, dispatcher: Dispatcher | None = None, runner: InProcessRunner | None = None
+    me: str,
+    dispatcher: Dispatcher | None = None,
+    runner: InProcessRunner | None = None,
+    *,
+    alive: set[str] | frozenset[str] = frozenset(),
 ) -> int:
-    """At start-up: end the jobs of processes on this host that are gone."""
+    """At start-up: end the jobs of processes on this host that are gone (``me`` and
+    the ``alive`` runtimes of this process are not)."""
     count = 0
     host_prefix = socket.gethostname() + ":"
     candidates = Job.objects.filter(status__in=ACTIVE_STATUSES, worker__startswith=host_prefix)
     async for job in candidates:
-        if _dead_on_this_host(job.worker, me):
+        if _dead_on_this_host(job.worker, {me, *alive}):
             count += await _end(job, "The process running this job stopped", dispatcher, runner)
     return count
 

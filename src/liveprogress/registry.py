@@ -1,4 +1,4 @@
-"""Job kinds: plain functions registered by name with :func:`job`.
+"""Job kinds: plain functions registered by name (``@liveprogress.job``).
 
 A kind's parameters are read from its signature once, at registration, into a
 pydantic model; every start validates against it before a job exists.
@@ -80,42 +80,29 @@ def _params_model(name: str, function: JobFunction) -> type[pydantic.BaseModel]:
     )
 
 
-def job(
+def register(
     name: str,
+    function: JobFunction,
     *,
     title: str | Promise | None = None,
     retryable: bool = False,
     public: bool = True,
-) -> Callable[[JobFunction], JobFunction]:
-    """Register a function as the job kind ``name``.
-
-    The function takes a :class:`~liveprogress.progress.Progress` first, then its
-    parameters by name; their annotations (``Annotated[int, Field(ge=1)]`` for
-    bounds) and defaults are what clients may send. It may be sync (run in a
-    thread) or async (run on the server's event loop); what it returns, JSON-ready,
-    is the job's result. A ``retryable`` job whose process dies is started
-    again from the beginning (so it must be safe to run twice) instead of
-    ending `interrupted`. A kind with ``public=False`` is refused to clients
-    (as an unknown kind) and started only by the site's own code, e.g. a view
-    that checked an upload first.
-    """
-
-    def register(function: JobFunction) -> JobFunction:
-        existing = _registry.get(name)
-        if existing is not None and existing.function is not function:
-            raise ImproperlyConfigured(f"Job kind {name!r} is registered twice")
-        _registry[name] = JobKind(
-            name=name,
-            function=function,
-            title=title or name,
-            is_async=inspect.iscoroutinefunction(function),
-            params_model=_params_model(name, function),
-            retryable=retryable,
-            public=public,
-        )
-        return function
-
-    return register
+) -> JobKind:
+    """Register ``function`` as the job kind ``name`` (see :func:`liveprogress.job`)."""
+    existing = _registry.get(name)
+    if existing is not None and existing.function is not function:
+        raise ImproperlyConfigured(f"Job kind {name!r} is registered twice")
+    kind = JobKind(
+        name=name,
+        function=function,
+        title=title or name,
+        is_async=inspect.iscoroutinefunction(function),
+        params_model=_params_model(name, function),
+        retryable=retryable,
+        public=public,
+    )
+    _registry[name] = kind
+    return kind
 
 
 #: The most kind names an "unknown kind" error lists (it stays short).
@@ -123,14 +110,20 @@ _LISTED_KINDS = 10
 
 
 def get_kind(name: Any, *, public_only: bool = False) -> JobKind:
-    """The registered kind called ``name``, or a ``BadRequest`` that lists them
-    (with ``public_only``, kinds clients may not start are unknown)."""
+    """The registered kind called ``name``, or a ``BadRequest``.
+
+    With ``public_only`` (a client asks), kinds clients may not start are unknown,
+    and the error names none: a site's kinds are not a stranger's to list. The
+    site's own code is told which kinds there are.
+    """
     if not isinstance(name, str) or not name:
         raise BadRequest("kind must be a non-empty string", field="kind")
     found = _registry.get(name)
     if found is not None and (found.public or not public_only):
         return found
-    listed = sorted(kind.name for kind in _registry.values() if kind.public or not public_only)
+    if public_only:
+        raise BadRequest(f"Unknown job kind {name[:100]!r}", field="kind")
+    listed = sorted(_registry)
     known = ", ".join(listed[:_LISTED_KINDS]) or "none"
     if len(listed) > _LISTED_KINDS:
         known += f" and {len(listed) - _LISTED_KINDS} more"

@@ -44,7 +44,9 @@ class Runtime:
         )
 
     async def _start(self) -> None:
-        recovered = await recover_dead_processes(self.worker, self.dispatcher, self.runner)
+        recovered = await recover_dead_processes(
+            self.worker, self.dispatcher, self.runner, alive=live_workers()
+        )
         if recovered:
             logger.warning("start-up recovery interrupted=%d", recovered)
         await self.hub.start(on_control=self._control)
@@ -92,17 +94,31 @@ class Runtime:
         await self.hub.stop()
 
 
-_runtime: Runtime | None = None
+# One runtime per event loop: the server's, and in a process without one,
+# liveprogress's own (bridge.py). Runtimes of loops that closed are forgotten.
+_runtimes: dict[asyncio.AbstractEventLoop, Runtime] = {}
 
 
 async def get_runtime() -> Runtime:
-    """This process's runtime, started on the running loop if it is not yet."""
-    global _runtime
+    """The runtime of the running loop, started on it if it is not yet."""
     loop = asyncio.get_running_loop()
-    if _runtime is None or _runtime.loop is not loop or _failed(_runtime.ready):
-        _runtime = Runtime(loop)
-    await asyncio.shield(_runtime.ready)
-    return _runtime
+    for closed in [other for other in _runtimes if other.is_closed()]:
+        del _runtimes[closed]
+    runtime = _runtimes.get(loop)
+    if runtime is None or _failed(runtime.ready):
+        runtime = _runtimes[loop] = Runtime(loop)
+    await asyncio.shield(runtime.ready)
+    return runtime
+
+
+def current_runtime() -> Runtime | None:
+    """The running loop's runtime if it has been started (none is started here)."""
+    return _runtimes.get(asyncio.get_running_loop())
+
+
+def live_workers() -> set[str]:
+    """The worker ids of this process's runtimes whose loops still run."""
+    return {runtime.worker for loop, runtime in _runtimes.items() if not loop.is_closed()}
 
 
 def _failed(task: asyncio.Task[None]) -> bool:
@@ -111,8 +127,7 @@ def _failed(task: asyncio.Task[None]) -> bool:
 
 
 async def stop_runtime() -> None:
-    """Stop and forget this process's runtime, if any."""
-    global _runtime
-    runtime, _runtime = _runtime, None
-    if runtime is not None and runtime.loop is asyncio.get_running_loop():
+    """Stop and forget the running loop's runtime, if any."""
+    runtime = _runtimes.pop(asyncio.get_running_loop(), None)
+    if runtime is not None:
         await runtime.stop()

@@ -1,4 +1,8 @@
-"""HTTP routes of liveprogress: include them at the site's root."""
+"""HTTP routes of liveprogress: include them at the site's root.
+
+The JSON API and its event streams under ``api/jobs/``, the ``/jobs/`` page and the
+scripts' translations. Nothing else: no demo, no upload endpoint.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,11 @@ from django.urls import path
 from django.views.generic import RedirectView
 from django.views.i18n import JavaScriptCatalog
 
-from . import api, events, uploads, views
+from . import api, events, views
 
 app_name = "liveprogress"
 
 urlpatterns = [
-    path("progress/", views.progress_page, name="progress"),
-    path(
-        "progress",
-        RedirectView.as_view(
-            pattern_name="liveprogress:progress", permanent=True, query_string=True
-        ),
-    ),
     path("jobs/", views.jobs_page, name="jobs-page"),
     path(
         "jobs",
@@ -25,8 +22,6 @@ urlpatterns = [
             pattern_name="liveprogress:jobs-page", permanent=True, query_string=True
         ),
     ),
-    path("import/", views.import_page, name="import"),
-    path("api/imports/", uploads.csv_import, name="csv-import"),
     path("api/jobs/", api.jobs, name="jobs"),
     # Before <job_id>/, which would take "events" for an id.
     path("api/jobs/events/", events.owner_events, name="owner-events"),

@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
+
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest
 
 from .. import conf
 from ..models import Job
@@ -33,4 +36,26 @@ def dispatcher(local: InProcessRunner) -> Dispatcher:
     return local
 
 
-__all__ = ["Dispatcher", "InProcessRunner", "dispatcher"]
+#: Why a job started from a request served over WSGI can't run in-process.
+WSGI_REASON = (
+    "This request was served over WSGI, where in-process jobs can't run (they would "
+    "end with the request). Serve the site with an ASGI server: add 'daphne' to "
+    "INSTALLED_APPS before 'django.contrib.staticfiles' (runserver then speaks ASGI), "
+    "or run uvicorn, hypercorn or granian; or set LIVEPROGRESS['RUNNER'] = 'tasks'. "
+    "In tests, run jobs with liveprogress.testing.run_job."
+)
+
+
+def unrunnable_reason(origin: Any) -> str:
+    """Why a job started from ``origin`` (a request, or the site's code) could not
+    run, or an empty string when it can."""
+    if (
+        isinstance(origin, HttpRequest)
+        and not isinstance(origin, ASGIRequest)
+        and conf.get("RUNNER") == "inprocess"
+    ):
+        return WSGI_REASON
+    return ""
+
+
+__all__ = ["Dispatcher", "InProcessRunner", "WSGI_REASON", "dispatcher", "unrunnable_reason"]

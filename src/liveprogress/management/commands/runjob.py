@@ -20,6 +20,7 @@ from ... import actions
 from ...cli import TerminalBar, report
 from ...exceptions import RequestError
 from ...models import Job
+from ...registry import kinds
 from ...runtime import get_runtime, stop_runtime
 from ...state import JobState, job_state
 
@@ -210,7 +211,12 @@ class Command(BaseCommand):
                 )
             )
         except RequestError as exc:
-            raise CommandError(exc.detail) from None
+            detail = exc.detail
+            if exc.field == "kind":
+                # Whoever runs manage.py may know the kinds (a web client is not told).
+                public = sorted(name for name, kind in kinds().items() if kind.public)
+                detail += f", must be one of: {', '.join(public) or 'none'}"
+            raise CommandError(detail) from None
         except KeyboardInterrupt:
             raise CommandError("Interrupted", returncode=130) from None
         finally:

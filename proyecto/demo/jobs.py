@@ -1,4 +1,4 @@
-"""The built-in demo jobs.
+"""The demo's job kinds (this app's `jobs` module: liveprogress imports it at start-up).
 
 - ``demo.timer``: the original example's fictitious timed process.
 - ``demo.csv_import``: a real one: validate an uploaded CSV file, import it row
@@ -18,14 +18,24 @@ import re
 import time
 from typing import Annotated, Any
 
+from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from pydantic import Field
 
-from . import conf, files
-from .progress import Progress
-from .registry import job
+from liveprogress import Progress, job
+from liveprogress.files import clean_name, storage
+
+#: Where the upload view stores uploads (the import deletes each when it ends).
+UPLOADS = "demo/uploads/"
+#: The largest file the import takes, unless settings.DEMO_CSV_MAX_BYTES says otherwise.
+DEFAULT_CSV_MAX_BYTES = 2 * 1024 * 1024
+
+
+def csv_max_bytes() -> int:
+    """The largest file the CSV import takes (a larger one fails the job, saying so)."""
+    return int(getattr(settings, "DEMO_CSV_MAX_BYTES", DEFAULT_CSV_MAX_BYTES))
 
 
 @job("demo.timer", title=gettext_lazy("Timed process"))
@@ -75,7 +85,7 @@ class ImportRefused(ValueError):
 @job("demo.csv_import", title=gettext_lazy("CSV import"), public=False)
 def csv_import(
     progress: Progress,
-    upload: Annotated[str, Field(pattern=r"^liveprogress/uploads/[0-9a-f]{32}\.csv$")],
+    upload: Annotated[str, Field(pattern=r"^demo/uploads/[0-9a-f]{32}\.csv$")],
     name: Annotated[str, Field(max_length=200)] = "data.csv",
     size: Annotated[int, Field(ge=0)] = 0,
     row_delay: Annotated[float, Field(ge=0, le=1)] = 0.02,
@@ -83,10 +93,10 @@ def csv_import(
     """Validate the stored upload, import it row by row, attach the cleaned CSV."""
     validate, load, summarise = _("Validate"), _("Import"), _("Summarise")
     progress.plan({validate: 1, load: 8, summarise: 1})
-    storage = files.storage()
+    store = storage()
     try:
         with progress.stage(validate):
-            header, rows = _read_csv(progress, storage, upload, size)
+            header, rows = _read_csv(progress, store, upload, size)
         with progress.stage(load):
             kept, bad = [], 0
             checks = [_EMAIL if "mail" in column.lower() else None for column in header]
@@ -110,7 +120,7 @@ def csv_import(
             writer = csv.writer(output)
             writer.writerow(header)
             writer.writerows(kept)
-            cleaned = "cleaned-" + files.clean_name(name.rsplit(".", 1)[0] + ".csv")
+            cleaned = "cleaned-" + clean_name(name.rsplit(".", 1)[0] + ".csv")
             progress.attach(cleaned, output.getvalue(), "text/csv")
             summary = _("%(kept)d of %(total)d rows imported, %(bad)d skipped.") % {
                 "kept": len(kept),
@@ -120,8 +130,8 @@ def csv_import(
             progress.log(summary)
             progress.message(summary)
     finally:
-        if storage.exists(upload):
-            storage.delete(upload)
+        if store.exists(upload):
+            store.delete(upload)
     return {
         "file": name,
         "rows": len(rows),
@@ -132,18 +142,18 @@ def csv_import(
 
 
 def _read_csv(
-    progress: Progress, storage: Any, upload: str, size: int
+    progress: Progress, store: Any, upload: str, size: int
 ) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The header and the rows, each with the line of the file it starts on (what a
     spreadsheet calls its row: blank lines count, though they are no rows)."""
-    limit = conf.get("CSV_IMPORT_MAX_BYTES")
+    limit = csv_max_bytes()
     if size > limit:
         raise ImportRefused(
             _("The file is %(size)s; this import takes at most %(limit)s.")
             % {"size": filesizeformat(size), "limit": filesizeformat(limit)}
         )
     progress.message(_("Checking the file"))
-    with storage.open(upload, "rb") as handle:
+    with store.open(upload, "rb") as handle:
         raw = handle.read(limit + 1)
     if not raw.strip():
         raise ImportRefused(_("The file is empty."))

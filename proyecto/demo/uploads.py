@@ -16,27 +16,26 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from . import actions, conf, files
-from .api import api_view
-from .exceptions import BadRequest, TooLarge
-from .owner import request_owner
-from .state import job_state
+from liveprogress.api import api_view
+from liveprogress.exceptions import BadRequest, TooLarge
+from liveprogress.files import storage
+
+from .jobs import UPLOADS, csv_import, csv_max_bytes
 
 #: Uploads declared larger than this are refused (413). Django has received the
 #: body by then (put a limit in front of the server too, e.g. nginx's
-#: client_max_body_size); up to it, a file over CSV_IMPORT_MAX_BYTES is taken, and
+#: client_max_body_size); up to it, a file over DEMO_CSV_MAX_BYTES is taken, and
 #: its import fails saying why.
 UPLOAD_HARD_LIMIT = 64 * 1024 * 1024
 
 
 @api_view("POST")
-async def csv_import(request: HttpRequest) -> HttpResponse:
+async def csv_import_upload(request: HttpRequest) -> HttpResponse:
     """Upload a CSV file (multipart, field ``file``) and start the demo import of it.
 
     201 and the job's state, or for a plain form post a redirect to the import
     page following the job.
     """
-    owner = actions.require_owner(await request_owner(request))
     declared = request.META.get("CONTENT_LENGTH") or "0"
     if not declared.isdecimal() or int(declared) > UPLOAD_HARD_LIMIT:
         raise TooLarge(f"Uploads may be at most {UPLOAD_HARD_LIMIT // (1024 * 1024)} MB")
@@ -47,20 +46,16 @@ async def csv_import(request: HttpRequest) -> HttpResponse:
         raise BadRequest("Choose a CSV file to upload", field="file")
     where = await sync_to_async(_store_upload)(uploaded)
     try:
-        job = await actions.start_job(
-            owner,
-            "demo.csv_import",
-            {"upload": where, "name": (uploaded.name or "data.csv")[:200], "size": uploaded.size},
-            language=getattr(request, "LANGUAGE_CODE", ""),
-            internal=True,
+        handle = await csv_import.astart(
+            request, upload=where, name=(uploaded.name or "data.csv")[:200], size=uploaded.size
         )
     except BaseException:
-        await sync_to_async(files.storage().delete)(where)
+        await sync_to_async(storage().delete)(where)
         raise
     if "application/json" not in request.headers.get("Accept", ""):
-        return redirect(f"{reverse('liveprogress:import')}?job={job.id}")
-    response = JsonResponse(job_state(job), status=201)
-    response["Location"] = reverse("liveprogress:job", args=[job.id])
+        return redirect(f"{reverse('demo:import')}?job={handle.id}")
+    response = JsonResponse(handle.state, status=201)
+    response["Location"] = reverse("liveprogress:job", args=[handle.id])
     return response
 
 
@@ -68,9 +63,9 @@ def _store_upload(uploaded: Any) -> str:
     """Store the start of the upload (the most the import reads, plus one byte, so it
     can tell a file that is too large); returns its storage path."""
     head = b""
-    limit = conf.get("CSV_IMPORT_MAX_BYTES") + 1
+    limit = csv_max_bytes() + 1
     for chunk in uploaded.chunks():
         head += chunk[: limit - len(head)]
         if len(head) >= limit:
             break
-    return files.storage().save(f"{files.UPLOADS}{uuid.uuid4().hex}.csv", ContentFile(head))
+    return storage().save(f"{UPLOADS}{uuid.uuid4().hex}.csv", ContentFile(head))

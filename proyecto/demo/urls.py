@@ -1,0 +1,21 @@
+"""The demo's pages and its upload endpoint."""
+
+from __future__ import annotations
+
+from django.urls import path
+from django.views.generic import RedirectView
+
+from . import uploads, views
+
+app_name = "demo"
+
+urlpatterns = [
+    path("progress/", views.progress_page, name="progress"),
+    # The original example's address, without the slash.
+    path(
+        "progress",
+        RedirectView.as_view(pattern_name="demo:progress", permanent=True, query_string=True),
+    ),
+    path("import/", views.import_page, name="import"),
+    path("api/imports/", uploads.csv_import_upload, name="csv-import"),
+]

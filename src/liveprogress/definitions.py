@@ -1,0 +1,105 @@
+"""``@job``: what a job kind's definition is, and how the site's code starts one.
+
+``@job("reports.monthly")`` registers the function and returns a
+:class:`JobDefinition`: ``monthly.start(request, month=3)`` (sync) or
+``await monthly.astart(request, month=3)`` start a job and return its
+:class:`~liveprogress.handles.JobHandle`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest
+from django.utils import translation
+from django.utils.functional import Promise
+
+from . import actions, bridge
+from .handles import JobHandle
+from .owner import aowner_of
+from .registry import JobFunction, JobKind, register
+from .runners import unrunnable_reason
+
+
+class JobDefinition:
+    """A registered job kind, as the site's code holds it.
+
+    Calling it calls the function itself (a plain call, no job: handy in unit
+    tests); :meth:`start` and :meth:`astart` start a job of this kind.
+    """
+
+    def __init__(self, kind: JobKind) -> None:
+        self.kind = kind
+        self.__doc__ = kind.function.__doc__
+        self.__wrapped__ = kind.function
+
+    @property
+    def name(self) -> str:
+        return self.kind.name
+
+    def __repr__(self) -> str:
+        return f"<JobDefinition {self.name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.kind.function(*args, **kwargs)
+
+    async def astart(self, owner: Any, /, **params: Any) -> JobHandle:
+        """Start a job of this kind for ``owner`` and return its handle.
+
+        ``owner``: a request (its logged-in user, else its session, created when
+        needed), a user, or an owner key such as ``"system:nightly"``. ``params``
+        are validated against the function's signature (``BadRequest`` if not).
+        The per-owner and total caps apply as to any start (``LimitReached``).
+        """
+        key = await aowner_of(owner)
+        language = (
+            getattr(owner, "LANGUAGE_CODE", "")
+            if isinstance(owner, HttpRequest)
+            else translation.get_language() or ""
+        )
+        job = await actions.start_job(
+            key,
+            self.name,
+            params,
+            language=language,
+            internal=True,
+            unrunnable=unrunnable_reason(owner),
+        )
+        return JobHandle.of(job)
+
+    def start(self, owner: Any, /, **params: Any) -> JobHandle:
+        """:meth:`astart` for sync code (a sync view, a management command).
+
+        Where no ASGI server runs (a management command, a shell), the job runs
+        in this process: call ``handle.wait()`` before the process exits.
+        """
+        return bridge.call(lambda: self.astart(owner, **params))
+
+
+def job(
+    name: str,
+    *,
+    title: str | Promise | None = None,
+    retryable: bool = False,
+    public: bool = True,
+) -> Callable[[JobFunction], JobDefinition]:
+    """Register a function as the job kind ``name``; returns its :class:`JobDefinition`.
+
+    The function takes a :class:`~liveprogress.progress.Progress` first, then its
+    parameters by name; their annotations (``Annotated[int, Field(ge=1)]`` for
+    bounds) and defaults are what a start may pass. It may be sync (run in a
+    thread) or async (run on the server's event loop); what it returns,
+    JSON-ready, is the job's result. A ``retryable`` job whose process dies is
+    started again from the beginning (so it must be safe to run twice) instead
+    of ending `interrupted`. A kind with ``public=False`` is refused to clients
+    (the API, the socket, the CLI) as an unknown kind and started only by the
+    site's own code (``.start``), e.g. a view that checked an upload first.
+    """
+
+    def decorate(function: JobFunction) -> JobDefinition:
+        return JobDefinition(
+            register(name, function, title=title, retryable=retryable, public=public)
+        )
+
+    return decorate

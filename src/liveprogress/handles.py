@@ -1,0 +1,97 @@
+"""A started job as the site's code holds it, and finding one by id.
+
+Every lookup is its owner's: a job that is not the owner's answers exactly like
+one that does not exist (:class:`~liveprogress.exceptions.JobNotFound`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from . import actions, bridge
+from .models import TERMINAL_STATUSES, Job
+from .owner import aowner_of, owner_of
+from .state import JobState, job_state
+
+
+@dataclass
+class JobHandle:
+    """One job: its id, its owner, and its state as last read (``refresh`` reads it
+    again). Sync methods for sync code, ``a``-prefixed twins for async code."""
+
+    id: str
+    owner: str
+    #: The job's wire state (the same dict the API and the socket send).
+    state: JobState
+
+    @classmethod
+    def of(cls, job: Job) -> JobHandle:
+        return cls(id=str(job.id), owner=job.owner, state=job_state(job))
+
+    @property
+    def status(self) -> str:
+        return self.state["status"]
+
+    @property
+    def is_active(self) -> bool:
+        return self.status not in TERMINAL_STATUSES
+
+    @property
+    def result(self) -> Any:
+        return self.state["result"]
+
+    @property
+    def error(self) -> str:
+        return self.state["error"]
+
+    async def arefresh(self) -> JobHandle:
+        """Read the job's state again (live where it runs in this process)."""
+        self.state = job_state(await actions.get_job(self.owner, self.id))
+        return self
+
+    def refresh(self) -> JobHandle:
+        return bridge.call(self.arefresh)
+
+    async def acancel(self) -> JobHandle:
+        """Cancel the job: ended at once if nobody runs it yet, else asked to stop
+        (it stops at its next progress call). A job that has ended stays as it is."""
+        self.state = job_state(await actions.cancel_job(self.owner, self.id))
+        return self
+
+    def cancel(self) -> JobHandle:
+        return bridge.call(self.acancel)
+
+    async def await_end(self, timeout: float | None = None, poll: float = 0.2) -> JobState:
+        """Wait until the job has ended; its final state. ``TimeoutError`` after
+        ``timeout`` seconds (None: no limit)."""
+        async with asyncio.timeout(timeout):
+            while (await self.arefresh()).is_active:
+                await asyncio.sleep(poll)
+        return self.state
+
+    def wait(self, timeout: float | None = None, poll: float = 0.2) -> JobState:
+        return bridge.call(lambda: self.await_end(timeout, poll))
+
+
+async def aget_job(owner: Any, job_id: str) -> JobHandle:
+    """The job ``job_id`` of ``owner`` (a request, a user or an owner key)."""
+    key = await aowner_of(owner)
+    return JobHandle.of(await actions.get_job(key, actions.parse_job_id(job_id, "job_id")))
+
+
+def get_job(owner: Any, job_id: str) -> JobHandle:
+    key = owner_of(owner)
+    return bridge.call(lambda: aget_job(key, job_id))
+
+
+async def acancel_job(owner: Any, job_id: str) -> JobHandle:
+    """Cancel the job ``job_id`` of ``owner``; its handle with the state after."""
+    key = await aowner_of(owner)
+    return JobHandle.of(await actions.cancel_job(key, actions.parse_job_id(job_id, "job_id")))
+
+
+def cancel_job(owner: Any, job_id: str) -> JobHandle:
+    key = owner_of(owner)
+    return bridge.call(lambda: acancel_job(key, job_id))
