@@ -224,6 +224,7 @@ async def test_progress_page_and_redirect(runtime):
     assert redirect["Location"] == "/progress/"
     page = await client.get("/progress/", headers={"Accept-Language": "en"})
     assert b'lang="en"' in page.content
-    assert b"liveprogress.js" in page.content
+    assert b"liveprogress-client.js" in page.content
+    assert b"liveprogress-widgets.js" in page.content
     spanish = await client.get("/progress/", headers={"Accept-Language": "es"})
     assert b"Cancelar" in spanish.content

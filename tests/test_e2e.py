@@ -505,7 +505,8 @@ async def test_a_killed_server_leaves_its_jobs_interrupted_after_a_restart(tmp_p
 @pytest.mark.parametrize(
     ("asset", "content_type"),
     [
-        ("/static/liveprogress/liveprogress.js", "text/javascript"),
+        ("/static/liveprogress/liveprogress-client.js", "text/javascript"),
+        ("/static/liveprogress/liveprogress-widgets.js", "text/javascript"),
         ("/static/demo/progress-page.js", "text/javascript"),
         ("/static/liveprogress/liveprogress.css", "text/css"),
     ],

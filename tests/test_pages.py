@@ -134,9 +134,12 @@ def test_the_assets_tag_serves_everything_from_the_site_itself(db):
     assert urls == [
         "/static/liveprogress/liveprogress.css",
         "/liveprogress/jsi18n/",
-        "/static/liveprogress/liveprogress.js",
+        "/static/liveprogress/liveprogress-client.js",
+        "/static/liveprogress/liveprogress-widgets.js",
     ]
-    assert "data-autowire" in html
+    # The client first (it defines LiveProgress), then the widgets, which autowire.
+    assert re.search(r'liveprogress-widgets\.js" data-autowire>', html)
+    assert html.count("data-autowire") == 1
     assert "data-autowire" not in render("{% liveprogress_assets autowire=False %}")
     assert re.search(r'<meta name="liveprogress-now" content="\d+\.\d+">', html)
 

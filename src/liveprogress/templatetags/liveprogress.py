@@ -5,11 +5,12 @@
     ...
     {% liveprogress_bar job %}
 
-``liveprogress_assets`` links the app's stylesheet, its translations and
-liveprogress.js with ``data-autowire``: every bar on the page then follows its
-job live (WebSocket, else Server-Sent Events, else polling). A bar shows the
-job's title, status, percent, message, elapsed time and ETA, and a Cancel
-button while it runs (``cancel=False`` leaves it out).
+``liveprogress_assets`` links the app's stylesheet, its translations, the
+client (liveprogress-client.js) and the widgets (liveprogress-widgets.js, with
+``data-autowire``): every bar on the page then follows its job live
+(WebSocket, else Server-Sent Events, else polling). A bar shows the job's
+title, status, percent, message, elapsed time and ETA, and a Cancel button
+while it runs (``cancel=False`` leaves it out).
 """
 
 from __future__ import annotations
@@ -32,17 +33,20 @@ register = template.Library()
 
 @register.simple_tag
 def liveprogress_assets(autowire: bool = True) -> str:
-    """The stylesheet, the JS translations and liveprogress.js (self-hosted, no CDN)."""
+    """The stylesheet, the JS translations, then the client and the widgets scripts
+    in that order (the widgets attach to the client's global); self-hosted, no CDN."""
     return format_html(
         # The server's clock, so elapsed times don't drift with the browser's.
         '<meta name="liveprogress-now" content="{}">\n'
         '<link rel="stylesheet" href="{}">\n'
         '<script src="{}"></script>\n'
+        '<script src="{}"></script>\n'
         '<script src="{}"{}></script>',
         f"{time.time():.3f}",
         static("liveprogress/liveprogress.css"),
         reverse("liveprogress:jsi18n"),
-        static("liveprogress/liveprogress.js"),
+        static("liveprogress/liveprogress-client.js"),
+        static("liveprogress/liveprogress-widgets.js"),
         " data-autowire" if autowire else "",
     )
 

@@ -1,7 +1,8 @@
 /*
- * liveprogress.js: the dependency-free client of liveprogress (no build step, no CDN).
- *
- * 1. A client that follows jobs live:
+ * liveprogress-client.js: the dependency-free transport client of liveprogress
+ * (no build step, no CDN, no DOM rendering). It defines the global `LiveProgress`;
+ * liveprogress-widgets.js, loaded after it, adds the page widgets to it
+ * (LiveProgress.Bar, LiveProgress.LogView, LiveProgress.wire...).
  *
  *   const client = new LiveProgress({
  *     onJob(state) {},          // every newer state of a job, in seq order, never a step back
@@ -9,38 +10,33 @@
  *     onError(frame) {},        // {type: "error", code, detail, job?}
  *     onTransport(name) {},     // "websocket", "sse" or "polling": the one now in use
  *     onLog(jobId, lines, droppedThrough) {},  // new log lines of jobs subscribed with logs
+ *     onOpen(name) {},          // the transport in use got through (again)
+ *     onClose() {},             // it was lost: reconnecting
  *   });
  *   client.subscribe(jobId);  client.subscribe(jobId, {logs: true});  client.watchMine();
  *   client.unsubscribe(jobId);
  *   client.start("demo.timer", {steps: 5});  client.cancel(jobId);  client.close();
+ *   client.jobs                 // Map: job id -> newest state held
+ *   LiveProgress.TERMINAL       // the statuses a job ends in
  *
- *   It speaks the WebSocket first, at a URL derived from the page's own location
- *   (wss:// behind https://). It reconnects with backoff and resubscribes with
- *   `after`, so nothing is missed and nothing is repeated. When WebSockets fail
- *   (`fallbackAfter` attempts in a row that never opened: a proxy that refuses
- *   the upgrade), it falls back to Server-Sent Events (/api/jobs/events/ and
- *   /api/jobs/<id>/events/), and when those fail too, to polling the JSON API.
- *   Over SSE and polling, start and cancel are POSTs with the CSRF cookie.
+ * Options (defaults): wsPath ("/ws/progress/"), apiPath ("/api/jobs/"),
+ * transports (["websocket", "sse", "polling"]: the order to try), fallbackAfter (2),
+ * minDelay (500 ms) and maxDelay (10000 ms) of the reconnect backoff,
+ * pollInterval (1000 ms), csrfToken (null: the csrftoken cookie).
  *
- * 2. A bar: `new LiveProgress.Bar(element)` renders states into the markup of the
- *   template tag `{% liveprogress_bar job %}` (bar.html): status, percent, message,
- *   stages, files, times; `bar.update(state)`. A log: `new LiveProgress.LogView(element)`
- *   shows log lines (as text, never markup); `log.add(lines, droppedThrough)`.
- *
- * 3. Wiring: `LiveProgress.wire(root)` makes every `[data-lp-job]` bar under root
- *   live, with its Cancel button; it runs by itself on pages that load this file
- *   with `data-autowire` (what `{% liveprogress_assets %}` does).
- *
- * Text goes through Django's JavaScript catalog (gettext) when the page loads it.
+ * It speaks the WebSocket first, at a URL derived from the page's own location
+ * (wss:// behind https://). It reconnects with backoff and resubscribes with
+ * `after`, so nothing is missed and nothing is repeated. When WebSockets fail
+ * (`fallbackAfter` attempts in a row that never opened: a proxy that refuses
+ * the upgrade), it falls back to Server-Sent Events (/api/jobs/events/ and
+ * /api/jobs/<id>/events/), and when those fail too, to polling the JSON API.
+ * Over SSE and polling, start and cancel are POSTs with the CSRF cookie.
  */
 (function (global) {
   "use strict";
 
   const TERMINAL = ["succeeded", "failed", "cancelled", "interrupted"];
   const isTerminal = (state) => TERMINAL.includes(state.status);
-  const gettext = (text) => (global.gettext ? global.gettext(text) : text);
-  const format = (text, values) =>
-    global.interpolate ? global.interpolate(text, values, true) : text.replace(/%\((\w+)\)s/g, (m, key) => values[key]);
 
   const defaults = {
     wsPath: "/ws/progress/",
@@ -504,373 +500,6 @@
     }
   }
 
-  // -- time ------------------------------------------------------------------------
-
-  // Server time minus this browser's, from <meta name="liveprogress-now"> when the
-  // page has it (the template tag writes it): elapsed times don't drift with a
-  // client clock that is off.
-  const nowMeta = document.querySelector('meta[name="liveprogress-now"]');
-  const skew = nowMeta ? Number(nowMeta.content) - Date.now() / 1000 : 0;
-  const serverNow = () => Date.now() / 1000 + (Number.isFinite(skew) ? skew : 0);
-
-  function duration(seconds) {
-    const whole = Math.max(0, Math.round(seconds));
-    const h = Math.floor(whole / 3600);
-    const m = Math.floor((whole % 3600) / 60);
-    const s = String(whole % 60).padStart(2, "0");
-    return h ? h + ":" + String(m).padStart(2, "0") + ":" + s : m + ":" + s;
-  }
-
-  function clockTime(epoch) {
-    const lang = document.documentElement.lang || undefined;
-    const date = new Date(epoch * 1000);
-    const today = new Date().toDateString() === date.toDateString();
-    return today ? date.toLocaleTimeString(lang) : date.toLocaleString(lang);
-  }
-
-  // -- the bar ---------------------------------------------------------------------
-
-  const STATUS_LABELS = {
-    queued: () => gettext("Queued"),
-    running: () => gettext("Running"),
-    succeeded: () => gettext("Succeeded"),
-    failed: () => gettext("Failed"),
-    cancelled: () => gettext("Cancelled"),
-    interrupted: () => gettext("Interrupted"),
-  };
-
-  function outcome(state) {
-    switch (state.status) {
-      case "succeeded":
-        return gettext("Completed.");
-      case "failed":
-        return format(gettext("Failed: %(error)s"), {error: state.error || gettext("unknown error")});
-      case "cancelled":
-        return gettext("Cancelled: it was stopped on request.");
-      case "interrupted":
-        return gettext("Interrupted: the server stopped while it ran.");
-      default:
-        return state.cancel_requested ? gettext("Cancelling…") : "";
-    }
-  }
-
-  const liveBars = new Set();
-
-  class Bar {
-    constructor(element, options) {
-      this.element = element;
-      this.titles = (options && options.titles) || {};
-      this.state = null;
-      const find = (selector) => element.querySelector(selector);
-      this.parts = {
-        title: find(".lp-title"),
-        badge: find(".lp-badge"),
-        bar: find(".lp-bar"),
-        fill: find(".lp-bar-fill"),
-        outcome: find(".lp-outcome"),
-        message: find(".lp-message"),
-        percent: find(".lp-percent"),
-        elapsed: find(".lp-elapsed"),
-        eta: find(".lp-eta"),
-        rate: find(".lp-rate"),
-        started: find(".lp-started"),
-        cancel: find(".lp-cancel"),
-        stages: find(".lp-stages"),
-        files: find(".lp-files"),
-      };
-    }
-
-    get id() {
-      return this.element.dataset.lpJob;
-    }
-
-    update(state) {
-      const p = this.parts;
-      const done = isTerminal(state);
-      this.state = state;
-      this.receivedAt = serverNow();
-      const el = this.element;
-      el.dataset.lpJob = state.id;
-      el.dataset.kind = state.kind;
-      el.dataset.status = state.status;
-      const title = this.titles[state.kind] || p.title.textContent || state.kind;
-      p.title.textContent = title;
-      p.bar.setAttribute("aria-label", title);
-      p.badge.textContent = (STATUS_LABELS[state.status] || (() => state.status))();
-      const indeterminate = state.percent === null && !done;
-      p.bar.classList.toggle("lp-indeterminate", indeterminate);
-      // Unknown total: a full, striped bar (moving while it runs).
-      p.fill.style.width = (state.percent === null ? 100 : state.percent) + "%";
-      if (state.percent === null) {
-        p.bar.removeAttribute("aria-valuenow");
-        p.bar.setAttribute("aria-valuetext", state.message || p.badge.textContent);
-        p.percent.textContent = "";
-      } else {
-        const whole = Math.floor(state.percent);
-        p.bar.setAttribute("aria-valuenow", String(whole));
-        p.bar.setAttribute("aria-valuetext", whole + "%" + (state.message ? " " + state.message : ""));
-        p.percent.textContent = whole + "%";
-      }
-      p.message.textContent = state.message;
-      p.outcome.textContent = outcome(state);
-      if (p.stages) this.renderStages(state.stages || []);
-      if (p.files) this.renderFiles(state.files || []);
-      if (p.cancel) {
-        p.cancel.hidden = done;
-        p.cancel.disabled = state.cancel_requested;
-      }
-      if (done) liveBars.delete(this);
-      else liveBars.add(this);
-      this.tick();
-    }
-
-    renderStages(stages) {
-      const list = this.parts.stages;
-      list.hidden = !stages.length;
-      list.replaceChildren(
-        ...stages.map((stage) => {
-          const item = document.createElement("li");
-          item.textContent = stage.name;
-          item.dataset.status = stage.status;
-          if (stage.status === "running") item.setAttribute("aria-current", "step");
-          return item;
-        })
-      );
-    }
-
-    renderFiles(files) {
-      const list = this.parts.files;
-      list.hidden = !files.length;
-      list.replaceChildren(
-        ...files.map((file) => {
-          const item = document.createElement("li");
-          const link = document.createElement("a");
-          link.textContent = file.name;
-          if (file.url) link.href = file.url;
-          link.setAttribute("download", file.name);
-          const size = document.createElement("span");
-          size.className = "lp-size";
-          size.textContent = " " + bytes(file.size);
-          item.append(link, size);
-          return item;
-        })
-      );
-    }
-
-    tick() {
-      const state = this.state;
-      const p = this.parts;
-      if (!state) return;
-      const done = isTerminal(state);
-      if (state.started_at === null) {
-        p.elapsed.textContent = done ? "" : gettext("waiting to start");
-        p.started.textContent = "";
-      } else {
-        const end = done && state.finished_at !== null ? state.finished_at : serverNow();
-        const took = duration(end - state.started_at);
-        p.elapsed.textContent = done
-          ? format(gettext("took %(time)s"), {time: took})
-          : format(gettext("running for %(time)s"), {time: took});
-        p.started.textContent = format(gettext("started %(time)s"), {time: clockTime(state.started_at)});
-      }
-      if (p.rate) {
-        p.rate.textContent =
-          done || state.rate === null || state.rate === undefined
-            ? ""
-            : format(gettext("%(rate)s a second"), {rate: Number(state.rate.toPrecision(3)).toLocaleString(document.documentElement.lang || undefined)});
-      }
-      if (done || state.eta_s === null) p.eta.textContent = "";
-      else {
-        const left = state.eta_s - (serverNow() - this.receivedAt);
-        p.eta.textContent = format(gettext("about %(time)s left"), {time: duration(Math.max(left, 0))});
-      }
-    }
-  }
-
-  setInterval(() => liveBars.forEach((bar) => bar.tick()), 1000);
-
-  function bytes(size) {
-    if (size < 1024) return size + " B";
-    if (size < 1024 * 1024) return (size / 1024).toFixed(1) + " KB";
-    return (size / 1024 / 1024).toFixed(1) + " MB";
-  }
-
-  // A job's log lines, oldest first, in an element holding an <ol> (text only).
-  class LogView {
-    constructor(element) {
-      this.element = element;
-      this.list = element.querySelector("ol") || element.appendChild(document.createElement("ol"));
-    }
-
-    add(lines, droppedThrough) {
-      const list = this.list;
-      const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
-      if (droppedThrough) {
-        const gap = document.createElement("li");
-        gap.className = "lp-gap";
-        gap.textContent = format(gettext("Older lines up to #%(seq)s were dropped."), {seq: droppedThrough});
-        list.append(gap);
-      }
-      for (const line of lines) {
-        const item = document.createElement("li");
-        item.dataset.level = line.level;
-        item.dataset.seq = line.seq;
-        const level = document.createElement("span");
-        level.className = "lp-level";
-        level.textContent = (LEVEL_LABELS[line.level] || (() => line.level))();
-        item.append(level, document.createTextNode(line.text));
-        list.append(item);
-      }
-      if (atBottom) list.scrollTop = list.scrollHeight;
-    }
-
-    clear() {
-      this.list.replaceChildren();
-    }
-  }
-
-  const LEVEL_LABELS = {
-    debug: () => gettext("debug"),
-    info: () => gettext("info"),
-    warning: () => gettext("warning"),
-    error: () => gettext("error"),
-  };
-
-  // Every [data-lp-job] under root, live. Options: those of the client, plus
-  // `client` (an existing one) and `titles` (kind -> title, for new rows).
-  function wire(root, options) {
-    options = options || {};
-    const bars = new Map();
-    const userOnJob = options.onJob || function () {};
-    const client =
-      options.client ||
-      new LiveProgress(
-        Object.assign({}, options, {
-          onJob(state) {
-            const bar = bars.get(state.id);
-            if (bar) bar.update(state);
-            userOnJob(state, bar);
-          },
-        })
-      );
-    function add(element) {
-      const bar = new Bar(element, options);
-      bars.set(bar.id, bar);
-      const known = client.jobs.get(bar.id);
-      if (known) bar.update(known);
-      if (bar.parts.cancel) bar.parts.cancel.addEventListener("click", () => client.cancel(bar.id));
-      if (!TERMINAL.includes(element.dataset.status)) client.subscribe(bar.id);
-      return bar;
-    }
-    (root || document).querySelectorAll("[data-lp-job]").forEach(add);
-    return {client: client, bars: bars, add: add};
-  }
-
-  // -- page helpers ----------------------------------------------------------------
-
-  const TRANSPORT_LABELS = {
-    websocket: () => gettext("Live (WebSocket)"),
-    sse: () => gettext("Live (Server-Sent Events)"),
-    polling: () => gettext("Live (polling)"),
-  };
-
-  // Client options that show the connection in `element` (a role="status" line)
-  // and name the transport in use on <html data-lp-transport>.
-  function indicator(element) {
-    let name = "";
-    return {
-      onTransport(transport) {
-        name = transport;
-        document.documentElement.dataset.lpTransport = transport;
-      },
-      onOpen() {
-        if (!element) return;
-        element.dataset.state = "live";
-        element.textContent = (TRANSPORT_LABELS[name] || (() => name))();
-      },
-      onClose() {
-        if (!element) return;
-        element.dataset.state = "down";
-        element.textContent = gettext("Reconnecting…");
-      },
-    };
-  }
-
-  // The completion notice: a job seen running here that ends while the tab is in
-  // the background marks the page's title until the tab is looked at again.
-  const seenActive = new Set();
-  let originalTitle = null;
-  function notifyTitle(state) {
-    if (!isTerminal(state)) {
-      seenActive.add(state.id);
-      return;
-    }
-    if (!seenActive.delete(state.id) || !document.hidden) return;
-    if (originalTitle === null) originalTitle = document.title;
-    const mark = state.status === "succeeded" ? "\u2713" : "\u2717";
-    const label = (STATUS_LABELS[state.status] || (() => state.status))();
-    document.title = mark + " " + label + " \u00b7 " + originalTitle;
-    if (notificationsWanted()) {
-      try {
-        new Notification(label, {body: outcome(state) + (state.message ? " " + state.message : ""), tag: state.id});
-      } catch (error) {
-        // Some browsers only notify from a service worker: the title says it anyway.
-      }
-    }
-  }
-
-  // The optional browser notification: asked for once by a click (browsers only
-  // allow that), remembered in localStorage.
-  const NOTIFY_KEY = "liveprogress.notify";
-  function notificationsWanted() {
-    return typeof Notification === "function" && Notification.permission === "granted" &&
-      global.localStorage && localStorage.getItem(NOTIFY_KEY) === "1";
-  }
-
-  function notifyButton(button) {
-    if (!button || typeof Notification !== "function") return;
-    const show = () => {
-      const on = notificationsWanted();
-      button.setAttribute("aria-pressed", String(on));
-      button.textContent = on ? gettext("Notifications on") : gettext("Notify me when a job ends");
-    };
-    button.hidden = false;
-    show();
-    button.addEventListener("click", () => {
-      if (notificationsWanted()) {
-        localStorage.removeItem(NOTIFY_KEY);
-        show();
-        return;
-      }
-      Notification.requestPermission().then((permission) => {
-        if (permission === "granted") localStorage.setItem(NOTIFY_KEY, "1");
-        show();
-      });
-    });
-  }
-  document.addEventListener("visibilitychange", () => {
-    if (!document.hidden && originalTitle !== null) {
-      document.title = originalTitle;
-      originalTitle = null;
-    }
-  });
-
   LiveProgress.TERMINAL = TERMINAL;
-  LiveProgress.indicator = indicator;
-  LiveProgress.notifyTitle = notifyTitle;
-  LiveProgress.notifyButton = notifyButton;
-  LiveProgress.Bar = Bar;
-  LiveProgress.LogView = LogView;
-  LiveProgress.wire = wire;
-  LiveProgress.duration = duration;
   global.LiveProgress = LiveProgress;
-
-  const script = document.currentScript;
-  const autowire = script && script.hasAttribute("data-autowire");
-  const ready = () => {
-    notifyButton(document.querySelector("[data-lp-notify]"));
-    if (autowire) wire(document);
-  };
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", ready);
-  else ready();
 })(window);
