@@ -84,7 +84,8 @@ else
 endif
 
 docs: $(VENV)/.stamp-docs
-	$(VENV)/bin/mkdocs build --strict --site-dir build/site
+	@# NO_MKDOCS_2_WARNING: mkdocs-material's end-of-life banner, noise in every build.
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 scale: $(VENV)/.stamp-scale
 	PY=$(VENV)/bin/python exec bash scripts/scale
