@@ -2,8 +2,10 @@
 #
 #   make run     demo site on http://127.0.0.1:8000 (venv .venv, newest Python)
 #   make scale   the scale-out topology: 2 servers, 2 workers, Redis, PostgreSQL
-#   make test    migrations check + pytest on the newest Python, and again on 3.11
-#                (installs Debian's chromium for the browser tests if it is missing)
+#   make test    docs build, migrations check + pytest on the newest Python, and again
+#                on 3.11 (installs Debian's chromium for the browser tests if it is missing)
+#   make docs    the documentation site (docs/, mkdocs.yml) into build/site, strict:
+#                a broken link or reference fails the build
 #   make lint    ruff check + ruff format --check
 #   make bench   benchmarks (bench/): a quick pass; FULL=1 the whole matrix
 #   make clean   remove virtualenvs and caches
@@ -14,7 +16,7 @@
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := test
-.PHONY: run scale test lint format bench clean
+.PHONY: run scale test docs lint format bench clean
 
 PY     := $(shell bash scripts/find-python)
 PY311  := $(shell bash scripts/find-python 3.11 2>/dev/null)
@@ -55,11 +57,19 @@ $(VENV)/.stamp-scale: requirements-scale.txt requirements.txt pyproject.toml
 	$(VENV)/bin/$(PIP) -r requirements-scale.txt -e .
 	touch $@
 
+$(VENV)/.stamp-docs: pyproject.toml
+	@test -n "$(PY)" || { echo "no Python >= 3.11 found" >&2; exit 1; }
+	$(call venv,$(VENV),$(PY))
+	$(VENV)/bin/$(PIP) -e '.[docs]'
+	touch $@
+
 run: $(VENV)/.stamp-run
 	$(VENV)/bin/python manage.py migrate --noinput
 	exec $(VENV)/bin/daphne -b 127.0.0.1 -p 8000 proyecto.asgi:application
 
 test: $(VENV)/.stamp-test $(if $(EXTRA_LINE),$(VENV11)/.stamp-test)
+	@# The docs first, in the same venv (after its stamp: no two pip runs at once).
+	$(MAKE) --no-print-directory docs
 	bash scripts/ensure-chromium
 	@$(VENV)/bin/python $(SHOW)
 	$(VENV)/bin/python manage.py makemigrations --check --dry-run
@@ -72,6 +82,10 @@ ifdef EXTRA_LINE
 else
 	@echo "==> no separate Python 3.11 line (none found, or the newest Python is 3.11)"
 endif
+
+docs: $(VENV)/.stamp-docs
+	@# NO_MKDOCS_2_WARNING: mkdocs-material's end-of-life banner, noise in every build.
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 scale: $(VENV)/.stamp-scale
 	PY=$(VENV)/bin/python exec bash scripts/scale
