@@ -107,9 +107,11 @@ def check_asgi(**kwargs: Any) -> list[CheckMessage]:
                 "ASGI_APPLICATION is not set: runserver serves WSGI, which has no "
                 "WebSocket, and in-process jobs can't run there (a job started there "
                 "ends 'failed', saying so).",
-                hint="Add 'daphne' to INSTALLED_APPS before 'django.contrib.staticfiles' "
-                "and set ASGI_APPLICATION = 'mysite.asgi.application', or serve the "
-                "site with uvicorn, hypercorn or granian.",
+                hint="Set ASGI_APPLICATION = 'mysite.asgi.application' and add 'daphne' to "
+                "INSTALLED_APPS before 'django.contrib.staticfiles' (runserver then serves "
+                "ASGI). Serving with uvicorn, hypercorn or granian instead: set "
+                "ASGI_APPLICATION all the same (liveprogress.W007 then checks its socket "
+                "route), or silence this warning.",
                 id="liveprogress.W003",
             )
         ]
