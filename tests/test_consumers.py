@@ -288,23 +288,42 @@ async def test_foreign_origin_is_refused(runtime):
 
 async def test_subscription_cap(visitor, session_key, settings):
     settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "MAX_SUBSCRIPTIONS": 1}
-    first = await ask(
-        visitor, {"action": "start", "kind": "demo.timer", "params": {"steps": 1, "interval": 0}}
+    running = await ask(
+        visitor, {"action": "start", "kind": "demo.timer", "params": {"steps": 100, "interval": 5}}
     )
-    await until(visitor, terminal)
+    assert running["job"]["status"] in ("queued", "running")
+
+    def error(frame):
+        return frame["type"] == "error"
+
     # No second job is started for a socket that couldn't watch it...
-    refused = await ask(visitor, {"action": "start", "kind": "demo.timer"})
-    assert refused["code"] == "limit"
+    await visitor.send_json_to({"action": "start", "kind": "demo.timer"})
+    assert (await until(visitor, error))[-1]["code"] == "limit"
     assert await Job.objects.acount() == 1
     # ...nor another job of the owner's watched.
     owner = f"session:{session_key}"
     other = await Job.objects.acreate(kind="demo.timer", owner=owner, seq=1)
-    second = await ask(visitor, {"action": "subscribe", "job": str(other.id)})
-    assert second["code"] == "limit"
+    await visitor.send_json_to({"action": "subscribe", "job": str(other.id)})
+    assert (await until(visitor, error))[-1]["code"] == "limit"
     # The one it holds still answers.
-    again = await ask(visitor, {"action": "subscribe", "job": first["job"]["id"]})
-    assert again["type"] == "subscribed"
-    assert again["job"] == first["job"]["id"]
+    await visitor.send_json_to({"action": "subscribe", "job": running["job"]["id"]})
+    again = (await until(visitor, lambda frame: frame["type"] == "subscribed"))[-1]
+    assert again["job"] == running["job"]["id"]
+    await ask(visitor, {"action": "cancel", "job": running["job"]["id"]})
+
+
+async def test_ended_jobs_give_up_their_places_on_the_socket(visitor, settings):
+    """A page left open starts job after job over one socket: the cap counts the
+    jobs that can still send something, not every job it ever watched."""
+    settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "MAX_SUBSCRIPTIONS": 2}
+    for _ in range(6):
+        started = await ask(
+            visitor,
+            {"action": "start", "kind": "demo.timer", "params": {"steps": 1, "interval": 0}},
+        )
+        assert started["type"] == "job", started
+        await until(visitor, terminal)
+    assert await Job.objects.filter(status="succeeded").acount() == 6
 
 
 async def test_after_on_a_fresh_socket_sends_no_older_state(visitor, session_key):

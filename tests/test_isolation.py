@@ -364,6 +364,11 @@ async def test_writes_without_the_csrf_token_are_refused(browsers):
         b"http://localhost.evil.example",
         b"null",
         b"http://localhost:1@evil",
+        # The same host on another port or scheme is another origin (as for CSRF).
+        b"http://localhost:3000",
+        b"http://localhost:1",
+        b"https://localhost",
+        b"HTTP://LOCALHOST",
         None,
     ],
 )
@@ -375,6 +380,41 @@ async def test_a_socket_from_a_foreign_origin_is_refused(runtime, origin):
     communicator = WebsocketCommunicator(application, "/ws/progress/", headers=headers)
     connected, _ = await communicator.connect()
     assert not connected
+
+
+@pytest.mark.parametrize(
+    ("host", "origin", "extra"),
+    [
+        (b"localhost:8000", b"http://localhost:8000", {}),
+        (
+            b"localhost",
+            b"https://localhost",
+            {"SECURE_PROXY_SSL_HEADER": ("HTTP_X_PROTO", "https")},
+        ),
+        (
+            b"localhost",
+            b"https://app.example.com",
+            {"CSRF_TRUSTED_ORIGINS": ["https://*.example.com"]},
+        ),
+        (b"localhost", b"http://other.test:81", {"CSRF_TRUSTED_ORIGINS": ["http://other.test:81"]}),
+    ],
+)
+async def test_a_socket_from_the_site_s_own_or_a_trusted_origin_connects(
+    runtime, settings, host, origin, extra
+):
+    for name, value in extra.items():
+        setattr(settings, name, value)
+    visitor = await open_browser("visitor")
+    headers = [
+        (b"host", host),
+        (b"origin", origin),
+        (b"x-proto", b"https"),
+        (b"cookie", f"sessionid={visitor.session_key}".encode()),
+    ]
+    communicator = WebsocketCommunicator(application, "/ws/progress/", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.disconnect()
 
 
 async def test_a_stranger_never_receives_a_state_of_a_busy_job(runtime, settings):

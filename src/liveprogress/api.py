@@ -155,11 +155,18 @@ async def job_file(request: HttpRequest, job_id: str, name: str) -> HttpResponse
     entry = files.find(found, name)
     if entry is None:
         raise NotFound("No such file (or it has expired)", field="name")
-    try:
-        handle = await sync_to_async(files.storage().open)(files.path(found.pk, entry["name"]))
-    except FileNotFoundError:
-        raise NotFound("No such file (or it has expired)", field="name") from None
-    response = StreamingHttpResponse(_chunks(handle), content_type=entry["content_type"])
+    where = files.path(found.pk, entry["name"])
+    if request.method == "HEAD":
+        # Headers only: a streamed body would be sent, HEAD or not.
+        if not await sync_to_async(files.storage().exists)(where):
+            raise NotFound("No such file (or it has expired)", field="name")
+        response: HttpResponse = HttpResponse(content_type=entry["content_type"])
+    else:
+        try:
+            handle = await sync_to_async(files.storage().open)(where)
+        except FileNotFoundError:
+            raise NotFound("No such file (or it has expired)", field="name") from None
+        response = StreamingHttpResponse(_chunks(handle), content_type=entry["content_type"])
     response["Content-Length"] = str(entry["size"])
     response["Content-Disposition"] = content_disposition_header(True, entry["name"])
     response["X-Content-Type-Options"] = "nosniff"

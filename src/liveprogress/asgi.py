@@ -7,8 +7,8 @@
 
 It routes HTTP to Django (with the static files where runserver would serve
 them), the ASGI lifespan to liveprogress's start-up and clean stop, and
-WebSockets to liveprogress's socket behind an origin check and the session and
-auth middleware.
+WebSockets to liveprogress's socket behind an origin check as strict as
+Django's CSRF check (``liveprogress.origin``) and the session and auth middleware.
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ def get_asgi_application(
 
     from channels.auth import AuthMiddlewareStack
     from channels.routing import ProtocolTypeRouter, URLRouter
-    from channels.security.websocket import AllowedHostsOriginValidator
     from django.apps import apps
     from django.conf import settings
     from django.urls import re_path
 
     from .lifespan import lifespan
+    from .origin import SameOriginValidator
     from .routing import websocket_urlpatterns as liveprogress_routes
 
     if serve_static is None:
@@ -63,7 +63,8 @@ def get_asgi_application(
             # Uvicorn, Hypercorn, Granian: start-up recovery before the first
             # request, a clean stop; Daphne ignores it (the first request starts it).
             "lifespan": lifespan,
-            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(routes))),
+            # The origin as strict as Django's CSRF check: scheme, host and port.
+            "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(routes))),
         }
     )
 

@@ -101,16 +101,28 @@ class ProgressConsumer(AsyncWebsocketConsumer):
 
     # -- actions ----------------------------------------------------------------
 
-    def _check_room(self, job_id: str | None = None) -> None:
-        """Refuse a subscription past MAX_SUBSCRIPTIONS (before anything is done)."""
-        if job_id not in self.jobs and len(self.jobs) >= conf.get("MAX_SUBSCRIPTIONS"):
+    async def _make_room(self, job_id: str | None = None) -> None:
+        """Refuse a subscription past MAX_SUBSCRIPTIONS (before anything is done).
+
+        Jobs whose final state this socket holds send nothing more: they give up
+        their places first, so a page left open for days keeps starting jobs.
+        """
+        limit = conf.get("MAX_SUBSCRIPTIONS")
+        if job_id in self.jobs or len(self.jobs) < limit:
+            return
+        hub = self.runtime.hub
+        for watched in list(self.jobs):
+            ended = hub.ended_seq(watched)
+            if ended is not None and self.outbox.sent_seq(watched) >= ended:
+                self.jobs.discard(watched)
+                await hub.unwatch_job(watched, self.outbox)
+        if len(self.jobs) >= limit:
             raise LimitReached(
-                f"A socket may watch at most {conf.get('MAX_SUBSCRIPTIONS')} jobs; "
-                "unsubscribe from one first"
+                f"A socket may watch at most {limit} running jobs; unsubscribe from one first"
             )
 
     async def _watch(self, job_id: str) -> None:
-        self._check_room(job_id)
+        await self._make_room(job_id)
         if job_id not in self.jobs:
             self.jobs.add(job_id)
             await self.runtime.hub.watch_job(job_id, self.outbox)
@@ -147,7 +159,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):
 
     async def start(self, frame: dict[str, Any]) -> None:
         owner = actions.require_owner(self.owner)
-        self._check_room()  # no job is created that this socket couldn't watch
+        await self._make_room()  # no job is created that this socket couldn't watch
         job = await actions.start_job(
             owner, frame.get("kind"), frame.get("params"), language=self.language
         )

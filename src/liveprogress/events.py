@@ -127,10 +127,23 @@ async def _stream(
 
 def _response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
+    _stream_headers(response)
+    return response
+
+
+def _head() -> HttpResponse:
+    """A stream's answer to HEAD: its headers, no body, no stream started. (A
+    streaming response's body would be sent, HEAD or not, and desync a
+    keep-alive connection.)"""
+    response = HttpResponse(content_type="text/event-stream")
+    _stream_headers(response)
+    return response
+
+
+def _stream_headers(response: HttpResponse) -> None:
     response["Cache-Control"] = "no-cache"
     # Tell buffering proxies (nginx) to pass events through as they come.
     response["X-Accel-Buffering"] = "no"
-    return response
 
 
 @api_view("GET")
@@ -155,6 +168,8 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponse:
     ):
         # It holds the final state: nothing will ever come.
         return HttpResponse(status=204)
+    if request.method == "HEAD":
+        return _head()
     hub = (await get_runtime()).hub
     feed = _Feed()
 
@@ -179,6 +194,8 @@ async def owner_events(request: HttpRequest) -> HttpResponse:
     owner = await request_owner(request, create=False)
     if owner is None:
         raise Forbidden("No session: load a page of this site first")
+    if request.method == "HEAD":
+        return _head()
     hub = (await get_runtime()).hub
     feed = _Feed()
 

@@ -82,6 +82,9 @@ class Outbox:
         self._pending: dict[Any, str | _LogBatch] = {}
         self._pending_seq: dict[str, int] = {}
         self._sent_seq: dict[str, int] = {}
+        # What the client says it holds (``after``): trusted to skip running
+        # states, never to skip a final one it can't have seen (see offer_state).
+        self._claimed_seq: dict[str, int] = {}
         # Log lines, for the jobs subscribed with log_after only: the newest seq
         # queued or sent per job, and the live lines held while a replay from the
         # database is read (see hold_log).
@@ -95,11 +98,16 @@ class Outbox:
         )
 
     def newest_seq(self, job_id: str) -> int:
-        """The seq of the newest state of the job sent or queued to this socket."""
+        """The seq of the newest state of the job sent, queued or claimed by the client."""
         return max(self.sent_seq(job_id), self._pending_seq.get(job_id, 0))
 
     def sent_seq(self, job_id: str) -> int:
-        """The seq of the newest state of the job this socket has been sent (0: none)."""
+        """The seq of the newest state of the job this socket holds: sent, or claimed
+        with ``after`` (0: none)."""
+        return max(self._sent_seq.get(job_id, 0), self._claimed_seq.get(job_id, 0))
+
+    def delivered_seq(self, job_id: str) -> int:
+        """The seq of the newest state of the job actually sent to this socket."""
         return self._sent_seq.get(job_id, 0)
 
     def offer_state(
@@ -111,9 +119,15 @@ class Outbox:
         if the socket already got that seq (a duplicate, never a step back).
         ``last`` (a final state) queues it behind everything queued before it,
         the job's last log lines included, instead of where its older state stood.
+        A final state goes out unless this socket was sent it or a newer state,
+        or the client claimed exactly it: no ``after`` silences a job's end.
         """
-        newest = self.newest_seq(job_id)
-        if seq < newest or (seq == newest and not answer):
+        if last:
+            newest = max(self.delivered_seq(job_id), self._pending_seq.get(job_id, 0))
+            held = self._claimed_seq.get(job_id) == seq
+        else:
+            newest, held = self.newest_seq(job_id), False
+        if seq < newest or (seq == newest and not answer) or (held and not answer):
             return
         if last:
             self._pending.pop(("job", job_id), None)
@@ -177,11 +191,17 @@ class Outbox:
         if seq > self._sent_seq.get(job_id, 0):
             self._sent_seq[job_id] = seq
 
+    def note_claimed(self, job_id: str, seq: int) -> None:
+        """Record the client's word (``after``) that it holds the job's state ``seq``."""
+        if seq > self._claimed_seq.get(job_id, 0):
+            self._claimed_seq[job_id] = seq
+
     def forget(self, job_id: str) -> None:
         """Drop the job's unsent state (after an unsubscribe)."""
         self._pending.pop(("job", job_id), None)
         self._pending.pop(("log", job_id), None)
         self._pending_seq.pop(job_id, None)
+        self._claimed_seq.pop(job_id, None)
         self._log_held.pop(job_id, None)
         self._log_seq.pop(job_id, None)
 
@@ -369,6 +389,11 @@ class Hub:
         if latest is not None and latest[0] > seq:
             return latest[0], latest[1]
         return seq, frame
+
+    def ended_seq(self, job_id: str) -> int | None:
+        """The seq of the watched job's final state if one has reached this hub."""
+        latest = self._latest.get(job_id)
+        return latest[0] if latest is not None and latest[2] else None
 
     def deliver_log(self, job_id: str, lines: list[dict[str, Any]], dropped_through: int) -> None:
         """Hand a job's new log lines to the sockets watching that job."""

@@ -5,9 +5,10 @@ and the Server-Sent Events streams, so both keep the same guarantees.
   receives a state of a job that is not its own, not even for a moment.
 - The outbox joins the job's group first and reads the snapshot after: a state
   published in between is either in the snapshot or arrives live, never lost.
-- ``after`` says what the client already holds: nothing older or equal goes
-  out again (an ``after`` beyond what the job can have reached is a client's
-  mistake, ignored: it would silence the job, its end included).
+- ``after`` says what the client already holds: no running state older or
+  equal goes out again (an ``after`` beyond what the job can have reached is a
+  client's mistake, ignored), and the final state always does, unless the
+  client holds exactly it: no ``after`` silences a job's end.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ async def follow_job(
         # the unpersisted window past it.
         reachable = current.seq + (UNPERSISTED_SEQ_WINDOW if current.is_active else 0)
         if after <= reachable:
-            outbox.note_sent(job_id, after)
+            outbox.note_claimed(job_id, after)
     lines: list[dict[str, Any]] = []
     dropped = 0
     if log_after is not None:
