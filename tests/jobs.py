@@ -185,3 +185,19 @@ def fails_in_stage(progress):
         pass
     progress.stage("Second")
     raise ValueError("broken in the second stage")
+
+
+@job("tests.counts_users")
+def counts_users(progress, prefix: str = ""):
+    """Reads the database the test wrote (the test's own rows, uncommitted in a TestCase)."""
+    from django.contrib.auth import get_user_model
+
+    names = list(
+        get_user_model()
+        .objects.filter(username__startswith=prefix)
+        .order_by("username")
+        .values_list("username", flat=True)
+    )
+    for name in progress.track(names):
+        progress.log(f"user {name}")
+    return {"users": names}

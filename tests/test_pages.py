@@ -14,11 +14,15 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.sessions.backends.db import SessionStore
+from django.core.exceptions import ImproperlyConfigured
 from django.template import Context, Template
 from django.test import AsyncClient
 from django.utils import translation
 
 from liveprogress import actions
+from liveprogress.handles import JobHandle
 from liveprogress.models import Job, Status
 from liveprogress.owner import session_owner
 from liveprogress.state import job_state
@@ -41,6 +45,8 @@ async def visitor() -> tuple[AsyncClient, str]:
 
 
 def render(source: str, **context: object) -> str:
+    """``source`` rendered for the viewer ``session:x`` unless the context says otherwise."""
+    context.setdefault("liveprogress_viewer", "session:x")
     with translation.override("en"):
         return Template("{% load liveprogress %}" + source).render(Context(context))
 
@@ -116,9 +122,9 @@ def test_the_bar_tag_renders_an_accessible_bar_for_a_job(db):
     assert "&lt;b&gt;step&lt;/b&gt; &amp; more" in html and "<b>step" not in html
     assert "lp-cancel" in html and "hidden" not in html.split("lp-cancel")[1].split(">")[0]
 
-    # From its wire state too; an unknown total is an indeterminate bar without a value.
+    # From its handle too; an unknown total is an indeterminate bar without a value.
     job.total = None
-    html = render("{% liveprogress_bar state cancel=False %}", state=job_state(job))
+    html = render("{% liveprogress_bar handle cancel=False %}", handle=JobHandle.of(job))
     assert "lp-indeterminate" in html and "aria-valuenow" not in html
     assert "lp-cancel" not in html
     # An ended job's Cancel is hidden, its status named.
@@ -126,6 +132,38 @@ def test_the_bar_tag_renders_an_accessible_bar_for_a_job(db):
     html = render("{% liveprogress_bar job %}", job=job)
     assert 'data-status="interrupted"' in html and ">Interrupted<" in html
     assert re.search(r'class="lp-cancel" hidden', html)
+
+
+def test_the_bar_tag_renders_nothing_of_a_stranger_s_job(db, rf):
+    job = Job(kind="demo.timer", owner="session:x", message="secret plan")
+    assert render("{% liveprogress_bar job %}", job=job, liveprogress_viewer="session:y") == ""
+    assert render("{% liveprogress_bar job %}", job=job, liveprogress_viewer=None) == ""
+    # The viewer from the request: its user, else its session (none is made up).
+    request = rf.get("/")
+    request.user = AnonymousUser()
+    request.session = SessionStore()
+    bar = Template("{% load liveprogress %}{% liveprogress_bar job %}")
+
+    def seen() -> str:
+        return bar.render(Context({"request": request, "job": job}))
+
+    assert seen() == ""
+    request.session = SessionStore(session_key="x" * 32)
+    job.owner = f"session:{'x' * 32}"
+    assert "secret plan" in seen()
+    user = get_user_model().objects.create_user("viewer")
+    request.user = user
+    assert seen() == ""
+    job.owner = f"user:{user.pk}"
+    assert "secret plan" in seen()
+
+
+def test_the_bar_tag_says_what_it_needs(db):
+    job = Job(kind="demo.timer", owner="session:x")
+    with translation.override("en"), pytest.raises(ImproperlyConfigured, match="request"):
+        Template("{% load liveprogress %}{% liveprogress_bar job %}").render(Context({"job": job}))
+    with pytest.raises(TypeError, match="Job or a JobHandle"):
+        render("{% liveprogress_bar state %}", state=job_state(job))
 
 
 def test_the_assets_tag_serves_everything_from_the_site_itself(db):

@@ -3,6 +3,8 @@ from __future__ import annotations
 from importlib import import_module
 
 from django.apps import AppConfig
+from django.core import checks as django_checks
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import autodiscover_modules
 from django.utils.translation import gettext_lazy as _
 
@@ -15,10 +17,18 @@ class LiveProgressConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import conf
+        from . import checks, conf
 
+        for check in checks.CHECKS:
+            django_checks.register(check, checks.TAG)
         # Job kinds register on import: every app's `jobs` module, and the modules
         # JOB_MODULES names.
         autodiscover_modules("jobs")
-        for module in conf.get("JOB_MODULES"):
+        try:
+            job_modules = conf.get("JOB_MODULES")
+        except ImproperlyConfigured:
+            # Invalid settings: start anyway, so `manage.py check` reports them
+            # (liveprogress.E008) instead of a traceback; any use raises the same.
+            job_modules = []
+        for module in job_modules:
             import_module(module)

@@ -36,7 +36,7 @@ def call(work: Callable[[], Awaitable[T]]) -> T:
             "(astart, aget_job, acancel_job, arefresh, acancel, await_end)"
         )
     if server_loop() is not None:
-        return async_to_sync(work)()
+        return async_to_sync(_awaited)(work)
     return asyncio.run_coroutine_threadsafe(_awaited(work), own_loop()).result()
 
 

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +33,7 @@ from django.utils import timezone, translation
 from . import conf, files
 from .exceptions import JobCancelled
 from .models import ACTIVE_STATUSES, UNPERSISTED_SEQ_WINDOW, Job, JobLog, Status
-from .progress import LogLine, Progress, ProgressSnapshot, stages_share
+from .progress import JobContext, LogLine, Progress, ProgressSnapshot, stages_share
 from .publish import publish, publish_log
 from .registry import JobKind
 from .state import job_state
@@ -175,8 +175,17 @@ def _write_rows(rows: list[_Row]) -> set[Any]:
         )
 
 
+#: How a sync job function is called: given the call, awaits its value.
+SyncCaller = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
 class Execution:
-    """One run of one job; :meth:`run` returns once the job has ended and said so."""
+    """One run of one job; :meth:`run` returns once the job has ended and said so.
+
+    ``context`` is what the job may do beyond its progress (files, children);
+    ``call_sync`` how a sync function is called (by default in ``executor``'s
+    threads; liveprogress.testing calls it in the test's own thread).
+    """
 
     def __init__(
         self,
@@ -186,12 +195,18 @@ class Execution:
         writer: WriteBehind,
         executor: Executor | None = None,
         on_publish: Callable[[Job], None] | None = None,
+        context: JobContext | None = None,
+        call_sync: SyncCaller | None = None,
     ) -> None:
         self.job = job
         self.kind = kind
         self.progress = Progress(
-            self._changed, log_seq=job.log_seq, log_limit=conf.get("LOG_LIMIT"), context=self
+            self._changed,
+            log_seq=job.log_seq,
+            log_limit=conf.get("LOG_LIMIT"),
+            context=context or self,
         )
+        self._call_sync_with = call_sync or self._in_executor
         self.on_publish = on_publish
         #: Called with each batch of log lines once stored (the CLI prints them).
         self.on_log: Callable[[list[dict[str, Any]]], None] | None = None
@@ -228,7 +243,7 @@ class Execution:
                 self._mark_started()
                 value = await self._call_async()
             else:
-                value = await self._loop.run_in_executor(self._executor, self._call_sync)
+                value = await self._call_sync_with(self._call_sync)
             status, result = Status.SUCCEEDED, _json_ready(value)
         except (JobCancelled, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError) and self._task is not None:
@@ -261,11 +276,18 @@ class Execution:
             self.progress._check_cancelled()
             self._thread_started = True
         self._mark_started()
-        try:
-            with translation.override(self.job.language or settings.LANGUAGE_CODE):
-                return self.kind.function(self.progress, **self.job.params)
-        finally:
-            close_old_connections()
+        with translation.override(self.job.language or settings.LANGUAGE_CODE):
+            return self.kind.function(self.progress, **self.job.params)
+
+    async def _in_executor(self, call: Callable[[], Any]) -> Any:
+        def in_thread() -> Any:
+            try:
+                return call()
+            finally:
+                # The thread's connection outlives the job otherwise.
+                close_old_connections()
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, in_thread)
 
     def _mark_started(self) -> None:
         self._started_at = timezone.now()

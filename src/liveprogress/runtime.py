@@ -10,15 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import secrets
+import socket
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from channels.db import aclose_old_connections
+from channels.layers import get_channel_layer
+from django.utils import timezone
 
 from . import conf
 from .hub import Hub
-from .publish import CANCEL_MESSAGE
+from .models import ACTIVE_STATUSES, Job
+from .publish import CANCEL_MESSAGE, in_process
 from .recovery import recover_dead_processes, sweep_stale, worker_id
 from .runners import InProcessRunner, dispatcher
 
@@ -71,6 +77,7 @@ class Runtime:
     async def _heartbeat(self) -> None:
         await self.runner.heartbeat()
         await sweep_stale(self.dispatcher, self.runner)
+        await warn_if_layer_misses_other_processes()
 
     def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
         async def repeat() -> None:
@@ -92,6 +99,40 @@ class Runtime:
             task.cancel()
         await self.runner.stop()
         await self.hub.stop()
+
+
+#: Set once the warning below was logged: it is logged once per process.
+_warned_other_process = False
+
+
+async def warn_if_layer_misses_other_processes() -> None:
+    """Warn, once, if another live process runs jobs while the channel layer is
+    in-memory: it can't carry their states here, nor cancels there (the runtime
+    view of the liveprogress.E002 check, for any runner and any server)."""
+    global _warned_other_process
+    if _warned_other_process or not in_process(get_channel_layer()):
+        return
+    cutoff = timezone.now() - timedelta(seconds=conf.get("STALE_AFTER"))
+    # This process's runtimes share the in-memory layer: only other pids count.
+    here = f"{socket.gethostname()}:{os.getpid()}:"
+    worker = await (
+        Job.objects.filter(status__in=ACTIVE_STATUSES, heartbeat_at__gte=cutoff)
+        .exclude(worker="")
+        .exclude(worker__startswith=here)
+        .values_list("worker", flat=True)
+        .afirst()
+    )
+    if worker is None:
+        return
+    _warned_other_process = True
+    pid = worker.split(":")[1] if worker.count(":") >= 2 else worker
+    logger.warning(
+        "liveprogress: jobs run in another process (pid %s) but the channel layer is "
+        "in-memory: their states reach this process only through the database every "
+        "RECONCILE_INTERVAL (%s s) and cancels take as long; configure channels_redis",
+        pid,
+        conf.get("RECONCILE_INTERVAL"),
+    )
 
 
 # One runtime per event loop: the server's, and in a process without one,

@@ -9,6 +9,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from . import actions
 from .owner import request_owner
 from .registry import kinds
+from .templatetags.liveprogress import VIEWER
 
 #: The most jobs ``/jobs/`` renders; newer ones arrive live.
 JOBS_PAGE_LIMIT = 50
@@ -24,4 +25,5 @@ async def jobs_page(request: HttpRequest) -> HttpResponse:
     """Every job of the visitor, newest first, each bar live; new ones appear."""
     owner = await request_owner(request)
     jobs = await actions.list_jobs(owner, limit=JOBS_PAGE_LIMIT) if owner else []
-    return render(request, "liveprogress/jobs.html", {"jobs": jobs, "titles": kind_titles()})
+    context = {"jobs": jobs, "titles": kind_titles(), VIEWER: owner}
+    return render(request, "liveprogress/jobs.html", context)

@@ -11,20 +11,30 @@ client (liveprogress-client.js) and the widgets (liveprogress-widgets.js, with
 (WebSocket, else Server-Sent Events, else polling). A bar shows the job's
 title, status, percent, message, elapsed time and ETA, and a Cancel button
 while it runs (``cancel=False`` leaves it out).
+
+A bar renders only for its job's owner: the viewer is the request's (its user,
+else its session; none is created), and a job that is not the viewer's renders
+nothing. An async view passes the viewer in the context,
+``{"liveprogress_viewer": await aowner_of(request)}``, since the request's user
+can't be read from async code.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from django import template
+from django.core.exceptions import ImproperlyConfigured, SynchronousOnlyOperation
+from django.template.context import Context
+from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import reverse
 from django.utils.html import format_html
 
 from ..exceptions import RequestError
+from ..handles import JobHandle
 from ..models import Job, Status
+from ..owner import session_owner, user_owner
 from ..registry import get_kind
 from ..state import JobState, job_state
 
@@ -59,22 +69,63 @@ def kind_title(kind: str) -> str:
         return kind
 
 
-@register.inclusion_tag("liveprogress/bar.html")
-def liveprogress_bar(job: Job | JobState | None, cancel: bool = True) -> dict[str, Any]:
-    """A bar for ``job`` (a Job or its wire state); None renders an empty bar that a
-    script fills (the pages use it as the template of new rows)."""
-    state: JobState | None = job_state(job) if isinstance(job, Job) else job
-    if state is None:
-        return {"state": None, "cancel": cancel}
+#: The context variable a view may set to the viewer's owner key.
+VIEWER = "liveprogress_viewer"
+
+
+def _viewer(context: Context) -> str | None:
+    """The owner key of whoever the page is rendered for (None: nobody's)."""
+    if VIEWER in context:
+        return context[VIEWER]
+    request = context.get("request")
+    if request is None:
+        raise ImproperlyConfigured(
+            "{% liveprogress_bar %} needs the request in the template context (the "
+            "'django.template.context_processors.request' context processor) or "
+            f"the viewer's owner key as {VIEWER!r}"
+        )
+    try:
+        owner = user_owner(getattr(request, "user", None))
+    except SynchronousOnlyOperation:
+        raise ImproperlyConfigured(
+            "{% liveprogress_bar %} in an async view: pass the viewer in the context, "
+            f"{{{VIEWER!r}: await liveprogress.aowner_of(request)}}"
+        ) from None
+    session = getattr(request, "session", None)
+    return owner or session_owner(session.session_key if session is not None else None)
+
+
+@register.simple_tag(takes_context=True)
+def liveprogress_bar(context: Context, job: Job | JobHandle | None, cancel: bool = True) -> str:
+    """A bar for ``job`` (a Job or a JobHandle), shown only to its owner; None
+    renders an empty bar that a script fills (the pages use it as the template of
+    new rows)."""
+    if job is None:
+        return render_to_string("liveprogress/bar.html", {"state": None, "cancel": cancel})
+    if isinstance(job, Job):
+        state: JobState = job_state(job)
+        owner = job.owner
+    elif isinstance(job, JobHandle):
+        state, owner = job.state, job.owner
+    else:
+        raise TypeError(
+            f"{{% liveprogress_bar %}} takes a Job or a JobHandle, not {type(job).__name__}"
+        )
+    if owner != _viewer(context):
+        # Someone else's job: nothing of it, as the API answers not_found.
+        return ""
     percent = state["percent"]
-    return {
-        "state": state,
-        "cancel": cancel,
-        "title": kind_title(state["kind"]),
-        "status_label": Status(state["status"]).label,
-        "percent": percent,
-        # Whole percent, rounded down as the script does: 100 only when done.
-        "whole": None if percent is None else int(percent),
-        "width": 100 if percent is None else percent,
-        "is_active": state["status"] in (Status.QUEUED, Status.RUNNING),
-    }
+    return render_to_string(
+        "liveprogress/bar.html",
+        {
+            "state": state,
+            "cancel": cancel,
+            "title": kind_title(state["kind"]),
+            "status_label": Status(state["status"]).label,
+            "percent": percent,
+            # Whole percent, rounded down as the script does: 100 only when done.
+            "whole": None if percent is None else int(percent),
+            "width": 100 if percent is None else percent,
+            "is_active": state["status"] in (Status.QUEUED, Status.RUNNING),
+        },
+    )
