@@ -32,4 +32,7 @@ async def report(request: HttpRequest, job_id: str) -> HttpResponse:
         handle = await liveprogress.aget_job(request, str(job_id))
     except liveprogress.JobNotFound:
         raise Http404("No such job") from None
-    return render(request, "reports/report.html", {"handle": handle})
+    # The bar shows a job only to its owner; an async view names the viewer (the
+    # request's user can't be read from async code).
+    viewer = await liveprogress.aowner_of(request)
+    return render(request, "reports/report.html", {"handle": handle, "liveprogress_viewer": viewer})
