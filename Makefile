@@ -2,8 +2,9 @@
 #
 #   make run     demo site on http://127.0.0.1:8000 (venv .venv, newest Python)
 #   make scale   the scale-out topology: 2 servers, 2 workers, Redis, PostgreSQL
-#   make test    docs build, migrations check + pytest on the newest Python, and again
-#                on 3.11 (installs Debian's chromium for the browser tests if it is missing)
+#   make test    docs build, migrations check + pytest on the newest Python, the example
+#                site on the built wheel (scripts/example-test), and pytest again on 3.11
+#                (installs Debian's chromium for the browser tests if it is missing)
 #   make docs    the documentation site (docs/, mkdocs.yml) into build/site, strict:
 #                a broken link or reference fails the build
 #   make lint    ruff check + ruff format --check
@@ -74,6 +75,8 @@ test: $(VENV)/.stamp-test $(if $(EXTRA_LINE),$(VENV11)/.stamp-test)
 	@$(VENV)/bin/python $(SHOW)
 	$(VENV)/bin/python manage.py makemigrations --check --dry-run
 	$(VENV)/bin/python -m pytest
+	@# examples/minimal on the wheel, in a fresh venv, as a new user installs it.
+	PY=$(PY) bash scripts/example-test
 ifdef EXTRA_LINE
 	@$(VENV11)/bin/python $(SHOW)
 	$(VENV11)/bin/python manage.py makemigrations --check --dry-run

@@ -126,6 +126,9 @@ class DaphneServer:
     chatty server never blocks on a full pipe.
     """
 
+    #: The server's name, in logs' file names and in errors.
+    name = "daphne"
+
     def __init__(
         self,
         db_path: Path | str,
@@ -198,7 +201,8 @@ class DaphneServer:
     def _spawn(self) -> None:
         n = 0
         while True:
-            candidate = self.db_path.with_name(f"{self.db_path.stem}.daphne-{self.port}-{n}.log")
+            name = f"{self.db_path.stem}.{self.name}-{self.port}-{n}.log"
+            candidate = self.db_path.with_name(name)
             if not candidate.exists():
                 break
             n += 1
@@ -224,14 +228,14 @@ class DaphneServer:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise ServerDied(
-                    f"daphne exited with {self.process.returncode} before answering on port "
+                    f"{self.name} exited with {self.process.returncode} before answering on port "
                     f"{self.port}; its output:\n{self.log_text()}"
                 )
             if self._answers_http():
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"daphne did not answer HTTP on port {self.port} within "
+                    f"{self.name} did not answer HTTP on port {self.port} within "
                     f"{self.start_timeout} s; its output:\n{self.log_text()}"
                 )
             time.sleep(0.05)
@@ -286,10 +290,34 @@ class UvicornServer(DaphneServer):
     """The same site under Uvicorn (its websockets implementation, which applies
     backpressure: a send to a client that doesn't read waits)."""
 
+    name = "uvicorn"
+
     def command(self) -> list[str]:
         uvicorn = [sys.executable, "-m", "uvicorn", "--host", HOST, "--port", str(self.port)]
         options = ["--ws", "websockets", "--log-level", "warning", "--lifespan", "on"]
         return [*uvicorn, *options, *self.args, "proyecto.asgi:application"]
+
+
+class HypercornServer(DaphneServer):
+    """The same site under Hypercorn (asyncio, HTTP/1.1 and WebSockets by wsproto)."""
+
+    name = "hypercorn"
+
+    def command(self) -> list[str]:
+        hypercorn = [sys.executable, "-m", "hypercorn", "--bind", f"{HOST}:{self.port}"]
+        return [*hypercorn, "--log-level", "warning", *self.args, "proyecto.asgi:application"]
+
+
+class GranianServer(DaphneServer):
+    """The same site under Granian (a Rust server) through its ASGI interface, one worker."""
+
+    name = "granian"
+
+    def command(self) -> list[str]:
+        granian = [sys.executable, "-m", "granian", "--interface", "asgi"]
+        address = ["--host", HOST, "--port", str(self.port), "--workers", "1"]
+        options = ["--log-level", "warning", "--no-access-log"]
+        return [*granian, *address, *options, *self.args, "proyecto.asgi:application"]
 
 
 class Visitor:

@@ -329,6 +329,75 @@ def test_bar_counts_without_a_percent_while_the_total_is_unknown():
     assert "%" not in drawn
 
 
+# -- without tqdm (it is the optional ``cli`` extra) -------------------------------
+
+
+@pytest.fixture
+def no_tqdm(monkeypatch):
+    """tqdm made unimportable, as in an install without the ``cli`` extra."""
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+
+
+def test_bar_prints_plain_lines_without_tqdm(no_tqdm):
+    now = timezone.now()
+    job = Job(
+        kind="demo.timer",
+        status=Status.RUNNING,
+        current=1,
+        total=4,
+        message="working",
+        started_at=now - timedelta(seconds=2),
+        updated_at=now,
+        eta_s=12,
+    )
+    err = StringIO()
+    bar = TerminalBar(OutputWrapper(err))
+
+    bar.update(job_state(job))
+    bar.update(job_state(job))  # the same line: not printed again
+    bar.log([{"level": "warning", "text": "row 2 skipped"}])
+    job.status, job.current, job.message, job.finished_at = Status.SUCCEEDED, 4, "done", now
+    bar.close(job_state(job))
+
+    assert err.getvalue().split("\n") == [
+        f"demo.timer {job.id}",
+        "running:  25% 1/4 [00:02<00:12, working]",
+        "[warning] row 2 skipped",
+        "succeeded: 100% 4/4 [00:02, done]",
+        "",
+    ]
+
+
+def test_bar_without_tqdm_prints_at_most_a_line_a_second_but_always_the_last(no_tqdm):
+    job = Job(kind="demo.timer", status=Status.RUNNING, current=0, total=100)
+    err = StringIO()
+    bar = TerminalBar(OutputWrapper(err))
+
+    for current in range(100):
+        job.current = current
+        bar.update(job_state(job))
+    bar.close()
+
+    lines = err.getvalue().splitlines()
+    assert lines[1] == "running:   0% 0/100 [00:00<?]"
+    assert lines[-1] == "running:  99% 99/100 [00:00<?]"
+    assert len(lines) <= 4, lines
+
+
+def test_runjob_and_watchjob_work_without_tqdm(no_tqdm):
+    out, err = run("runjob", *TIMER)
+
+    job = Job.objects.get()
+    assert out == 'succeeded: {"steps": 3}\n'
+    assert "\r" not in err
+    assert err.splitlines()[0] == f"demo.timer {job.id}"
+    assert err.splitlines()[-1].startswith("succeeded: 100% 3/3 [")
+
+    out, err = run("watchjob", str(job.id))
+    assert out == 'succeeded: {"steps": 3}\n'
+    assert err.splitlines()[-1].startswith("succeeded: 100% 3/3 [")
+
+
 # -- across processes --------------------------------------------------------------
 
 

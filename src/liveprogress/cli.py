@@ -1,19 +1,20 @@
 """The terminal side of the ``runjob`` and ``watchjob`` commands.
 
-Both draw a job's wire state (:func:`~liveprogress.state.job_state`) as a tqdm
-bar on the command's stderr, so stdout carries only the outcome, and both end
-the same way: the outcome on stdout, and a ``CommandError`` (exit status 1)
-unless the job succeeded.
+Both draw a job's wire state (:func:`~liveprogress.state.job_state`) on the
+command's stderr, so stdout carries only the outcome: as a tqdm bar when tqdm is
+installed (the ``cli`` extra), else as plain lines. Both end the same way: the
+outcome on stdout, and a ``CommandError`` (exit status 1) unless the job
+succeeded.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any
 
 from django.core.management.base import CommandError, OutputWrapper
-from tqdm import tqdm
 
 from .models import Status
 from .state import JobState
@@ -29,7 +30,9 @@ class TerminalBar:
 
     def __init__(self, out: OutputWrapper) -> None:
         self._file = _Verbatim(out)
-        self._bar: tqdm[Any] | None = None
+        # tqdm, or PlainLines: the same attributes and methods (the ones used here).
+        self._drawer = _drawer()
+        self._bar: Any = None
 
     def update(self, state: JobState) -> None:
         """Draw ``state``; the first one also names the job on a line above the bar."""
@@ -38,7 +41,7 @@ class TerminalBar:
     def log(self, lines: list[dict[str, Any]]) -> None:
         """Print log lines above the bar (``[warning] text``), the bar redrawn below."""
         for line in lines:
-            tqdm.write(f"[{line['level']}] {line['text']}", file=self._file)
+            self._drawer.write(f"[{line['level']}] {line['text']}", file=self._file)
 
     def close(self, state: JobState | None = None) -> None:
         """Draw ``state`` (the job's last) if given, and leave the bar on its own line."""
@@ -50,12 +53,12 @@ class TerminalBar:
             if bar is not None:
                 bar.close()
 
-    def _set(self, state: JobState) -> tqdm[Any]:
+    def _set(self, state: JobState) -> Any:
         bar = self._bar
         if bar is None:
             self._file.write(f"{state['kind']} {state['id']}\n")
             # Not drawn on creation (delay) but by the caller, once, like every state.
-            bar = self._bar = tqdm(file=self._file, delay=math.inf)
+            bar = self._bar = self._drawer(file=self._file, delay=math.inf)
             bar.delay = 0
         total, percent = state["total"], state["percent"]
         counted = str(state["current"]) if total is None else f"{state['current']}/{total}"
@@ -94,17 +97,92 @@ def report(state: JobState, out: OutputWrapper, *, as_json: bool = False) -> Non
 def _times(state: JobState) -> str:
     started = state["started_at"]
     end = state["finished_at"] or state["updated_at"]
-    elapsed = tqdm.format_interval(max(end - started, 0) if started is not None else 0)
+    elapsed = _interval(max(end - started, 0) if started is not None else 0)
     if state["finished_at"] is not None:
         return elapsed
     eta, rate = state["eta_s"], state["rate"]
-    times = f"{elapsed}<{'?' if eta is None else tqdm.format_interval(eta)}"
+    times = f"{elapsed}<{'?' if eta is None else _interval(eta)}"
     return times if rate is None else f"{times}, {rate:.3g}/s"
+
+
+def _interval(seconds: float) -> str:
+    """``MM:SS``, or ``H:MM:SS`` from an hour on (tqdm's format)."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
 def _share(state: JobState) -> float:
     total = state["total"] or 0
     return round(min(state["current"] / total, 1.0) * 100, 2) if total else 100.0
+
+
+def _drawer() -> Any:
+    """tqdm's bar class when tqdm is installed, else :class:`PlainLines`.
+
+    Imported here, not with the module: tqdm is optional (the ``cli`` extra).
+    """
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return PlainLines
+    return tqdm
+
+
+class PlainLines:
+    """The bar without tqdm: one line per change, at most one a second.
+
+    It has the few tqdm attributes and methods :class:`TerminalBar` uses, and
+    draws the same layout without the bar itself: ``running: 40% 4/10 [00:02<00:03]``.
+    A change of status or stage prints at once; so does the last state (``close``).
+    """
+
+    #: Seconds between two lines of the same status and stage.
+    interval = 1.0
+
+    def __init__(self, file: Any, delay: float = 0) -> None:
+        self.file = file
+        self.delay = delay
+        self.n: float = 0
+        self.total: float | None = None
+        self.desc = ""
+        self.bar_format = ""
+        self.postfix: str | None = None
+        self._printed = ("", "")
+        self._printed_at = -math.inf
+        self._pending = False
+
+    @staticmethod
+    def write(text: str, file: Any) -> None:
+        file.write(text + "\n")
+
+    def refresh(self) -> None:
+        line = self._line()
+        if line == self._printed[1]:
+            return
+        if self.desc != self._printed[0] or time.monotonic() - self._printed_at >= self.interval:
+            self._print(line)
+        else:
+            self._pending = True
+
+    def close(self) -> None:
+        line = self._line()
+        if self._pending or line != self._printed[1]:
+            self._print(line)
+
+    def _print(self, line: str) -> None:
+        self.file.write(line + "\n")
+        self._printed, self._printed_at, self._pending = (self.desc, line), time.monotonic(), False
+
+    def _line(self) -> str:
+        percentage = 100 * self.n / self.total if self.total else 0.0
+        return self.bar_format.replace("|{bar}| ", " ").format(
+            desc=self.desc,
+            percentage=percentage,
+            n_fmt=self.n,
+            total_fmt=self.total,
+            postfix=f", {self.postfix}" if self.postfix else "",
+        )
 
 
 class _Verbatim:
