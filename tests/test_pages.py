@@ -24,7 +24,7 @@ from django.utils import translation
 from liveprogress import actions
 from liveprogress.handles import JobHandle
 from liveprogress.models import Job, Status
-from liveprogress.owner import session_owner
+from liveprogress.owner import display_owner, session_owner
 from liveprogress.state import job_state
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,8 +226,13 @@ async def test_the_admin_lists_jobs_and_cancels_the_selected_ones(runtime):
 
     listing = (await client.get("/admin/liveprogress/job/?status__exact=running")).content.decode()
     assert str(running.id) in listing and str(done.id) not in listing
-    for column in ("column-kind", "column-owner", "column-status", "column-progress"):
+    for column in ("column-kind", "column-owner_shown", "column-status", "column-progress"):
         assert column in listing
+    # A session key is a live cookie: staff see a digest that tells sessions apart.
+    assert "session:a" not in listing and display_owner("session:a") in listing
+    detail = await client.get(f"/admin/liveprogress/job/{running.pk}/change/")
+    assert "session:a" not in detail.content.decode()
+    assert display_owner("session:a") in detail.content.decode()
 
     response = await client.post(
         "/admin/liveprogress/job/",

@@ -16,6 +16,7 @@ from django.utils.translation import ngettext
 
 from . import actions
 from .models import ACTIVE_STATUSES, Job, JobLog
+from .owner import display_owner
 
 
 class JobLogInline(admin.TabularInline):
@@ -34,16 +35,33 @@ class JobLogInline(admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["kind", "owner", "status", "progress", "message", "created_at", "duration"]
+    list_display = [
+        "kind",
+        "owner_shown",
+        "status",
+        "progress",
+        "message",
+        "created_at",
+        "duration",
+    ]
     list_filter = ["status", "kind", "created_at", "expired"]
     date_hierarchy = "created_at"
     search_fields = ["id", "owner", "kind", "message"]
-    readonly_fields = [field.name for field in Job._meta.fields]
+    # The owner as a digest where it is a session key (a live cookie): see owner_shown.
+    exclude = ["owner"]
+    readonly_fields = [
+        "owner_shown",
+        *(field.name for field in Job._meta.fields if field.name != "owner"),
+    ]
     actions = ["cancel_jobs"]
     inlines = [JobLogInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(description=_("owner"), ordering="owner")
+    def owner_shown(self, job: Job) -> str:
+        return display_owner(job.owner)
 
     @admin.display(description=_("progress"))
     def progress(self, job: Job) -> str:

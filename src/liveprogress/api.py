@@ -6,14 +6,22 @@ with the matching status. Writes need the CSRF token like any Django form.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import (
+    DisallowedHost,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.urls import reverse
+from django.http.multipartparser import MultiPartParserError
+from django.urls import Resolver404, resolve, reverse
 from django.utils.http import content_disposition_header
 from django.views import defaults
 
@@ -23,6 +31,8 @@ from .owner import request_owner
 from .runners import unrunnable_reason
 from .state import decode_object, error_frame, job_state
 from .watching import parse_after
+
+logger = logging.getLogger(__name__)
 
 View = Callable[..., Awaitable[HttpResponse]]
 
@@ -57,6 +67,8 @@ def api_view(*methods: str) -> Callable[[View], View]:
             except RequestError as error:
                 return error_response(error)
 
+        # Its errors outside the view (Django's 400s, CSRF) answer in JSON too.
+        wrapper.liveprogress_api = True  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
@@ -186,8 +198,31 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     return error_response(Forbidden(f"CSRF check failed: {reason}"))
 
 
+def _refusal(exception: Exception | None) -> str:
+    """What a client is told of a request Django refused before any view."""
+    if isinstance(exception, TooManyFilesSent):
+        return "Too many files in one request"
+    if isinstance(exception, TooManyFieldsSent):
+        return "Too many form fields in one request"
+    if isinstance(exception, RequestDataTooBig):
+        return "The request body is too large"
+    if isinstance(exception, MultiPartParserError):
+        return "The multipart body is malformed"
+    if isinstance(exception, DisallowedHost):
+        return "This host name is not served here"
+    return "Bad request"
+
+
 def _is_api(request: HttpRequest) -> bool:
-    return request.path.startswith(reverse("liveprogress:jobs"))
+    """True under the API's prefix, and for any view made with :func:`api_view`
+    (a site's own endpoints, such as the demo's upload)."""
+    if request.path.startswith(reverse("liveprogress:jobs")):
+        return True
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return False
+    return getattr(match.func, "liveprogress_api", False)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
@@ -199,7 +234,9 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """``handler400``: requests Django refuses before any view (too many form fields,
-    a malformed multipart body) answer in JSON under the API."""
+    a malformed multipart body) answer in JSON under the API. The reason is
+    logged, not echoed: its text names settings and internals."""
     if _is_api(request):
-        return error_response(BadRequest(f"Bad request: {exception or 'refused'}"))
+        logger.info("bad request path=%s: %s", request.path[:200], exception)
+        return error_response(BadRequest(_refusal(exception)))
     return defaults.bad_request(request, exception or SuspiciousOperation())

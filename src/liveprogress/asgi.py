@@ -51,11 +51,9 @@ def get_asgi_application(
 
     if serve_static is None:
         serve_static = settings.DEBUG and apps.is_installed("django.contrib.staticfiles")
-    http: Any = django_application
+    http: Any = BodyLimit(django_application)
     if serve_static:
-        from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-
-        http = ASGIStaticFilesHandler(django_application)
+        http = _static_files_handler(http)
     routes = [*liveprogress_routes, *websocket_urlpatterns, re_path(r"", no_route)]
     return ProtocolTypeRouter(
         {
@@ -67,6 +65,71 @@ def get_asgi_application(
             "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(routes))),
         }
     )
+
+
+class BodyLimit:
+    """ASGI middleware: a body sent to the JSON API past ``MAX_FRAME_BYTES`` is refused
+    (413, JSON) as soon as it goes past, chunked or not: Django would read it whole
+    before any view could look at its size."""
+
+    def __init__(self, application: Any) -> None:
+        self.application = application
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            return await self.application(scope, receive, send)
+        from django.urls import reverse
+
+        if not str(scope.get("path", "")).startswith(reverse("liveprogress:jobs")):
+            return await self.application(scope, receive, send)
+        from . import conf
+
+        limit = conf.get("MAX_FRAME_BYTES")
+        received: list[dict[str, Any]] = []
+        size = 0
+        while True:
+            message = await receive()
+            received.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > limit:
+                return await _too_large(send, limit)
+            if not message.get("more_body"):
+                break
+        replay = iter(received)
+
+        async def replayed() -> Any:
+            return next(replay, None) or await receive()
+
+        return await self.application(scope, replayed, send)
+
+
+async def _too_large(send: Any, limit: int) -> None:
+    from .exceptions import TooLarge
+    from .state import encode, error_frame
+
+    body = encode(error_frame(TooLarge(f"Bodies may be at most {limit} bytes"))).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _static_files_handler(application: Any) -> Any:
+    """Django's static files handler, answering 404 (not a 500 and a traceback) to a
+    path that climbs out of the static folders (``/static/..%2f..%2fmanage.py``)."""
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+    from django.core.exceptions import SuspiciousFileOperation
+    from django.http import Http404, HttpRequest, HttpResponseBase
+
+    class StaticFilesHandler(ASGIStaticFilesHandler):  # type: ignore[misc]
+        def serve(self, request: HttpRequest) -> HttpResponseBase:
+            try:
+                return super().serve(request)
+            except SuspiciousFileOperation:
+                raise Http404("No such file") from None
+
+    return StaticFilesHandler(application)
 
 
 _told: set[str] = set()

@@ -8,6 +8,7 @@ such as ``"system:nightly"`` (:func:`owner_of`).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -119,6 +120,15 @@ async def scope_owner(scope: dict[str, Any]) -> str | None:
     # Loading drops a key the store doesn't know.
     await database_sync_to_async(session.keys)()
     return session_owner(session.session_key)
+
+
+def display_owner(owner: str) -> str:
+    """An owner key as staff may see it: a session key is a live credential (its
+    cookie), so it is shown as a short digest that still tells sessions apart."""
+    prefix, _, name = owner.partition(":")
+    if prefix == "session" and name:
+        return f"session #{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+    return owner
 
 
 def scope_language(scope: dict[str, Any]) -> str:
