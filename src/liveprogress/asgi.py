@@ -56,7 +56,10 @@ def get_asgi_application(
         from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
         http = ASGIStaticFilesHandler(django_application)
-    routes = [*liveprogress_routes, *websocket_urlpatterns, re_path(r"", no_route)]
+    # Channels routes ASGI applications with Django's re_path, which django-stubs
+    # types for HTTP views only.
+    catch_all = re_path(r"", no_route)  # type: ignore[arg-type]
+    routes = [*liveprogress_routes, *websocket_urlpatterns, catch_all]
     return ProtocolTypeRouter(
         {
             "http": http,

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 
 from . import actions
 from .api import api_view, existing_owner
@@ -134,7 +135,7 @@ def _response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
 
 
 @api_view("GET")
-async def job_events(request: HttpRequest, job_id: str) -> HttpResponse:
+async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
     """One job's states as an event stream, until its final one."""
     job_id = actions.parse_job_id(job_id)
     owner = await existing_owner(request)
@@ -174,7 +175,7 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponse:
 
 
 @api_view("GET")
-async def owner_events(request: HttpRequest) -> HttpResponse:
+async def owner_events(request: HttpRequest) -> HttpResponseBase:
     """Every state of every job of the caller, as an event stream."""
     owner = await request_owner(request, create=False)
     if owner is None:
