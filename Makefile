@@ -2,12 +2,13 @@
 #
 #   make run     demo site on http://127.0.0.1:8000 (venv .venv, newest Python)
 #   make scale   the scale-out topology: 2 servers, 2 workers, Redis, PostgreSQL
-#   make test    docs build, migrations check + pytest on the newest Python, the example
-#                site on the built wheel (scripts/example-test), and pytest again on 3.11
-#                (installs Debian's chromium for the browser tests if it is missing)
+#   make test    docs build, mypy, migrations check + pytest on the newest Python, the
+#                example site on the built wheel (scripts/example-test), and pytest again
+#                on 3.11 (installs Debian's chromium for the browser tests if missing)
 #   make docs    the documentation site (docs/, mkdocs.yml) into build/site, strict:
 #                a broken link or reference fails the build
-#   make lint    ruff check + ruff format --check
+#   make lint    ruff check + ruff format --check, then mypy (strict, on src/liveprogress
+#                only: [tool.mypy] in pyproject.toml)
 #   make bench   benchmarks (bench/): a quick pass; FULL=1 the whole matrix
 #   make clean   remove virtualenvs and caches
 #
@@ -71,6 +72,8 @@ run: $(VENV)/.stamp-run
 test: $(VENV)/.stamp-test $(if $(EXTRA_LINE),$(VENV11)/.stamp-test)
 	@# The docs first, in the same venv (after its stamp: no two pip runs at once).
 	$(MAKE) --no-print-directory docs
+	@# The library's types, as `make lint` checks them (CI runs `make test`).
+	$(VENV)/bin/mypy
 	bash scripts/ensure-chromium
 	@$(VENV)/bin/python $(SHOW)
 	$(VENV)/bin/python manage.py makemigrations --check --dry-run
@@ -96,6 +99,7 @@ scale: $(VENV)/.stamp-scale
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff format .
@@ -107,5 +111,5 @@ bench: $(VENV)/.stamp-test
 	$(VENV)/bin/python -m bench $(if $(FULL),--full)
 
 clean:
-	rm -rf $(VENV) $(VENV11) .pytest_cache .ruff_cache .coverage htmlcov build dist test-output
+	rm -rf $(VENV) $(VENV11) .pytest_cache .ruff_cache .mypy_cache .coverage htmlcov build dist test-output
 	find . \( -name __pycache__ -o -name '*.egg-info' \) -type d -prune -exec rm -rf {} +

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import typing
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
@@ -51,3 +53,19 @@ def test_job_modules_are_imported_at_start_up(settings):
     sys.modules.pop("tests.extra_jobs", None)
     apps.get_app_config("liveprogress").ready()
     assert "tests.extra" in kinds()
+
+
+def test_typed_names_follow_the_defaults():
+    """conf.get's overloads (for mypy) name every setting once, with its value's type."""
+    typed = {
+        conf.StrSetting: (str,),
+        conf.IntSetting: (int,),
+        conf.FloatSetting: (int, float),
+        conf.ListSetting: (list,),
+    }
+    names = [name for alias in typed for name in typing.get_args(alias)]
+    assert sorted(names) == sorted(conf.DEFAULTS)
+    for alias, types in typed.items():
+        for name in typing.get_args(alias):
+            expected = conf.DEFAULTS[name][1]
+            assert (expected if isinstance(expected, tuple) else (expected,)) == types, name

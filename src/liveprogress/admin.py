@@ -7,6 +7,8 @@ where it runs and its watchers see it end.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -18,13 +20,24 @@ from . import actions
 from .models import ACTIVE_STATUSES, Job, JobLog
 from .owner import display_owner
 
+# The admin's classes are generic for the type checker (django-stubs) only: subscripted
+# at run time they would need django_stubs_ext's monkeypatch, a dependency for nothing.
+if TYPE_CHECKING:
+    _JobLogInlineBase = admin.TabularInline[JobLog, Job]
+    _JobAdminBase = admin.ModelAdmin[Job]
+else:
+    _JobLogInlineBase = admin.TabularInline
+    _JobAdminBase = admin.ModelAdmin
 
-class JobLogInline(admin.TabularInline):
+_LOG_FIELDS = ("seq", "level", "text", "created_at")
+
+
+class JobLogInline(_JobLogInlineBase):
     """The job's kept log lines, read-only, oldest first."""
 
     model = JobLog
-    fields = ["seq", "level", "text", "created_at"]
-    readonly_fields = fields
+    fields = _LOG_FIELDS
+    readonly_fields = _LOG_FIELDS
     extra = 0
     can_delete = False
     show_change_link = False
@@ -34,7 +47,7 @@ class JobLogInline(admin.TabularInline):
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(_JobAdminBase):
     list_display = [
         "kind",
         "owner_shown",

@@ -7,7 +7,7 @@ with the matching status. Writes need the CSRF token like any Django form.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from functools import wraps
 from typing import Any
 
@@ -21,6 +21,7 @@ from django.core.exceptions import (
 )
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.multipartparser import MultiPartParserError
+from django.http.response import HttpResponseBase
 from django.urls import Resolver404, resolve, reverse
 from django.utils.http import content_disposition_header
 from django.views import defaults
@@ -34,7 +35,8 @@ from .watching import parse_after
 
 logger = logging.getLogger(__name__)
 
-View = Callable[..., Awaitable[HttpResponse]]
+# An async view: a coroutine function, as Django (and its stubs) tell async views apart.
+View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 # The most jobs one list request returns.
 _LIST_LIMIT_MAX = 200
@@ -54,7 +56,7 @@ def api_view(*methods: str) -> Callable[[View], View]:
 
     def decorate(view: View) -> View:
         @wraps(view)
-        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method not in allowed:
                 response = error_response(
                     BadRequest(f"Method {request.method} not allowed, use: {', '.join(allowed)}"),
@@ -125,10 +127,10 @@ async def jobs(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status", "")
     if status not in ("", "active"):
         raise BadRequest("status must be 'active' or left out", field="status")
-    owner = await request_owner(request, create=False)
-    if owner is None:
+    viewer = await request_owner(request, create=False)
+    if viewer is None:
         return JsonResponse({"jobs": []})
-    found = await actions.list_jobs(owner, limit=int(limit_text), active_only=bool(status))
+    found = await actions.list_jobs(viewer, limit=int(limit_text), active_only=bool(status))
     return JsonResponse({"jobs": [job_state(job) for job in found]})
 
 
@@ -160,7 +162,7 @@ async def job_logs(request: HttpRequest, job_id: str) -> HttpResponse:
 
 
 @api_view("GET")
-async def job_file(request: HttpRequest, job_id: str, name: str) -> HttpResponse:
+async def job_file(request: HttpRequest, job_id: str, name: str) -> HttpResponseBase:
     """Download a file the caller's job attached (only its owner may)."""
     job_id = actions.parse_job_id(job_id)
     found = await actions.get_job(await existing_owner(request), job_id)
@@ -172,7 +174,7 @@ async def job_file(request: HttpRequest, job_id: str, name: str) -> HttpResponse
         # Headers only: a streamed body would be sent, HEAD or not.
         if not await sync_to_async(files.storage().exists)(where):
             raise NotFound("No such file (or it has expired)", field="name")
-        response: HttpResponse = HttpResponse(content_type=entry["content_type"])
+        response: HttpResponseBase = HttpResponse(content_type=entry["content_type"])
     else:
         try:
             handle = await sync_to_async(files.storage().open)(where)

@@ -54,7 +54,10 @@ def get_asgi_application(
     http: Any = BodyLimit(django_application)
     if serve_static:
         http = _static_files_handler(http)
-    routes = [*liveprogress_routes, *websocket_urlpatterns, re_path(r"", no_route)]
+    # Channels routes ASGI applications with Django's re_path, which django-stubs
+    # types for HTTP views only.
+    catch_all = re_path(r"", no_route)  # type: ignore[arg-type]
+    routes = [*liveprogress_routes, *websocket_urlpatterns, catch_all]
     return ProtocolTypeRouter(
         {
             "http": http,
@@ -120,10 +123,10 @@ def _static_files_handler(application: Any) -> Any:
     path that climbs out of the static folders (``/static/..%2f..%2fmanage.py``)."""
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
     from django.core.exceptions import SuspiciousFileOperation
-    from django.http import Http404, HttpRequest, HttpResponseBase
+    from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 
-    class StaticFilesHandler(ASGIStaticFilesHandler):  # type: ignore[misc]
-        def serve(self, request: HttpRequest) -> HttpResponseBase:
+    class StaticFilesHandler(ASGIStaticFilesHandler):
+        def serve(self, request: HttpRequest) -> HttpResponse | FileResponse:
             try:
                 return super().serve(request)
             except SuspiciousFileOperation:

@@ -38,7 +38,8 @@ _LAYER_HINT = (
 def _setting(name: str) -> Any:
     """A liveprogress setting, or None when the settings are invalid (E008 says why)."""
     try:
-        return conf.get(name)
+        # By a name held in a variable: the typed overloads of conf.get take literals.
+        return conf.get(name)  # type: ignore[call-overload]
     except ImproperlyConfigured:
         return None
 
@@ -46,9 +47,10 @@ def _setting(name: str) -> Any:
 def _layer_backend() -> type | None:
     """The class of the default channel layer, or None if it can't be imported."""
     try:
-        return import_string(settings.CHANNEL_LAYERS["default"]["BACKEND"])
+        backend = import_string(str(settings.CHANNEL_LAYERS["default"]["BACKEND"]))
     except (AttributeError, KeyError, TypeError, ImportError):
         return None
+    return backend if isinstance(backend, type) else None
 
 
 def check_settings(**kwargs: Any) -> list[CheckMessage]:
@@ -138,7 +140,7 @@ def check_result_storage(**kwargs: Any) -> list[CheckMessage]:
     alias = _setting("RESULT_STORAGE")
     if alias is None:
         return []
-    params = storages.backends.get(alias)
+    params: dict[str, Any] | None = settings.STORAGES.get(alias)
     if params is None:
         return [
             Error(

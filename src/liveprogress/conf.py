@@ -8,7 +8,7 @@ once and cached until ``setting_changed`` fires (tests override them freely).
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, Literal, overload
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -98,7 +98,44 @@ def _settings() -> dict[str, Any]:
     return values
 
 
-def get(name: str) -> Any:
+# The names by the type of their value, for the type checker: `get("LOG_LIMIT")` is
+# an int, and a misspelt name fails the check. They follow DEFAULTS (tests/test_conf.py checks
+# that they list each name once, with its type); (int, float) settings are floats.
+StrSetting = Literal["RUNNER", "TASK_BACKEND", "TASK_QUEUE", "RESULT_STORAGE"]
+IntSetting = Literal[
+    "MAX_ATTEMPTS",
+    "SYNC_WORKERS",
+    "MAX_ACTIVE_PER_OWNER",
+    "MAX_ACTIVE_TOTAL",
+    "MAX_FRAME_BYTES",
+    "MAX_SUBSCRIPTIONS",
+    "FRAME_BURST",
+    "MAX_UNREAD_ANSWERS",
+    "RECENT_JOBS",
+    "LOG_LIMIT",
+]
+FloatSetting = Literal[
+    "PUBLISH_INTERVAL",
+    "PERSIST_INTERVAL",
+    "HEARTBEAT_INTERVAL",
+    "STALE_AFTER",
+    "RECONCILE_INTERVAL",
+    "MAX_FRAMES_PER_SECOND",
+    "RESULT_TTL",
+]
+# Only the list itself is validated; its items are module paths, as documented.
+ListSetting = Literal["JOB_MODULES"]
+
+
+@overload
+def get(name: StrSetting) -> str: ...
+@overload
+def get(name: IntSetting) -> int: ...
+@overload
+def get(name: FloatSetting) -> float: ...
+@overload
+def get(name: ListSetting) -> list[str]: ...
+def get(name: str) -> object:
     """The value of one liveprogress setting, defaults applied."""
     return _settings()[name]
 

@@ -36,7 +36,7 @@ def parse_frame(text: str | None, data: bytes | None) -> dict[str, Any]:
     return decode_object(text, "frame")
 
 
-class ProgressConsumer(AsyncWebsocketConsumer):
+class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
     # No channel of its own: the process's hub is the only channel-layer
     # subscriber and hands states to this socket directly (see hub.py).
     channel_layer_alias = "liveprogress.no-layer"

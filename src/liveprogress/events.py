@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 
 from . import actions
 from .api import api_view, existing_owner
@@ -140,14 +141,14 @@ def _head() -> HttpResponse:
     return response
 
 
-def _stream_headers(response: HttpResponse) -> None:
+def _stream_headers(response: HttpResponseBase) -> None:
     response["Cache-Control"] = "no-cache"
     # Tell buffering proxies (nginx) to pass events through as they come.
     response["X-Accel-Buffering"] = "no"
 
 
 @api_view("GET")
-async def job_events(request: HttpRequest, job_id: str) -> HttpResponse:
+async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
     """One job's states as an event stream, until its final one."""
     job_id = actions.parse_job_id(job_id)
     owner = await existing_owner(request)
@@ -189,7 +190,7 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponse:
 
 
 @api_view("GET")
-async def owner_events(request: HttpRequest) -> HttpResponse:
+async def owner_events(request: HttpRequest) -> HttpResponseBase:
     """Every state of every job of the caller, as an event stream."""
     owner = await request_owner(request, create=False)
     if owner is None:

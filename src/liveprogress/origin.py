@@ -46,7 +46,7 @@ def _is_secure(scope: dict[str, Any], headers: dict[bytes, bytes]) -> bool:
         name, value = proxy
         header = name.removeprefix("HTTP_").replace("_", "-").lower().encode("latin-1")
         if header in headers:
-            return headers[header].decode("latin-1").split(",")[0].strip() == value
+            return bool(headers[header].decode("latin-1").split(",")[0].strip() == value)
     return scope.get("scheme") in ("wss", "https")
 
 

@@ -16,6 +16,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest
 from django.utils import translation
+from django.utils.translation.trans_real import parse_accept_lang_header
 
 #: ``prefix:name``: ``user:<pk>``, ``session:<key>``, or a name the site chooses
 #: (``system:nightly``, ``cli:alice``). At most 100 characters (the column's size).
@@ -137,7 +138,7 @@ def scope_language(scope: dict[str, Any]) -> str:
     cookies = scope.get("cookies") or {}
     candidates = [cookies.get(settings.LANGUAGE_COOKIE_NAME, "")]
     accept = headers.get(b"accept-language", b"").decode("latin-1")
-    candidates += [lang for lang, _ in translation.trans_real.parse_accept_lang_header(accept)]
+    candidates += [lang for lang, _ in parse_accept_lang_header(accept)]
     for candidate in candidates:
         if not candidate or candidate == "*":
             continue

@@ -123,9 +123,10 @@ async def publish_log(job: Job, lines: Sequence[LogLine], dropped_through: int =
     layer = get_channel_layer()
     if layer is None or not lines:
         return
+    job_id = str(job.id)
     message = {
         "type": LOG_MESSAGE,
-        "job": str(job.id),
+        "job": job_id,
         "owner": job.owner,
         "lines": [line.as_wire() for line in lines],
         "dropped_through": dropped_through,
@@ -134,7 +135,7 @@ async def publish_log(job: Job, lines: Sequence[LogLine], dropped_through: int =
         _deliver_locally(message)
         return
     try:
-        await layer.group_send(job_group(message["job"]), message)
+        await layer.group_send(job_group(job_id), message)
     except Exception:
         logger.warning("publishing log lines failed job=%s", job.id, exc_info=True)
 

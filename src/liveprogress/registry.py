@@ -73,7 +73,7 @@ def _params_model(name: str, function: JobFunction) -> type[pydantic.BaseModel]:
             )
         default = ... if parameter.default is parameter.empty else parameter.default
         fields[parameter.name] = (hints.get(parameter.name, Any), default)
-    return pydantic.create_model(  # type: ignore[call-overload,no-any-return]
+    return pydantic.create_model(
         f"Params_{name.replace('.', '_')}",
         __config__=pydantic.ConfigDict(extra="forbid", allow_inf_nan=False),
         **fields,

@@ -76,7 +76,9 @@ VIEWER = "liveprogress_viewer"
 def _viewer(context: Context) -> str | None:
     """The owner key of whoever the page is rendered for (None: nobody's)."""
     if VIEWER in context:
-        return context[VIEWER]
+        viewer = context[VIEWER]
+        # Whatever the view put there: only an owner key (a str) can match a job's owner.
+        return viewer if isinstance(viewer, str) else None
     request = context.get("request")
     if request is None:
         raise ImproperlyConfigured(
