@@ -1,0 +1,265 @@
+"""What a hostile tester broke (round two), each finding kept as a regression test.
+
+Findings that need a real server (HTTP framing, the handshake's origin) run
+against Daphne in a child process; the rest in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from urllib.parse import unquote
+
+import pytest
+import websockets
+from asgiref.testing import ApplicationCommunicator
+from channels.testing import WebsocketCommunicator
+from django.test import AsyncClient
+
+from liveprogress import actions
+from liveprogress.models import UNPERSISTED_SEQ_WINDOW, Job
+from proyecto.asgi import application
+from tests.servers import HOST, DaphneServer, Visitor
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with DaphneServer(tmp_path_factory.mktemp("abuse") / "db.sqlite3") as running:
+        yield running
+
+
+def raw_exchange(server: DaphneServer, requests: bytes, wait: float = 2.0) -> bytes:
+    """Send raw bytes on one connection; everything the server answers within ``wait``."""
+    received = b""
+    with socket.create_connection((HOST, server.port), timeout=wait) as connection:
+        connection.sendall(requests)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                chunk = connection.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            received += chunk
+            # Two complete answers are all this test asks for.
+            if received.count(b"HTTP/1.1 ") >= 2 and received.rstrip().endswith(b"}"):
+                break
+    return received
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("path", ["/api/jobs/events/", "/api/jobs/{job}/events/"])
+def test_head_on_a_stream_sends_headers_only_and_the_next_request_is_answered(server, path):
+    """A HEAD answered with a stream's body desyncs a keep-alive connection: the next
+    response read would be event data."""
+    visitor = Visitor(server)
+    status, state = visitor.post_json("/api/jobs/", {"kind": "demo.timer", "params": {"steps": 50}})
+    assert status == 201
+    cookie = visitor.cookie_header()
+    target = path.format(job=state["id"])
+    host = f"{HOST}:{server.port}"
+    requests = (
+        f"HEAD {target} HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n\r\n"
+        f"GET /api/jobs/{state['id']}/ HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n\r\n"
+    ).encode()
+    answer = raw_exchange(server, requests)
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert b"text/event-stream" in head
+    # Straight after the HEAD's headers comes the GET's answer, not event data.
+    assert rest.startswith(b"HTTP/1.1 200"), rest[:300]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["id"] == state["id"]
+    visitor.post_json(f"/api/jobs/{state['id']}/cancel/")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "origin",
+    ["http://127.0.0.1:1", "http://localhost:3000", "https://127.0.0.1", "http://[::1]:9"],
+)
+def test_a_page_on_another_port_or_scheme_of_the_host_can_t_open_the_socket(server, origin):
+    visitor = Visitor(server)
+    visitor.visit("/jobs/")
+
+    async def connect() -> None:
+        async with websockets.connect(
+            server.ws_url(),
+            origin=origin,
+            additional_headers={"Cookie": visitor.cookie_header()},
+            open_timeout=5,
+        ):
+            pass
+
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        asyncio.run(connect())
+    assert refused.value.response.status_code == 403
+
+
+@pytest.mark.integration
+def test_the_site_s_own_origin_opens_the_socket(server):
+    visitor = Visitor(server)
+    visitor.visit("/jobs/")
+
+    async def watch() -> dict:
+        async with websockets.connect(
+            server.ws_url(),
+            origin=server.origin,
+            additional_headers={"Cookie": visitor.cookie_header()},
+            open_timeout=5,
+        ) as ws:
+            await ws.send(json.dumps({"action": "watch_mine"}))
+            return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+    assert asyncio.run(watch())["type"] == "watching"
+
+
+async def visitor_session() -> tuple[AsyncClient, str]:
+    client = AsyncClient()
+    await client.get("/jobs/")
+    return client, f"session:{client.cookies['sessionid'].value}"
+
+
+async def test_no_after_silences_a_running_job_s_end_on_the_socket(runtime):
+    client, owner = await visitor_session()
+    job = await actions.start_job(owner, "demo.timer", {"steps": 3, "interval": 0.2})
+    socket_ = WebsocketCommunicator(
+        application,
+        "/ws/progress/",
+        headers=[
+            (b"host", b"localhost"),
+            (b"origin", b"http://localhost"),
+            (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
+        ],
+    )
+    assert (await socket_.connect())[0]
+    # A client that says it holds a state far ahead (within what a running job can reach).
+    after = job.seq + UNPERSISTED_SEQ_WINDOW - 1
+    await socket_.send_json_to({"action": "subscribe", "job": str(job.id), "after": after})
+    async with asyncio.timeout(10):
+        while True:
+            frame = await socket_.receive_json_from(10)
+            if frame["type"] == "job" and frame["job"]["status"] == "succeeded":
+                break
+    assert frame["job"]["seq"] <= after  # it was "older" than the claim, and still came
+    await socket_.disconnect()
+
+
+async def test_no_after_silences_a_running_job_s_end_on_its_event_stream(runtime):
+    client, owner = await visitor_session()
+    job = await actions.start_job(owner, "demo.timer", {"steps": 3, "interval": 0.2})
+    after = job.seq + UNPERSISTED_SEQ_WINDOW - 1
+    response = await client.get(f"/api/jobs/{job.id}/events/?after={after}")
+    assert response.status_code == 200
+    text = ""
+    async with asyncio.timeout(10):
+        async for chunk in response.streaming_content:
+            text += chunk.decode()
+    # The stream ended, and its last event is the final state.
+    last = json.loads(text.strip().rsplit("data: ", 1)[1])
+    assert last["job"]["status"] == "succeeded"
+
+
+async def asgi_get(
+    path: str, body_chunks: list[bytes] | None = None, method: str = "GET", *, ends: bool = True
+):
+    """Call the site's ASGI app with a raw request; (status, body) of its answer.
+    With ``ends=False`` the body never ends (a client still sending)."""
+    headers = [(b"host", b"localhost")]
+    if body_chunks is not None:
+        headers.append((b"content-type", b"application/json"))
+        headers.append((b"transfer-encoding", b"chunked"))
+    communicator = ApplicationCommunicator(
+        application,
+        {
+            "type": "http",
+            "http_version": "1.1",
+            "method": method,
+            "path": unquote(path),
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": headers,
+        },
+    )
+    chunks = body_chunks or [b""]
+    for index, chunk in enumerate(chunks):
+        more = index < len(chunks) - 1 or not ends
+        await communicator.send_input({"type": "http.request", "body": chunk, "more_body": more})
+    start = await communicator.receive_output(5)
+    body = b""
+    while True:
+        message = await communicator.receive_output(5)
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    return start["status"], body
+
+
+@pytest.mark.parametrize("path", ["/static/..%2f..%2fmanage.py", "/static/../../manage.py"])
+async def test_a_static_path_that_climbs_out_is_not_found(runtime, path, caplog):
+    status, _ = await asgi_get(path)
+    assert status == 404
+    assert not any(record.exc_info for record in caplog.records)
+
+
+async def test_a_chunked_body_is_refused_once_past_the_limit_not_read_whole(runtime, settings):
+    limit = 64 * 1024
+    chunk = b" " * 16 * 1024
+    # 80 KB sent and more to come: the answer comes without waiting for the rest
+    # (Django alone would wait for the whole body, then answer).
+    status, body = await asgi_get("/api/jobs/", [chunk] * 5, method="POST", ends=False)
+    assert status == 413
+    assert json.loads(body) == {
+        "type": "error",
+        "code": "too_large",
+        "detail": f"Bodies may be at most {limit} bytes",
+    }
+    assert not await Job.objects.aexists()
+
+
+async def test_django_s_refusals_on_the_upload_endpoint_are_json_without_internals(
+    runtime, settings
+):
+    client, _owner = await visitor_session()
+    token = client.cookies["csrftoken"].value
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+    fields = {f"f{n}": "x" for n in range(10)}
+    response = await client.post("/api/imports/", fields, headers={"X-CSRFToken": token})
+    assert response.status_code == 400
+    assert response.json() == {
+        "type": "error",
+        "code": "bad_request",
+        "detail": "Too many form fields in one request",
+    }
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
+    files = {f"file{n}": _csv(n) for n in range(3)}
+    response = await client.post("/api/imports/", files, headers={"X-CSRFToken": token})
+    assert response.json()["detail"] == "Too many files in one request"
+    assert "DATA_UPLOAD" not in response.content.decode()
+    # A multipart body with no boundary.
+    response = await client.post(
+        "/api/imports/",
+        b"--x\r\n",
+        content_type="multipart/form-data",
+        headers={"X-CSRFToken": token},
+    )
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert not await Job.objects.aexists()
+
+
+def _csv(n: int):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(f"f{n}.csv", b"a,b\n1,2\n", content_type="text/csv")
+
+
+async def test_a_host_refused_under_the_api_names_no_setting(runtime):
+    response = await AsyncClient().get("/api/jobs/", headers={"Host": "evil.example"})
+    assert response.status_code == 400
+    assert response.json()["detail"] == "This host name is not served here"
+    assert "ALLOWED_HOSTS" not in response.content.decode()
