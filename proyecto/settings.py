@@ -1,7 +1,9 @@
 """Settings of the demo site: the embedded default (SQLite, in-memory channel layer).
 
 Environment variables, each optional:
-- DJANGO_SECRET_KEY: the secret key (a development key otherwise; set it in production).
+- DJANGO_SECRET_KEY: the secret key (otherwise one made at random on the first run and
+  kept in .secret_key beside manage.py, readable by its owner only: never a key that
+  anyone can read in the source, which would let them forge session cookies).
 - DJANGO_DEBUG: "1" for debug pages (off by default).
 - DJANGO_ALLOWED_HOSTS: comma-separated host names (default: localhost, 127.0.0.1, [::1]).
 - DATABASE_URL: a database URL (default: SQLite file db.sqlite3 beside manage.py).
@@ -18,16 +20,40 @@ Scale-out, each optional (README, "Scaling out"):
 
 import json
 import os
+import time
 from pathlib import Path
 
 import dj_database_url
 import django
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.utils import get_random_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get(
-    "DJANGO_SECRET_KEY", "django-insecure-liveprogress-demo-key-change-me-in-production"
-)
+
+def secret_key(kept: Path) -> str:
+    """DJANGO_SECRET_KEY, else the key kept in ``kept``, made on first use (several
+    processes starting at once agree on one: the first to create the file wins)."""
+    if os.environ.get("DJANGO_SECRET_KEY"):
+        return os.environ["DJANGO_SECRET_KEY"]
+    try:
+        descriptor = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _attempt in range(50):
+            key = kept.read_text().strip()
+            if key:
+                return key
+            time.sleep(0.01)  # its maker is writing it
+        raise ImproperlyConfigured(
+            f"{kept} is empty: delete it, or set DJANGO_SECRET_KEY"
+        ) from None
+    key = get_random_secret_key()
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(key)
+    return key
+
+
+SECRET_KEY = secret_key(BASE_DIR / ".secret_key")
 DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
 

@@ -113,6 +113,23 @@ async def read_body(response: Any) -> bytes:
 # -- a good file -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("name", "cleaned"),
+    [
+        ("!!!.csv", "cleaned-data.csv"),
+        (".hidden.csv", "cleaned-hidden.csv"),
+        ("..csv", "cleaned-data.csv"),
+        ("x" * 150 + ".csv", "cleaned-" + "x" * 60 + ".csv"),
+        ("mi archivo (1).csv", "cleaned-mi_archivo_1.csv"),
+    ],
+)
+async def test_any_file_name_gives_a_usable_cleaned_file(runtime, name, cleaned):
+    """A valid file is never refused for its name after its rows were imported."""
+    _client, final = await import_file(b"name,email\nAna,ana@example.com\n", name)
+    assert final["status"] == "succeeded", final["error"]
+    assert [entry["name"] for entry in final["files"]] == [cleaned]
+
+
 async def test_a_good_file_is_imported_without_its_bad_rows(runtime):
     client, final = await import_file(GOOD_WITH_BAD_ROWS)
     job_id = final["id"]

@@ -19,7 +19,9 @@ import time
 from typing import Annotated, Any
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
 from django.template.defaultfilters import filesizeformat
+from django.utils.text import get_valid_filename
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from pydantic import Field
@@ -120,7 +122,7 @@ def csv_import(
             writer = csv.writer(output)
             writer.writerow(header)
             writer.writerows(kept)
-            cleaned = "cleaned-" + clean_name(name.rsplit(".", 1)[0] + ".csv")
+            cleaned = cleaned_name(name)
             progress.attach(cleaned, output.getvalue(), "text/csv")
             summary = _("%(kept)d of %(total)d rows imported, %(bad)d skipped.") % {
                 "kept": len(kept),
@@ -139,6 +141,20 @@ def csv_import(
         "skipped": bad,
         "columns": header,
     }
+
+
+def cleaned_name(uploaded: str) -> str:
+    """The cleaned file's name: ``cleaned-<the upload's name>.csv``, made safe, or
+    ``cleaned-data.csv`` when nothing of the name is usable (``!!!.csv``, ``..csv``)."""
+    stem = _valid_or_empty(uploaded.rsplit("/", 1)[-1].rsplit(".", 1)[0])
+    return clean_name(f"cleaned-{stem.strip('._-')[:60] or 'data'}.csv")
+
+
+def _valid_or_empty(name: str) -> str:
+    try:
+        return get_valid_filename(name)
+    except SuspiciousFileOperation:
+        return ""
 
 
 def _read_csv(
