@@ -501,7 +501,9 @@ def test_watchjob_prints_the_log_lines_of_a_job_another_process_runs(tmp_path):
     db_file = tmp_path / "db.sqlite3"
     env = server_env(db_file, liveprogress={**PROCESS_SETTINGS, "JOB_MODULES": ["tests.jobs"]})
     migrate(db_file, env)
-    args = ["tests.rich", "--param", "rows=60", "--param", "delay=0.01", "--param", "bad_every=20"]
+    # ~5 s of work: the watcher (a Django process of its own) starts well before its end,
+    # even on a loaded machine.
+    args = ["tests.rich", "--param", "rows=60", "--param", "delay=0.04", "--param", "bad_every=20"]
     runner = manage("runjob", *args, env=env)
     try:
         job_id = wait_for_job(db_file, runner, "running")
