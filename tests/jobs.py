@@ -201,3 +201,12 @@ def counts_users(progress, prefix: str = ""):
     for name in progress.track(names):
         progress.log(f"user {name}")
     return {"users": names}
+
+
+@job("tests.long_lines")
+async def long_lines(progress, lines: int = 1000, width: int = 2000):
+    """Logs ``lines`` lines of ``width`` characters at once: a burst far over 1 MiB."""
+    for number in range(1, lines + 1):
+        progress.log(f"{number:05d} " + "x" * (width - 6), level="warning")
+    await asyncio.sleep(0.5)
+    return lines

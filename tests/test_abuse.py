@@ -28,7 +28,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with DaphneServer(tmp_path_factory.mktemp("abuse") / "db.sqlite3") as running:
+    db = tmp_path_factory.mktemp("abuse") / "db.sqlite3"
+    with DaphneServer(db, liveprogress={"JOB_MODULES": ["tests.jobs"]}) as running:
         yield running
 
 
@@ -263,3 +264,77 @@ async def test_a_host_refused_under_the_api_names_no_setting(runtime):
     assert response.status_code == 400
     assert response.json()["detail"] == "This host name is not served here"
     assert "ALLOWED_HOSTS" not in response.content.decode()
+
+
+@pytest.mark.integration
+def test_a_burst_of_log_lines_far_over_1_mib_reaches_the_socket_whole(server):
+    """Daphne carries at most 1 MiB per message: the lines come in several frames,
+    every one of them, and the socket goes on answering."""
+    visitor = Visitor(server)
+    status, state = visitor.post_json(
+        "/api/jobs/", {"kind": "tests.long_lines", "params": {"lines": 1000, "width": 2000}}
+    )
+    assert status == 201
+
+    async def follow() -> tuple[list[int], list[int], dict]:
+        async with websockets.connect(
+            server.ws_url(),
+            origin=server.origin,
+            additional_headers={"Cookie": visitor.cookie_header()},
+            open_timeout=5,
+            max_size=None,
+        ) as ws:
+            subscribe = {"action": "subscribe", "job": state["id"], "log_after": 0}
+            await ws.send(json.dumps(subscribe))
+            seen: list[int] = []
+            sizes: list[int] = []
+            final: dict = {}
+            async with asyncio.timeout(30):
+                while len(seen) < 1000 or not final:
+                    raw = await ws.recv()
+                    frame = json.loads(raw)
+                    if frame["type"] == "log":
+                        sizes.append(len(raw.encode()))
+                        seen += [line["seq"] for line in frame["lines"]]
+                    elif frame["type"] == "job" and frame["job"]["status"] == "succeeded":
+                        final = frame["job"]
+                # Still answering after the burst.
+                await ws.send(json.dumps({"action": "watch_mine"}))
+                while (json.loads(await ws.recv()))["type"] != "watching":
+                    pass
+            return seen, sizes, final
+
+    seen, sizes, final = asyncio.run(follow())
+    assert seen == list(range(1, 1001))
+    assert max(sizes) <= 512 * 1024 and len(sizes) >= 4
+    assert final["result"] == 1000
+
+
+async def test_an_owner_s_list_too_big_for_one_frame_comes_in_several(runtime):
+    client, owner = await visitor_session()
+    big = "m" * 40_000
+    made = [
+        await Job.objects.acreate(
+            kind="demo.timer", owner=owner, seq=2, status="succeeded", message=big
+        )
+        for _ in range(20)
+    ]
+    socket_ = WebsocketCommunicator(
+        application,
+        "/ws/progress/",
+        headers=[
+            (b"host", b"localhost"),
+            (b"origin", b"http://localhost"),
+            (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
+        ],
+    )
+    assert (await socket_.connect())[0]
+    await socket_.send_json_to({"action": "watch_mine"})
+    watching = await socket_.receive_json_from(5)
+    assert watching["type"] == "watching"
+    listed = [state["id"] for state in watching["jobs"]]
+    assert 0 < len(listed) < 20
+    rest = [(await socket_.receive_json_from(5))["job"]["id"] for _ in range(20 - len(listed))]
+    # Every job once, newest first across the frames.
+    assert listed + rest == [str(job.id) for job in reversed(made)]
+    await socket_.disconnect()

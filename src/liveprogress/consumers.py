@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 #: Close code for a client that sends but doesn't read its answers (see MAX_UNREAD_ANSWERS).
 CLOSE_NOT_READING = 4008
+#: Close code when a frame could not be sent to the socket.
+CLOSE_SEND_FAILED = 1011
 
 
 def parse_frame(text: str | None, data: bytes | None) -> dict[str, Any]:
@@ -51,7 +53,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         self.language = scope_language(self.scope)
         self.jobs: set[str] = set()
         self.watching_owner = False
-        self.outbox = Outbox(self._send_text)
+        self.outbox = Outbox(self._send_text, on_broken=self._broken)
         self.rate = TokenBucket(conf.get("MAX_FRAMES_PER_SECOND"), conf.get("FRAME_BURST"))
         await self.accept()
 
@@ -66,6 +68,11 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
 
     async def _send_text(self, text: str) -> None:
         await self.send(text_data=text)
+
+    async def _broken(self) -> None:
+        # A frame the server would not carry: say so by closing (the client
+        # reconnects and resubscribes) rather than leave the socket mute.
+        await self.close(code=CLOSE_SEND_FAILED)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.outbox.unsent >= conf.get("MAX_UNREAD_ANSWERS"):

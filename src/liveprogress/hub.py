@@ -36,7 +36,7 @@ from .publish import (
     receive_locally,
     state_message,
 )
-from .state import encode
+from .state import MAX_SENT_FRAME_BYTES, encode
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +65,26 @@ class _LogBatch:
             dropped_through = max(dropped_through, cut[-1]["seq"])
         self.dropped_through = max(self.dropped_through, dropped_through)
 
-    def encode(self) -> str:
-        frame: dict[str, Any] = {"type": "log", "job": self.job_id, "lines": self.lines}
-        if self.dropped_through:
+    def encode(self) -> list[str]:
+        """The batch as log frames, each under MAX_SENT_FRAME_BYTES (a burst of long
+        lines is several frames; what was dropped is said in the first)."""
+        frames: list[str] = []
+        lines: list[dict[str, Any]] = []
+        size = 0
+        for line in self.lines:
+            line_size = len(encode(line).encode())
+            if lines and size + line_size > MAX_SENT_FRAME_BYTES - 200:
+                frames.append(self._frame(lines, first=not frames))
+                lines, size = [], 0
+            lines.append(line)
+            size += line_size + 1
+        if lines or not frames:
+            frames.append(self._frame(lines, first=not frames))
+        return frames
+
+    def _frame(self, lines: list[dict[str, Any]], *, first: bool) -> str:
+        frame: dict[str, Any] = {"type": "log", "job": self.job_id, "lines": lines}
+        if self.dropped_through and first:
             frame["dropped_through"] = self.dropped_through
         return encode(frame)
 
@@ -75,8 +92,14 @@ class _LogBatch:
 class Outbox:
     """The frames waiting to go to one socket, sent in order by one task."""
 
-    def __init__(self, send: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        send: Callable[[str], Awaitable[None]],
+        on_broken: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._send = send
+        # Called once if a frame can't be sent: the socket is closed, not left mute.
+        self._on_broken = on_broken
         # key -> frame, in sending order. A job's state keeps one key, so a newer
         # state replaces an unsent older one where it stands.
         self._pending: dict[Any, str | _LogBatch] = {}
@@ -216,17 +239,20 @@ class Outbox:
                 key = next(iter(self._pending))
                 pending = self._pending.pop(key)
                 if isinstance(pending, _LogBatch):
-                    frame = pending.encode()
+                    frames = pending.encode()
                 else:
-                    frame = pending
+                    frames = [pending]
                     if isinstance(key, tuple):
                         job_id = key[1]
                         self.note_sent(job_id, self._pending_seq.pop(job_id))
                 self._sending = True
                 try:
-                    await self._send(frame)
+                    for frame in frames:
+                        await self._send(frame)
                 except Exception:
-                    logger.info("socket send failed; outbox stops", exc_info=True)
+                    logger.warning("socket send failed; closing it", exc_info=True)
+                    if self._on_broken is not None:
+                        await self._on_broken()
                     return
                 finally:
                     self._sending = False

@@ -137,6 +137,12 @@ def encode(frame: dict[str, Any]) -> str:
     return text
 
 
+#: The largest frame the server sends, in bytes of text. Daphne refuses a message
+#: over 1 MiB (and the socket then says nothing more); frames that could grow past
+#: this (a batch of log lines, the owner's job list) are split below it.
+MAX_SENT_FRAME_BYTES = 512 * 1024
+
+
 def state_frame(state: JobState) -> dict[str, Any]:
     return {"type": "job", "job": state}
 

@@ -21,7 +21,7 @@ from .exceptions import BadRequest
 from .hub import Outbox
 from .models import UNPERSISTED_SEQ_WINDOW
 from .runtime import get_runtime
-from .state import JobState, encode, job_state
+from .state import MAX_SENT_FRAME_BYTES, JobState, encode, job_state, state_frame
 
 
 def parse_after(value: Any, *, text: bool = False, field: str = "after") -> int | None:
@@ -105,7 +105,17 @@ async def follow_owner(outbox: Outbox, owner: str, *, join: bool) -> list[JobSta
         if str(job.id) not in listed
     ]
     states = [job_state(job) for job in recent + active]
+    # The list in one frame as far as it fits under MAX_SENT_FRAME_BYTES; jobs past
+    # that (huge states, many of them) follow as their own state frames.
+    listed_states: list[JobState] = []
+    size = 0
     for state in states:
+        size += len(encode(dict(state)).encode()) + 1
+        if listed_states and size > MAX_SENT_FRAME_BYTES - 100:
+            break
+        listed_states.append(state)
         outbox.note_sent(state["id"], state["seq"])
-    outbox.offer(encode({"type": "watching", "jobs": states}))
+    outbox.offer(encode({"type": "watching", "jobs": listed_states}))
+    for state in states[len(listed_states) :]:
+        outbox.offer_state(state["id"], state["seq"], encode(state_frame(state)))
     return states
