@@ -7,7 +7,9 @@ against Daphne in a child process; the rest in-process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import socket
 import time
 from urllib.parse import unquote
@@ -338,3 +340,50 @@ async def test_an_owner_s_list_too_big_for_one_frame_comes_in_several(runtime):
     # Every job once, newest first across the frames.
     assert listed + rest == [str(job.id) for job in reversed(made)]
     await socket_.disconnect()
+
+
+async def test_an_owner_s_event_streams_are_capped(runtime, settings):
+    settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "MAX_STREAMS_PER_OWNER": 2}
+    client, owner = await visitor_session()
+    job = await actions.start_job(owner, "demo.timer", {"steps": 2, "interval": 0.1})
+    one_job = await client.get(f"/api/jobs/{job.id}/events/")
+    mine = await client.get("/api/jobs/events/")
+    assert (one_job.status_code, mine.status_code) == (200, 200)
+    refused = await client.get("/api/jobs/events/")
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "limit"
+    # Another visitor has streams of its own.
+    other, _ = await visitor_session()
+    assert (await other.get("/api/jobs/events/")).status_code == 200
+    # A stream that ends (its job's final state) gives its place back.
+    async with asyncio.timeout(10):
+        async for _chunk in one_job.streaming_content:
+            pass
+    assert (await client.get("/api/jobs/events/")).status_code == 200
+
+
+def database_files_open(server: DaphneServer) -> int:
+    """How many file descriptors the server process holds on its SQLite database."""
+    fd_dir = f"/proc/{server.pid}/fd"
+    found = 0
+    for fd in os.listdir(fd_dir):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"{fd_dir}/{fd}") == str(server.db_path.resolve()):
+                found += 1
+    return found
+
+
+@pytest.mark.integration
+def test_open_streams_hold_no_database_connection(server):
+    """On SQLite a connection held per open stream would pile up with the streams."""
+    visitor = Visitor(server)
+    visitor.visit("/jobs/")
+    before = database_files_open(server)
+    streams = [visitor.events("/api/jobs/events/") for _ in range(5)]
+    try:
+        for stream in streams:
+            assert stream.next_event()["event"] == "watching"
+        assert database_files_open(server) <= before + 1
+    finally:
+        for stream in streams:
+            stream.close()

@@ -49,6 +49,8 @@ DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     "MAX_FRAME_BYTES": (64 * 1024, int),
     # Jobs one WebSocket may subscribe to at once.
     "MAX_SUBSCRIPTIONS": (200, int),
+    # Event streams (SSE) one owner may hold open at once in one server process.
+    "MAX_STREAMS_PER_OWNER": (10, int),
     # Frames one WebSocket may send per second, sustained...
     "MAX_FRAMES_PER_SECOND": (20, (int, float)),
     # ...and at once: a reconnecting client resubscribes to every job it watched.
@@ -109,6 +111,7 @@ IntSetting = Literal[
     "MAX_ACTIVE_TOTAL",
     "MAX_FRAME_BYTES",
     "MAX_SUBSCRIPTIONS",
+    "MAX_STREAMS_PER_OWNER",
     "FRAME_BURST",
     "MAX_UNREAD_ANSWERS",
     "RECENT_JOBS",

@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.db import connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
-from . import actions
+from . import actions, conf
 from .api import api_view, existing_owner
-from .exceptions import Forbidden
+from .exceptions import Forbidden, LimitReached
 from .hub import Outbox
 from .models import TERMINAL_STATUSES
 from .owner import request_owner
@@ -42,6 +45,25 @@ from .watching import follow_job, follow_owner, parse_after
 KEEPALIVE_S = 15.0
 #: How long the browser waits before it reconnects a dropped stream.
 RETRY_MS = 2000
+
+
+#: Event streams open in this process, by owner (MAX_STREAMS_PER_OWNER).
+_open_streams: Counter[str] = Counter()
+
+
+def _take_stream(owner: str) -> None:
+    limit = conf.get("MAX_STREAMS_PER_OWNER")
+    if _open_streams[owner] >= limit:
+        raise LimitReached(
+            f"At most {limit} event streams may be open at once; close one (a tab) first"
+        )
+    _open_streams[owner] += 1
+
+
+def _give_back_stream(owner: str) -> None:
+    _open_streams[owner] -= 1
+    if _open_streams[owner] <= 0:
+        del _open_streams[owner]
 
 
 class _Feed:
@@ -126,7 +148,10 @@ async def _stream(
         await leave()
 
 
-def _response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
+async def _response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
+    # The stream itself reads no database: the request's connection is closed now,
+    # not held for as long as the stream stays open (on SQLite, one per stream).
+    await sync_to_async(connections.close_all)()
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     _stream_headers(response)
     return response
@@ -172,12 +197,14 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
     if request.method == "HEAD":
         return _head()
     hub = (await get_runtime()).hub
+    _take_stream(owner)
     feed = _Feed()
 
     async def join(job: str) -> None:
         await hub.watch_job(job, feed.outbox)
 
     async def leave() -> None:
+        _give_back_stream(owner)
         await hub.unwatch_job(job_id, feed.outbox)
 
     try:
@@ -186,7 +213,7 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
         feed.outbox.close()
         await leave()
         raise
-    return _response(_stream(feed, job_id, leave, _Position(after, log_after)))
+    return await _response(_stream(feed, job_id, leave, _Position(after, log_after)))
 
 
 @api_view("GET")
@@ -198,9 +225,11 @@ async def owner_events(request: HttpRequest) -> HttpResponseBase:
     if request.method == "HEAD":
         return _head()
     hub = (await get_runtime()).hub
+    _take_stream(owner)
     feed = _Feed()
 
     async def leave() -> None:
+        _give_back_stream(owner)
         await hub.detach(feed.outbox, (), owner)
 
     try:
@@ -209,4 +238,4 @@ async def owner_events(request: HttpRequest) -> HttpResponseBase:
         feed.outbox.close()
         await leave()
         raise
-    return _response(_stream(feed, None, leave))
+    return await _response(_stream(feed, None, leave))
