@@ -210,3 +210,11 @@ async def long_lines(progress, lines: int = 1000, width: int = 2000):
         progress.log(f"{number:05d} " + "x" * (width - 6), level="warning")
     await asyncio.sleep(0.5)
     return lines
+
+
+@job("tests.attach")
+def attach(progress, name: str = "out.bin", size: int = 1000, count: int = 1):
+    """Attaches ``count`` files of ``size`` bytes (``name`` numbered past the first)."""
+    for number in range(count):
+        progress.attach(name if number == 0 else f"{number}-{name}", b"x" * size)
+    return count

@@ -387,3 +387,39 @@ def test_open_streams_hold_no_database_connection(server):
     finally:
         for stream in streams:
             stream.close()
+
+
+def test_an_owner_s_files_are_held_to_a_quota(db, settings, fast):
+    from liveprogress.testing import run_job
+
+    settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "MAX_FILE_BYTES_PER_OWNER": 5000}
+    first = run_job("tests.attach", owner="session:one", size=3000)
+    assert first.status == "succeeded"
+    # The same owner's next file would take it past the quota: that job fails, saying so.
+    second = run_job("tests.attach", owner="session:one", size=3000)
+    assert second.status == "failed"
+    assert "would take this owner's files past 5000 bytes (they keep 3000)" in second.error
+    # Within one job too; replacing a file of the same name counts once.
+    third = run_job("tests.attach", owner="session:two", size=2000, count=3)
+    assert third.status == "failed" and "they keep 4000" in third.error
+    again = run_job("tests.attach", owner="session:three", size=4000)
+    assert again.status == "succeeded"
+    # Another owner is not held to anyone else's files; expired files no longer count.
+    Job.objects.filter(owner="session:one").update(expired=True)
+    assert run_job("tests.attach", owner="session:one", size=4000).status == "succeeded"
+
+
+async def test_a_server_job_s_files_are_held_to_the_quota_too(runtime, settings):
+    settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "MAX_FILE_BYTES_PER_OWNER": 5000}
+
+    async def run(params: dict) -> Job:
+        job = await actions.start_job("session:q", "tests.attach", params)
+        async with asyncio.timeout(10):
+            while (current := await Job.objects.aget(pk=job.pk)).is_active:
+                await asyncio.sleep(0.02)
+        return current
+
+    assert (await run({"size": 2000, "count": 2})).status == "succeeded"
+    refused = await run({"size": 2000})
+    assert refused.status == "failed"
+    assert "past 5000 bytes (they keep 4000)" in refused.error

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import AsyncClient
 
@@ -227,7 +228,7 @@ async def test_a_rich_job_ends_with_its_stages_logs_and_file_stored(runtime):
 async def test_file_names_are_cleaned_and_kept_inside_the_job_s_folder(runtime):
     _client, owner = await visitor()
     job = await actions.start_job(owner, "tests.sync_steps", {"steps": 1})
-    entry = files.store(job, "../../etc/pass wd.csv", b"x", "text/csv")
+    entry = await sync_to_async(files.store)(job, "../../etc/pass wd.csv", b"x", "text/csv")
     assert entry["name"] == "pass_wd.csv"
     assert files.storage().exists(f"liveprogress/{job.id}/pass_wd.csv")
     for bad in ("", ".hidden", "x" * 200):

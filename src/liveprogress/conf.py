@@ -65,6 +65,9 @@ DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     # Seconds after a job ends that its result and files are kept; `manage.py
     # prunejobs` removes them once expired.
     "RESULT_TTL": (7 * 24 * 3600, (int, float)),
+    # Bytes of job files one owner may keep at once (until they expire): past it,
+    # attaching a file fails the job, saying so.
+    "MAX_FILE_BYTES_PER_OWNER": (100 * 1024 * 1024, int),
     # The storage (an alias of Django's STORAGES) that holds jobs' files.
     "RESULT_STORAGE": ("default", str),
 }
@@ -111,6 +114,7 @@ IntSetting = Literal[
     "MAX_ACTIVE_TOTAL",
     "MAX_FRAME_BYTES",
     "MAX_SUBSCRIPTIONS",
+    "MAX_FILE_BYTES_PER_OWNER",
     "MAX_STREAMS_PER_OWNER",
     "FRAME_BURST",
     "MAX_UNREAD_ANSWERS",

@@ -451,8 +451,22 @@ class Execution:
 
     # -- files and children (the job's context, see progress.JobContext) -------------
 
-    def store_file(self, name: str, content: bytes, content_type: str) -> dict[str, Any]:
+    def store_file(
+        self, name: str, content: bytes, content_type: str, attached: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        name = files.clean_name(name)
+        files.check_quota(self._owner_bytes(), attached, name, len(content))
         return files.store(self.job, name, content, content_type)
+
+    def _owner_bytes(self) -> int:
+        """The owner's other files, read where the job's other queries run (the
+        loop's thread-sensitive executor), not in the job's thread: the job's thread
+        has no asgiref context, so the coroutine gets none either."""
+        assert self._loop is not None  # noqa: S101 (attach is called while the job runs)
+        reading = sync_to_async(files.owner_bytes, thread_sensitive=True)
+        return asyncio.run_coroutine_threadsafe(
+            reading(self.job.owner, besides=self.job.pk), self._loop
+        ).result()
 
     async def spawn(self, kind: str, params: Any) -> str:
         from .actions import start_job

@@ -41,8 +41,38 @@ def path(job_id: Any, name: str) -> str:
     return f"liveprogress/{job_id}/{name}"
 
 
+class QuotaExceeded(ValueError):
+    """The owner keeps as many bytes of files as MAX_FILE_BYTES_PER_OWNER allows."""
+
+
+def _bytes(entries: list[dict[str, Any]], *, besides: str = "") -> int:
+    return sum(int(entry.get("size") or 0) for entry in entries if entry.get("name") != besides)
+
+
+def owner_bytes(owner: str, *, besides: Any = None) -> int:
+    """Bytes of files the owner's jobs keep (not expired), but the job ``besides``."""
+    rows = Job.objects.filter(owner=owner, expired=False).exclude(pk=besides)
+    return sum(_bytes(entries or []) for entries in rows.values_list("files", flat=True))
+
+
+def check_quota(owner_kept: int, attached: list[dict[str, Any]], name: str, size: int) -> None:
+    """Refuse a file that would take its owner's files past MAX_FILE_BYTES_PER_OWNER.
+
+    ``owner_kept``: bytes the owner's other jobs keep (:func:`owner_bytes`);
+    ``attached``: the files this job holds now (``name`` is replaced, not added).
+    """
+    quota = conf.get("MAX_FILE_BYTES_PER_OWNER")
+    kept = owner_kept + _bytes(attached, besides=name)
+    if kept + size > quota:
+        raise QuotaExceeded(
+            f"The file {name!r} ({size} bytes) would take this owner's files past "
+            f"{quota} bytes (they keep {kept}); wait for older ones to expire or delete them"
+        )
+
+
 def store(job: Job, name: str, content: bytes, content_type: str) -> dict[str, Any]:
-    """Save ``content`` as the job's file ``name`` (replacing one of that name)."""
+    """Save ``content`` as the job's file ``name`` (replacing one of that name); the
+    caller has checked the quota (:func:`check_quota`)."""
     name = clean_name(name)
     where = path(job.pk, name)
     backend = storage()

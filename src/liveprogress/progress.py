@@ -47,7 +47,10 @@ LOG_LINE_MAX = 2000
 class JobContext(Protocol):
     """What a running job's Progress needs from its execution (files, children)."""
 
-    def store_file(self, name: str, content: bytes, content_type: str) -> dict[str, Any]: ...
+    def store_file(
+        self, name: str, content: bytes, content_type: str, attached: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Store a file of the job (``attached``: the files it holds now); its entry."""
 
     async def spawn(self, kind: str, params: Mapping[str, Any] | None) -> str: ...
 
@@ -280,7 +283,9 @@ class Progress:
         if self._context is None:
             raise RuntimeError("This Progress belongs to no job: nowhere to attach files")
         data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
-        entry = self._context.store_file(name, data, content_type)
+        with self._lock:
+            attached = list(self._files)
+        entry = self._context.store_file(name, data, content_type, attached)
         with self._lock:
             self._files = [known for known in self._files if known["name"] != entry["name"]]
             self._files.append(entry)

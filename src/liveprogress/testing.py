@@ -158,7 +158,12 @@ class _TestContext:
         self.job = job
         self.children: list[asyncio.Task[JobRun]] = []
 
-    def store_file(self, name: str, content: bytes, content_type: str) -> dict[str, Any]:
+    def store_file(
+        self, name: str, content: bytes, content_type: str, attached: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        # The test's thread (a sync job runs in it): the owner's rows read right here.
+        kept = files.owner_bytes(self.job.owner, besides=self.job.pk)
+        files.check_quota(kept, attached, files.clean_name(name), len(content))
         return files.store(self.job, name, content, content_type)
 
     async def spawn(self, kind: str, params: Any) -> str:
