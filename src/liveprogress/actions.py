@@ -10,7 +10,7 @@ import logging
 import uuid
 from typing import Any
 
-from django.db.models import Count, F, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from . import conf
@@ -125,7 +125,7 @@ async def cancel_job(owner: str, job_id: str) -> Job:
         return await execution.cancel()
     # Elsewhere: the flag is the truth (read at every heartbeat), the broadcast is
     # the fast path; a job no worker has claimed yet ends here and now.
-    await Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).aupdate(cancel_requested=True)
+    await Job.objects.request_cancel(job_id)
     job = await Job.objects.aget(pk=job_id)
     if not await end_unclaimed(job, Status.CANCELLED, ""):
         await control(CANCEL_MESSAGE, job_id)
@@ -169,14 +169,11 @@ async def log_lines(job: Job, after: int) -> tuple[list[dict[str, Any]], int]:
 
 async def end_unclaimed(job: Job, status: Status, error: str) -> bool:
     """End a queued job that no process has claimed; False if one has."""
-    now = timezone.now()
-    ended = await Job.objects.filter(pk=job.pk, status=Status.QUEUED, worker="").aupdate(
-        status=status, error=error, finished_at=now, updated_at=now, seq=F("seq") + 1
-    )
+    ended = await Job.objects.end_unclaimed(job.pk, status, error)
     if ended:
         await job.arefresh_from_db()
         await publish(job)
-    return bool(ended)
+    return ended
 
 
 async def list_jobs(owner: str, *, limit: int, active_only: bool = False) -> list[Job]:

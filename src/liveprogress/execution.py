@@ -474,13 +474,14 @@ class Execution:
         if job.cancel_requested:
             # Only ever set: a request made through another process stays in place.
             values["cancel_requested"] = True
-        updated = await Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).aupdate(**values)
+        write = Job.objects.end if fields is _FINAL_FIELDS else Job.objects.write_running
+        updated = await write(job.pk, values)
         self._persisted_seq = max(self._persisted_seq, values["seq"])
         self._persisted_status = values["status"]
         if not updated:
             logger.info("job ended elsewhere job=%s", job.id)
             self._ended_elsewhere()
-        return bool(updated)
+        return updated
 
     def _unwritten_row(self) -> _Row | None:
         """The running state to write behind, or None if there is nothing to write."""

@@ -75,9 +75,7 @@ class InProcessRunner:
         ids = list(self.executions)
         if not ids:
             return
-        await Job.objects.filter(pk__in=ids, status__in=ACTIVE_STATUSES).aupdate(
-            heartbeat_at=timezone.now()
-        )
+        await Job.objects.heartbeat(ids)
         rows = Job.objects.filter(pk__in=ids).values_list("id", "status", "cancel_requested")
         async for job_id, status, cancel_requested in rows:
             execution = self.executions.get(str(job_id))

@@ -14,11 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from django.db.models import F
-from django.utils import timezone
-
 from .. import conf
-from ..models import Job, Status
+from ..models import Job
 
 try:
     from django.tasks import task
@@ -39,10 +36,7 @@ async def _run(job_id: str) -> None:
 
     runtime = await get_runtime()
     try:
-        claimed = await Job.objects.filter(pk=job_id, status=Status.QUEUED, worker="").aupdate(
-            worker=runtime.worker, heartbeat_at=timezone.now(), attempts=F("attempts") + 1
-        )
-        if not claimed:
+        if not await Job.objects.claim(job_id, runtime.worker):
             logger.info("job not run: ended or claimed elsewhere job=%s", job_id)
             return
         job = await Job.objects.aget(pk=job_id)
