@@ -69,7 +69,7 @@ async def _stop_where_it_runs(job_id: Any, worker: str, runner: InProcessRunner 
     after the state that ended it. Here at once; elsewhere by broadcast."""
     execution = runner.executions.get(str(job_id)) if runner is not None else None
     if execution is not None and runner is not None and runner.worker == worker:
-        await execution.end_elsewhere()
+        await execution.stop_as_ended_elsewhere()
     else:
         await control(ENDED_MESSAGE, str(job_id), worker)
 
