@@ -11,7 +11,7 @@ import asyncio
 import contextvars
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from channels.db import aclose_old_connections
@@ -70,7 +70,7 @@ class Runtime:
         if message["type"] == CANCEL_MESSAGE:
             if execution.progress.cancelled:
                 return
-            work = execution.cancel()
+            work: Coroutine[Any, Any, object] = execution.cancel()
         else:
             work = execution.stop_as_ended_elsewhere()
         task = self.loop.create_task(work, context=contextvars.Context())

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from asgiref.sync import sync_to_async
 from channels.db import aclose_old_connections
 from django.db import connection, transaction
+from django.db.models import Field
 
 from . import conf
 from .models import ACTIVE_STATUSES, Job
@@ -119,17 +120,18 @@ def write_rows(rows: list[UnwrittenRow]) -> set[Any]:
     ``CASE WHEN`` per field and row took 1.5 s for 1,000 jobs on SQLite.
     """
     meta, quote = Job._meta, connection.ops.quote_name
-    fields = [meta.get_field(name) for name in BEHIND_FIELDS]
+    fields = [_concrete(name) for name in BEHIND_FIELDS]
+    pk_field = _concrete("id")
     table, pk, status, cancel = (
         quote(name)
         for name in (
             meta.db_table,
-            meta.pk.column,
-            meta.get_field("status").column,
-            meta.get_field("cancel_requested").column,
+            _column(pk_field),
+            _column(_concrete("status")),
+            _column(_concrete("cancel_requested")),
         )
     )
-    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    assignments = ", ".join(f"{quote(_column(field))} = %s" for field in fields)
     active = ", ".join(["%s"] * len(ACTIVE_STATUSES))
     # Only the model's own names go into the text, quoted; every value is a parameter.
     sql = f"UPDATE {table} SET {assignments}, {cancel} = ({cancel} OR %s) WHERE "  # noqa: S608
@@ -138,7 +140,7 @@ def write_rows(rows: list[UnwrittenRow]) -> set[Any]:
         [
             *(field.get_db_prep_value(row.values[field.name], connection) for field in fields),
             row.cancel_requested,
-            meta.pk.get_db_prep_value(row.pk, connection),
+            pk_field.get_db_prep_value(row.pk, connection),
             *ACTIVE_STATUSES,
         ]
         for row in rows
@@ -154,3 +156,15 @@ def write_rows(rows: list[UnwrittenRow]) -> set[Any]:
             .exclude(status__in=ACTIVE_STATUSES)
             .values_list("pk", flat=True)
         )
+
+
+def _concrete(name: str) -> Field[Any, Any]:
+    """The job's column-backed field ``name``."""
+    field = Job._meta.get_field(name)
+    if not isinstance(field, Field) or not field.column:
+        raise TypeError(f"Job.{name} is not a column")
+    return field
+
+
+def _column(field: Field[Any, Any]) -> str:
+    return field.column or field.name
