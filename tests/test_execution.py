@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-from liveprogress import actions, execution
-from liveprogress.execution import Execution
-from liveprogress.models import UNPERSISTED_SEQ_WINDOW, Job
+from liveprogress import actions, execution, writebehind
+from liveprogress.models import UNPERSISTED_SEQ_WINDOW, Job, JobQuerySet
 from liveprogress.runtime import get_runtime, stop_runtime
 from tests import jobs
 from tests.jobs import collect
@@ -62,22 +61,34 @@ async def test_sync_job_runs_in_a_thread_without_blocking_the_loop(runtime):
     assert ticks >= 20  # the loop went on while the job's thread waited
 
 
+def patch_own_writes(monkeypatch, around):
+    """Route a job's own writes (``JobQuerySet.write_running`` and ``end``) through
+    ``around(write, queryset, job_id, values)``."""
+    for name in ("write_running", "end"):
+        write = getattr(JobQuerySet, name)
+
+        async def routed(self, job_id, values, write=write):
+            return await around(write, self, job_id, values)
+
+        monkeypatch.setattr(JobQuerySet, name, routed)
+
+
 def count_writes(monkeypatch):
     """Record every write of a job: its own (fields written) and the bulk ones (rows)."""
     own: list[tuple[str, list[str]]] = []
     bulk: list[list[tuple[str, int]]] = []
-    persist, write_rows = Execution._persist, execution._write_rows
+    write_rows = writebehind.write_rows
 
-    async def persisting(self, fields):
-        own.append((str(self.job.id), fields))
-        return await persist(self, fields)
+    async def recording(write, queryset, job_id, values):
+        own.append((str(job_id), list(values)))
+        return await write(queryset, job_id, values)
 
     def writing_rows(rows):
         bulk.append([(str(row.pk), row.values["seq"]) for row in rows])
         return write_rows(rows)
 
-    monkeypatch.setattr(Execution, "_persist", persisting)
-    monkeypatch.setattr(execution, "_write_rows", writing_rows)
+    patch_own_writes(monkeypatch, recording)
+    monkeypatch.setattr(writebehind, "write_rows", writing_rows)
     return own, bulk
 
 
@@ -173,9 +184,9 @@ async def test_a_write_behind_keeps_a_cancel_requested_elsewhere(runtime, settin
     await asyncio.sleep(0.1)
     # Another process asked for the cancel (the flag is its only trace here).
     await Job.objects.filter(pk=job.pk).aupdate(cancel_requested=True)
-    written = execution_._persisted_seq
+    written = execution_.persisted_seq
     async with asyncio.timeout(5):
-        while execution_._persisted_seq < written + 5:
+        while execution_.persisted_seq < written + 5:
             await asyncio.sleep(0.05)
     stored = await Job.objects.aget(pk=job.pk)
     assert stored.status == "running" and stored.current > 0
@@ -203,7 +214,7 @@ async def test_a_write_behind_finds_a_job_ended_elsewhere(runtime, settings):
 
 async def test_a_failed_bulk_write_is_tried_again(runtime, monkeypatch):
     own, bulk = count_writes(monkeypatch)
-    write_rows = execution._write_rows
+    write_rows = writebehind.write_rows
     failures = 1
 
     def flaky(rows):
@@ -213,7 +224,7 @@ async def test_a_failed_bulk_write_is_tried_again(runtime, monkeypatch):
             raise ConnectionError("database away")
         return write_rows(rows)
 
-    monkeypatch.setattr(execution, "_write_rows", flaky)
+    monkeypatch.setattr(writebehind, "write_rows", flaky)
     job = await actions.start_job(OWNER, "demo.timer", {"steps": 1000, "interval": 0.02})
     live = runtime.runner.executions[str(job.id)].job
     async with asyncio.timeout(5):
@@ -303,6 +314,8 @@ async def test_cancel_sync_job_still_waiting_for_a_thread(runtime, settings):
     finally:
         jobs.release.set()
     await asyncio.wait_for(runtime.runner.wait(str(first.id)), 5)
+    # As the next test finds it: a `tests.blocking` job blocks until released.
+    jobs.release.clear()
     assert (await Job.objects.aget(pk=first.pk)).status == "succeeded"
 
 
@@ -369,16 +382,15 @@ async def test_foreign_jobs_are_not_found(runtime):
 
 async def test_a_database_hiccup_delays_states_but_loses_nothing(runtime, monkeypatch):
     failures = {"progress": 1, "final": 1}
-    persist = Execution._persist
 
-    async def flaky(self, fields):
-        kind = "final" if "finished_at" in fields else "progress"
+    async def flaky(write, queryset, job_id, values):
+        kind = "final" if "finished_at" in values else "progress"
         if failures[kind]:
             failures[kind] -= 1
             raise ConnectionError("database away")
-        return await persist(self, fields)
+        return await write(queryset, job_id, values)
 
-    monkeypatch.setattr(Execution, "_persist", flaky)
+    patch_own_writes(monkeypatch, flaky)
     async with collect(owner=OWNER) as seen:
         job = await run(runtime, "demo.timer", {"steps": 30, "interval": 0.05})
         await asyncio.wait_for(seen.terminal.wait(), 5)

@@ -132,7 +132,7 @@ async def test_nothing_moves_a_job_that_ended(runtime, settings, ending):
         with contextlib.suppress(JobCancelled):  # what a cancelled job's progress says
             execution.progress.advance()
             execution.progress.message("late")
-        await execution._publish()  # what the publish loop would do if it still ran
+        await execution.publish_now()  # what the publish loop would do if it still ran
         await execution.cancel()
         await asyncio.sleep(0.3)
     frames = await drain(ws)

@@ -16,12 +16,11 @@ from channels.testing import WebsocketCommunicator
 from django.test import AsyncClient
 
 from liveprogress import actions, files
-from liveprogress.execution import Execution, WriteBehind
+from liveprogress.eta import RateWindow
 from liveprogress.models import Job, JobLog, Status
 from liveprogress.owner import session_owner
 from liveprogress.progress import LOG_LINE_MAX, Progress, ProgressSnapshot
 from liveprogress.publish import LOG_MESSAGE, receive_locally
-from liveprogress.registry import get_kind
 from proyecto.asgi import application
 
 # -- Progress, in memory ------------------------------------------------------------
@@ -127,13 +126,12 @@ def test_files_and_children_need_a_job():
 
 def test_eta_and_rate_follow_the_recent_pace_not_the_mean_since_start(monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr("liveprogress.execution.time.monotonic", lambda: clock[0])
-    job = Job(kind="demo.timer", owner="session:x")
-    execution = Execution(job, get_kind("demo.timer"), writer=WriteBehind())
+    monkeypatch.setattr("liveprogress.eta.time.monotonic", lambda: clock[0])
+    window = RateWindow()
 
     def at(seconds: float, current: int) -> tuple[float | None, float | None]:
         clock[0] = seconds
-        return execution._eta(ProgressSnapshot(current, 1000, ""))
+        return window.estimate(ProgressSnapshot(current, 1000, ""))
 
     assert at(0, 0) == (None, None)  # one sample: nothing known yet
     # Slow for 60 s: 1 unit a second.
@@ -150,12 +148,12 @@ def test_eta_and_rate_follow_the_recent_pace_not_the_mean_since_start(monkeypatc
     assert eta == pytest.approx((1000 - 261) / 10, rel=0.01)
     # A new total (another stage, a restart) starts a new window.
     clock[0] = 100
-    assert execution._eta(ProgressSnapshot(0, 5, "")) == (None, None)
+    assert window.estimate(ProgressSnapshot(0, 5, "")) == (None, None)
     # Unknown total: a rate, no ETA.
     clock[0] = 101
-    execution._eta(ProgressSnapshot(0, None, ""))
+    window.estimate(ProgressSnapshot(0, None, ""))
     clock[0] = 102
-    assert execution._eta(ProgressSnapshot(4, None, "")) == (None, 4.0)
+    assert window.estimate(ProgressSnapshot(4, None, "")) == (None, 4.0)
 
 
 # -- jobs that use them -----------------------------------------------------------------

@@ -6,21 +6,16 @@ caller's exactly like one that does not exist.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Any
 
-from django.db.models import Count, F, Q
-from django.utils import timezone
-
 from . import conf
-from .exceptions import BadRequest, Forbidden, JobNotFound, LimitReached
+from .exceptions import BadRequest, Forbidden, JobNotFound
+from .launch import end_unclaimed, fail_unrunnable, launch, new_job
 from .models import ACTIVE_STATUSES, Job, JobLog, Status
-from .publish import CANCEL_MESSAGE, control, publish
+from .publish import CANCEL_MESSAGE, control
 from .registry import get_kind
 from .runtime import get_runtime
-
-logger = logging.getLogger(__name__)
 
 
 def require_owner(owner: str | None) -> str:
@@ -58,41 +53,13 @@ async def start_job(
     with that reason as its error.
     """
     job_kind = get_kind(kind, public_only=not (internal or parent is not None))
-    clean = job_kind.validate({} if params is None else params, from_strings=from_strings)
-    job = Job(
-        kind=job_kind.name, params=clean, owner=owner, language=language, seq=1, parent=parent
+    job = new_job(
+        owner, job_kind, params, language=language, from_strings=from_strings, parent=parent
     )
     if unrunnable:
         # No runtime is started for it: here, it would not outlive the request.
-        logger.error("job not run job=%s kind=%s: %s", job.id, job.kind, unrunnable)
-        job.status, job.error = Status.FAILED, unrunnable
-        job.finished_at = job.updated_at = timezone.now()
-        await job.asave(force_insert=True)
-        await publish(job)
-        return job
-    runtime = await get_runtime()
-    async with runtime.admission:
-        counts = await Job.objects.filter(status__in=ACTIVE_STATUSES).aaggregate(
-            mine=Count("id", filter=Q(owner=owner)), total=Count("id")
-        )
-        per_owner = conf.get("MAX_ACTIVE_PER_OWNER")
-        if counts["mine"] >= per_owner:
-            raise LimitReached(
-                f"You already have {per_owner} jobs queued or running, the most allowed; "
-                "wait for one to end or cancel one"
-            )
-        if counts["total"] >= conf.get("MAX_ACTIVE_TOTAL"):
-            raise LimitReached("The server is running as many jobs as it may; try again soon")
-        runtime.dispatcher.prepare(job)
-        await job.asave(force_insert=True)
-    await publish(job)
-    try:
-        await runtime.dispatcher.dispatch(job)
-    except Exception as exc:
-        # The queue refused it: the job can't run, and says so.
-        logger.exception("dispatch failed job=%s", job.id)
-        await end_unclaimed(job, Status.FAILED, f"The job could not be queued: {exc}")
-    return job
+        return await fail_unrunnable(job, unrunnable)
+    return await launch(await get_runtime(), job)
 
 
 async def get_job(owner: str, job_id: str) -> Job:
@@ -125,7 +92,7 @@ async def cancel_job(owner: str, job_id: str) -> Job:
         return await execution.cancel()
     # Elsewhere: the flag is the truth (read at every heartbeat), the broadcast is
     # the fast path; a job no worker has claimed yet ends here and now.
-    await Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).aupdate(cancel_requested=True)
+    await Job.objects.request_cancel(job_id)
     job = await Job.objects.aget(pk=job_id)
     if not await end_unclaimed(job, Status.CANCELLED, ""):
         await control(CANCEL_MESSAGE, job_id)
@@ -140,22 +107,6 @@ async def _cancel_children(job: Job) -> None:
         await cancel_job(job.owner, str(child_id))
 
 
-async def list_children(job: Job) -> list[Job]:
-    """The children a job started, oldest first, live where they run here."""
-    runtime = await get_runtime()
-    live = runtime.runner.executions
-    found = [child async for child in Job.objects.filter(parent_id=job.pk).order_by("created_at")]
-    return [_newest(child, live) for child in found]
-
-
-def _newest(job: Job, live: dict[str, Any]) -> Job:
-    """The job's state held live by this process, when it runs here and is newer."""
-    execution = live.get(str(job.id))
-    if execution is not None and job.is_active and execution.job.seq > job.seq:
-        return execution.job
-    return job
-
-
 async def log_lines(job: Job, after: int) -> tuple[list[dict[str, Any]], int]:
     """The caller's job's stored log lines after seq ``after`` (at most LOG_LIMIT),
     and the seq through which older lines were dropped (0 when none it lacks)."""
@@ -167,18 +118,6 @@ async def log_lines(job: Job, after: int) -> tuple[list[dict[str, Any]], int]:
     return lines, job.log_dropped if job.log_dropped > after else 0
 
 
-async def end_unclaimed(job: Job, status: Status, error: str) -> bool:
-    """End a queued job that no process has claimed; False if one has."""
-    now = timezone.now()
-    ended = await Job.objects.filter(pk=job.pk, status=Status.QUEUED, worker="").aupdate(
-        status=status, error=error, finished_at=now, updated_at=now, seq=F("seq") + 1
-    )
-    if ended:
-        await job.arefresh_from_db()
-        await publish(job)
-    return bool(ended)
-
-
 async def list_jobs(owner: str, *, limit: int, active_only: bool = False) -> list[Job]:
     """The caller's jobs, newest first, live where they run in this process."""
     runtime = await get_runtime()
@@ -186,5 +125,4 @@ async def list_jobs(owner: str, *, limit: int, active_only: bool = False) -> lis
     if active_only:
         jobs = jobs.filter(status__in=ACTIVE_STATUSES)
     found = [job async for job in jobs.order_by("-created_at")[:limit]]
-    live = runtime.runner.executions
-    return [_newest(job, live) for job in found]
+    return [runtime.runner.newest(job) for job in found]

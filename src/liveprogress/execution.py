@@ -3,176 +3,46 @@
 The same execution serves every runner: in-process it runs on the server's
 event loop, and a worker process would run it on its own.
 
-A running job's progress is published first and written behind it: the
-process's :class:`WriteBehind` writes every job with unwritten progress in one
-bulk ``UPDATE`` per ``PERSIST_INTERVAL``. Status changes, final states, and a
-state that would leave the database more than ``UNPERSISTED_SEQ_WINDOW`` states
-behind are written by the execution itself before they are published.
+A running job's progress is published first and written behind it (by the
+process's :class:`~liveprogress.writebehind.WriteBehind`). Status changes, final
+states, and a state that would leave the database more than
+``UNPERSISTED_SEQ_WINDOW`` states behind are written by the execution itself
+before they are published.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import aclose_old_connections
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections
 from django.utils import timezone, translation
 
-from . import conf, files
+from . import conf
+from .eta import RateWindow
 from .exceptions import JobCancelled
-from .models import ACTIVE_STATUSES, UNPERSISTED_SEQ_WINDOW, Job, JobLog, Status
-from .progress import JobContext, LogLine, Progress, ProgressSnapshot, stages_share
+from .logstore import store_lines
+from .models import UNPERSISTED_SEQ_WINDOW, Job, Status
+from .progress import JobContext, Progress, ProgressSnapshot, stages_share
 from .publish import publish, publish_log
 from .registry import JobKind
-from .state import job_state
+from .writebehind import BEHIND_FIELDS, UnwrittenRow, WriteBehind
 
 logger = logging.getLogger(__name__)
-
-# The ETA comes from the progress rate over this many recent seconds, not since the
-# start, so it follows a job that speeds up or slows down.
-ETA_WINDOW_S = 10.0
 
 # Waits between tries to write a final state while the database is away (~1 min).
 _FINAL_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
-# What a running state written behind may change: never its status (written first).
-_BEHIND_FIELDS = [
-    "current",
-    "total",
-    "fraction",
-    "stages",
-    "rate",
-    "files",
-    "message",
-    "eta_s",
-    "seq",
-    "updated_at",
-]
 # What a write before publishing (a status change, the window) changes.
-_PROGRESS_FIELDS = ["status", "started_at", *_BEHIND_FIELDS]
+_PROGRESS_FIELDS = ["status", "started_at", *BEHIND_FIELDS]
 _FINAL_FIELDS = [*_PROGRESS_FIELDS, "result", "error", "finished_at"]
-
-
-class WriteBehind:
-    """Writes the progress of this process's running jobs behind their publishing:
-    every job with unwritten progress in one bulk ``UPDATE`` (one transaction, one
-    executor call) per ``PERSIST_INTERVAL``, instead of one ``UPDATE`` per job."""
-
-    def __init__(self) -> None:
-        # Executions with progress to write, in the order they asked (a dict as a set).
-        self._dirty: dict[Execution, None] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def mark(self, execution: Execution) -> None:
-        """Write ``execution``'s progress within ``PERSIST_INTERVAL``."""
-        self._dirty[execution] = None
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), context=contextvars.Context()
-            )
-
-    async def _run(self) -> None:
-        interval = conf.get("PERSIST_INTERVAL")
-        while self._dirty:
-            await asyncio.sleep(interval)
-            try:
-                await self.flush()
-            except Exception:
-                # The database is away: the jobs stay dirty; each one still writes
-                # itself before it would go past the window.
-                logger.warning("writing progress failed jobs=%d", len(self._dirty), exc_info=True)
-                await aclose_old_connections()
-
-    async def flush(self) -> None:
-        """Write every marked job's progress now, in one executor call."""
-        dirty, self._dirty = self._dirty, {}
-        # Rows are taken here, on the loop, so each is one published state, whole.
-        batch = [(execution, execution._unwritten_row()) for execution in dirty]
-        rows = [(execution, row) for execution, row in batch if row is not None]
-        if not rows:
-            return
-        try:
-            ended = await sync_to_async(_write_rows, thread_sensitive=True)(
-                [row for _, row in rows]
-            )
-        except BaseException:
-            for execution, _ in rows:
-                self._dirty.setdefault(execution)
-            raise
-        for execution, row in rows:
-            execution._written(row.values["seq"], ended=row.pk in ended)
-
-    def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-
-@dataclass(frozen=True)
-class _Row:
-    """A running job's progress to write behind, as it was published."""
-
-    pk: Any
-    values: dict[str, Any]
-    cancel_requested: bool
-
-
-def _write_rows(rows: list[_Row]) -> set[Any]:
-    """Write running jobs' progress in one transaction; returns the ids of those
-    that ended meanwhile (left as they are).
-
-    One prepared ``UPDATE`` per job, sent as one ``executemany``: each keeps the
-    conditions of a job's own write (only while active; ``cancel_requested`` only
-    ever set). ``QuerySet.bulk_update`` would be one statement, but its
-    ``CASE WHEN`` per field and row took 1.5 s for 1,000 jobs on SQLite.
-    """
-    meta, quote = Job._meta, connection.ops.quote_name
-    fields = [meta.get_field(name) for name in _BEHIND_FIELDS]
-    table, pk, status, cancel = (
-        quote(name)
-        for name in (
-            meta.db_table,
-            meta.pk.column,
-            meta.get_field("status").column,
-            meta.get_field("cancel_requested").column,
-        )
-    )
-    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
-    active = ", ".join(["%s"] * len(ACTIVE_STATUSES))
-    # Only the model's own names go into the text, quoted; every value is a parameter.
-    sql = f"UPDATE {table} SET {assignments}, {cancel} = ({cancel} OR %s) WHERE "  # noqa: S608
-    sql += f"{pk} = %s AND {status} IN ({active})"
-    params = [
-        [
-            *(field.get_db_prep_value(row.values[field.name], connection) for field in fields),
-            row.cancel_requested,
-            meta.pk.get_db_prep_value(row.pk, connection),
-            *ACTIVE_STATUSES,
-        ]
-        for row in rows
-    ]
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.executemany(sql, params)
-            if cursor.rowcount == len(rows):
-                return set()
-        ids = [row.pk for row in rows]
-        return set(
-            Job.objects.filter(pk__in=ids)
-            .exclude(status__in=ACTIVE_STATUSES)
-            .values_list("pk", flat=True)
-        )
 
 
 #: How a sync job function is called: given the call, awaits its value.
@@ -204,7 +74,7 @@ class Execution:
             self._changed,
             log_seq=job.log_seq,
             log_limit=conf.get("LOG_LIMIT"),
-            context=context or self,
+            context=context,
         )
         self._call_sync_with = call_sync or self._in_executor
         self.on_publish = on_publish
@@ -220,14 +90,13 @@ class Execution:
         # What the database holds of this job, as far as this execution wrote it.
         self._persisted_seq = job.seq
         self._persisted_status = job.status
-        # (monotonic time, share done, innermost count) over the ETA window; reset
-        # when the counter changes meaning (a new stage, a new total).
-        self._samples: deque[tuple[float, float, int]] = deque()
-        self._sampled: tuple[Any, ...] = ()
+        self._pace = RateWindow()
         self._thread_started = False
         self._function_done = False
         self._started_at: Any = None
         self._finished = False
+        #: True once someone else ended the job (a sweep, a cancel while queued):
+        #: nothing of it is published or written from here on.
         self.ended_elsewhere = False
 
     # -- running -----------------------------------------------------------------
@@ -272,9 +141,7 @@ class Execution:
     def _call_sync(self) -> Any:
         # The check and the mark are one step under the lock that cancel() takes,
         # so a cancel either stops the job before it starts or is seen by it.
-        with self.progress._lock:
-            self.progress._check_cancelled()
-            self._thread_started = True
+        self.progress.start_unless_cancelled(self._mark_thread_started)
         self._mark_started()
         with translation.override(self.job.language or settings.LANGUAGE_CODE):
             return self.kind.function(self.progress, **self.job.params)
@@ -289,6 +156,9 @@ class Execution:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, in_thread)
 
+    def _mark_thread_started(self) -> None:
+        self._thread_started = True
+
     def _mark_started(self) -> None:
         self._started_at = timezone.now()
         self._changed()
@@ -301,26 +171,26 @@ class Execution:
             return self.job
         self._stop_function()
         self.job.cancel_requested = True
-        await self._publish()
+        await self.publish_now()
         return self.job
 
-    async def end_elsewhere(self) -> None:
+    async def stop_as_ended_elsewhere(self) -> None:
         """Someone else ended this job (a sweep, a cancel while queued): stop running
         and publishing it; returns once no publish of it is under way."""
-        self._ended_elsewhere()
+        self._note_ended_elsewhere()
         async with self._publish_lock:
             pass
 
-    def _ended_elsewhere(self) -> None:
+    def _note_ended_elsewhere(self) -> None:
         self.ended_elsewhere = True
         self._stop_function()
 
     def _stop_function(self) -> None:
         """Make the job's function stop: once, and only while it runs."""
-        with self.progress._lock:
-            already = self.progress.cancelled
-            self.progress.request_cancel()
-            thread_started = self._thread_started
+        already = self.progress.request_cancel()
+        # Read after the request: a sync function either marked its start before it
+        # (so it sees the cancel at its next progress call) or never will.
+        thread_started = self._thread_started
         if already or self._function_done or self._task is None:
             return
         # A sync function that runs can only stop itself (its Progress raises); one
@@ -352,7 +222,7 @@ class Execution:
                 # Shielded: when the function ends, this loop is cancelled, but a
                 # publish under way finishes first (it may hold log lines it took
                 # from the Progress); the ending waits for it on the lock.
-                await asyncio.shield(self._publish())
+                await asyncio.shield(self.publish_now())
                 await asyncio.sleep(interval)
             except Exception:
                 # The database is away: the job goes on, its state waits (it may not
@@ -362,7 +232,9 @@ class Execution:
                 await asyncio.sleep(max(interval, 1.0))
                 self._changed()
 
-    async def _publish(self) -> None:
+    async def publish_now(self) -> None:
+        """Publish the job's progress as it is now (what the publish loop does when
+        woken); nothing once the job has ended."""
         async with self._publish_lock:
             if self._finished or self.ended_elsewhere:
                 return
@@ -380,7 +252,7 @@ class Execution:
                 or job.seq - self._persisted_seq >= UNPERSISTED_SEQ_WINDOW
             ):
                 try:
-                    written = await self._persist(_PROGRESS_FIELDS)
+                    written = await self._persist(_PROGRESS_FIELDS, final=False)
                 except BaseException:
                     job.seq -= 1  # not published: the next state takes its seq
                     raise
@@ -401,36 +273,7 @@ class Execution:
         job.stages = list(snapshot.stages)
         job.files = list(snapshot.files)
         job.updated_at = now
-        job.eta_s, job.rate = self._eta(snapshot)
-
-    def _eta(self, snapshot: ProgressSnapshot) -> tuple[float | None, float | None]:
-        """Seconds left and units per second, from the window's first and last samples."""
-        if snapshot.fraction is not None:
-            share: float | None = snapshot.fraction
-        elif snapshot.total is not None:
-            share = min(snapshot.current / snapshot.total, 1.0) if snapshot.total else 1.0
-        else:
-            share = None
-        running = [stage["name"] for stage in snapshot.stages if stage["status"] == "running"]
-        meaning = (tuple(running), snapshot.total)
-        now = time.monotonic()
-        samples = self._samples
-        if meaning != self._sampled:
-            # Counts from another stage or total don't make a rate with these.
-            samples.clear()
-            self._sampled = meaning
-        samples.append((now, share or 0.0, snapshot.current))
-        while len(samples) > 2 and now - samples[0][0] > ETA_WINDOW_S:
-            samples.popleft()
-        if len(samples) < 2:
-            return None, None
-        (t0, s0, c0), (t1, s1, c1) = samples[0], samples[-1]
-        if t1 - t0 <= 0:
-            return None, None
-        rate = round((c1 - c0) / (t1 - t0), 3) if c1 >= c0 else None
-        if share is None or s1 <= s0:
-            return None, rate
-        return round(max(1.0 - s1, 0.0) / ((s1 - s0) / (t1 - t0)), 1), rate
+        job.eta_s, job.rate = self._pace.estimate(snapshot)
 
     # -- log lines -----------------------------------------------------------------
 
@@ -441,7 +284,7 @@ class Execution:
         if not lines:
             return
         job = self.job
-        log_seq, log_dropped = await sync_to_async(_write_log, thread_sensitive=True)(
+        log_seq, log_dropped = await sync_to_async(store_lines, thread_sensitive=True)(
             job.pk, lines, dropped_through, conf.get("LOG_LIMIT")
         )
         job.log_seq, job.log_dropped = log_seq, log_dropped
@@ -449,67 +292,45 @@ class Execution:
         if self.on_log is not None:
             self.on_log([line.as_wire() for line in lines])
 
-    # -- files and children (the job's context, see progress.JobContext) -------------
+    # -- writing -------------------------------------------------------------------
 
-    def store_file(
-        self, name: str, content: bytes, content_type: str, attached: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        name = files.clean_name(name)
-        files.check_quota(self._owner_bytes(), attached, name, len(content))
-        return files.store(self.job, name, content, content_type)
+    @property
+    def persisted_seq(self) -> int:
+        """The newest of the job's states this execution knows the database holds."""
+        return self._persisted_seq
 
-    def _owner_bytes(self) -> int:
-        """The owner's other files, read where the job's other queries run (the
-        loop's thread-sensitive executor), not in the job's thread: the job's thread
-        has no asgiref context, so the coroutine gets none either."""
-        assert self._loop is not None  # noqa: S101 (attach is called while the job runs)
-        reading = sync_to_async(files.owner_bytes, thread_sensitive=True)
-        return asyncio.run_coroutine_threadsafe(
-            reading(self.job.owner, besides=self.job.pk), self._loop
-        ).result()
-
-    async def spawn(self, kind: str, params: Any) -> str:
-        from .actions import start_job
-
-        child = await start_job(
-            self.job.owner, kind, params, language=self.job.language, parent=self.job
-        )
-        return str(child.id)
-
-    async def children_states(self) -> list[dict[str, Any]]:
-        from .actions import list_children
-
-        return [job_state(child) for child in await list_children(self.job)]
-
-    async def _persist(self, fields: list[str]) -> bool:
+    async def _persist(self, fields: list[str], *, final: bool) -> bool:
         """Write the job if it is still active; False (and stop) if it ended elsewhere."""
         job = self.job
         values = {field: getattr(job, field) for field in fields}
         if job.cancel_requested:
             # Only ever set: a request made through another process stays in place.
             values["cancel_requested"] = True
-        updated = await Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).aupdate(**values)
+        write = Job.objects.end if final else Job.objects.write_running
+        updated = await write(job.pk, values)
         self._persisted_seq = max(self._persisted_seq, values["seq"])
         self._persisted_status = values["status"]
         if not updated:
             logger.info("job ended elsewhere job=%s", job.id)
-            self._ended_elsewhere()
-        return bool(updated)
+            self._note_ended_elsewhere()
+        return updated
 
-    def _unwritten_row(self) -> _Row | None:
-        """The running state to write behind, or None if there is nothing to write."""
+    def unwritten_row(self) -> UnwrittenRow | None:
+        """For the write-behind: the published running state it should write, or
+        None if there is nothing to write."""
         job = self.job
         if self._finished or self.ended_elsewhere or job.seq <= self._persisted_seq:
             return None
-        values = {field: getattr(job, field) for field in _BEHIND_FIELDS}
-        return _Row(job.pk, values, job.cancel_requested)
+        values = {field: getattr(job, field) for field in BEHIND_FIELDS}
+        return UnwrittenRow(job.pk, values, job.cancel_requested)
 
-    def _written(self, seq: int, *, ended: bool) -> None:
-        """A write behind of state ``seq`` is done; ``ended``: the row had ended."""
+    def written(self, seq: int, *, ended: bool) -> None:
+        """For the write-behind: state ``seq`` is written; ``ended``: the row had
+        ended, so the job stops here (someone else ended it)."""
         self._persisted_seq = max(self._persisted_seq, seq)
         if ended and not self._finished:
             logger.info("job ended elsewhere job=%s", self.job.id)
-            self._ended_elsewhere()
+            self._note_ended_elsewhere()
 
     async def _send(self) -> None:
         await publish(self.job)
@@ -537,7 +358,7 @@ class Execution:
             self._finished = True
             for delay in (*_FINAL_RETRY_DELAYS, None):
                 try:
-                    persisted = await self._persist(_FINAL_FIELDS)
+                    persisted = await self._persist(_FINAL_FIELDS, final=True)
                     break
                 except Exception:
                     if delay is None:
@@ -575,30 +396,3 @@ def _json_ready(value: Any) -> Any:
     except (TypeError, ValueError) as exc:
         raise TypeError(f"The job's result can't be stored as JSON: {exc}") from None
     return value
-
-
-def _write_log(
-    job_id: Any, lines: list[LogLine], dropped_through: int, limit: int
-) -> tuple[int, int]:
-    """Store log lines, keep the newest ``limit``; returns (log_seq, log_dropped)."""
-    with transaction.atomic():
-        JobLog.objects.bulk_create(
-            [
-                JobLog(
-                    job_id=job_id,
-                    seq=line.seq,
-                    level=line.level,
-                    text=line.text,
-                    created_at=datetime.fromtimestamp(line.at, tz=UTC),
-                )
-                for line in lines
-            ]
-        )
-        log_seq = lines[-1].seq
-        dropped = max(log_seq - limit, dropped_through)
-        row = Job.objects.filter(pk=job_id).values_list("log_dropped", flat=True).first() or 0
-        dropped = max(dropped, row)
-        if dropped > row:
-            JobLog.objects.filter(job_id=job_id, seq__lte=dropped).delete()
-        Job.objects.filter(pk=job_id).update(log_seq=log_seq, log_dropped=dropped)
-    return log_seq, dropped

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from django.db import models
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -26,6 +29,116 @@ TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.I
 # job from the outside (stale heartbeat, dead process) jumps its seq past this
 # window, so the final state is newer than anything a watcher may have seen.
 UNPERSISTED_SEQ_WINDOW = 20
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    """The job row's transitions, each one conditional write.
+
+    Every condition encodes a race: a process that looked dead may still run its
+    job, a job may end on its own while a sweep ends it, a cancel may meet a worker
+    claiming the job. A write whose condition no longer holds changes nothing and
+    says so (False), and the caller leaves the job as the winner wrote it.
+    """
+
+    async def claim(self, job_id: Any, worker: str) -> bool:
+        """``worker`` claims a queued job to run it; False if it ended meanwhile (a
+        cancel while queued) or another worker claimed it first."""
+        claimed = await self.filter(pk=job_id, status=Status.QUEUED, worker="").aupdate(
+            worker=worker, heartbeat_at=timezone.now(), attempts=F("attempts") + 1
+        )
+        return bool(claimed)
+
+    async def heartbeat(self, job_ids: Iterable[Any]) -> None:
+        """Mark the jobs a process runs alive now (those still active)."""
+        await self.filter(pk__in=list(job_ids), status__in=ACTIVE_STATUSES).aupdate(
+            heartbeat_at=timezone.now()
+        )
+
+    async def write_running(self, job_id: Any, values: dict[str, Any]) -> bool:
+        """An execution's write of its job's running state (a status change, or a
+        state the write-behind would leave too far behind), before it publishes it.
+        Only while the job is active; False: it ended elsewhere."""
+        return await self._write_active(job_id, values)
+
+    async def end(self, job_id: Any, values: dict[str, Any]) -> bool:
+        """An execution's final write of its job. Only while the job is active: an
+        ending decided elsewhere (a sweep, a cancel while queued) stays; False then."""
+        return await self._write_active(job_id, values)
+
+    async def _write_active(self, job_id: Any, values: dict[str, Any]) -> bool:
+        updated = await self.filter(pk=job_id, status__in=ACTIVE_STATUSES).aupdate(**values)
+        return bool(updated)
+
+    async def interrupt(self, job: Job, reason: str) -> bool:
+        """End the job of a process that died, `interrupted` with ``reason``.
+
+        Only while the row is as ``job`` was read (active, the same worker and
+        heartbeat): a job that ends on its own, or is claimed again, meanwhile
+        keeps that. Its seq jumps past :data:`UNPERSISTED_SEQ_WINDOW`, past anything
+        the dead process may have published but not written.
+        """
+        now = timezone.now()
+        ended = await self.filter(
+            pk=job.pk,
+            status__in=ACTIVE_STATUSES,
+            worker=job.worker,
+            heartbeat_at=job.heartbeat_at,
+        ).aupdate(
+            status=Status.INTERRUPTED,
+            error=reason,
+            eta_s=None,
+            finished_at=now,
+            updated_at=now,
+            seq=F("seq") + UNPERSISTED_SEQ_WINDOW + 1,
+        )
+        return bool(ended)
+
+    async def requeue(self, job: Job, reason: str, prepare: Callable[[Job], None]) -> bool:
+        """Queue the job of a process that died again, to start from the beginning.
+
+        ``job`` (as read) takes the queued state, ``prepare`` (the dispatcher's)
+        sets what its next run needs, and the row takes it only while it is as
+        ``job`` was read (active, the same worker and heartbeat). Its seq jumps past
+        :data:`UNPERSISTED_SEQ_WINDOW`, as for :meth:`interrupt`.
+        """
+        dead = {"pk": job.pk, "worker": job.worker, "heartbeat_at": job.heartbeat_at}
+        now = timezone.now()
+        job.status, job.current, job.total, job.eta_s = Status.QUEUED, 0, None, None
+        job.message, job.started_at, job.updated_at = reason, None, now
+        job.worker, job.heartbeat_at = "", None
+        job.seq += UNPERSISTED_SEQ_WINDOW + 1
+        prepare(job)
+        fields = [
+            "status",
+            "current",
+            "total",
+            "eta_s",
+            "message",
+            "started_at",
+            "updated_at",
+            "worker",
+            "heartbeat_at",
+            "seq",
+            "attempts",
+        ]
+        requeued = await self.filter(status__in=ACTIVE_STATUSES, **dead).aupdate(
+            **{field: getattr(job, field) for field in fields}
+        )
+        return bool(requeued)
+
+    async def request_cancel(self, job_id: Any) -> None:
+        """Ask whichever process runs the job to cancel it: the flag is read at every
+        heartbeat, and only ever set (never on a job that has ended)."""
+        await self.filter(pk=job_id, status__in=ACTIVE_STATUSES).aupdate(cancel_requested=True)
+
+    async def end_unclaimed(self, job_id: Any, status: Status, error: str) -> bool:
+        """End a queued job that no process has claimed; False if one has (it ends
+        the job itself) or it has ended."""
+        now = timezone.now()
+        ended = await self.filter(pk=job_id, status=Status.QUEUED, worker="").aupdate(
+            status=status, error=error, finished_at=now, updated_at=now, seq=F("seq") + 1
+        )
+        return bool(ended)
 
 
 class Job(models.Model):
@@ -82,6 +195,8 @@ class Job(models.Model):
     worker = models.CharField(_("worker"), max_length=200, blank=True)
     # Times it was started: more than one for a retryable job re-queued after a crash.
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
+
+    objects = JobQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

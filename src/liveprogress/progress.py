@@ -195,7 +195,7 @@ class Progress:
             self._stage = index
             self._levels = [_Level()]
         self._on_change()
-        return _StageScope(self, index)
+        return _StageScope(self, lambda: self._end_stage(index))
 
     def _find_or_add(self, name: str, weight: float | None) -> int:
         for index, known in enumerate(self._stages):
@@ -344,8 +344,21 @@ class Progress:
         with self._lock:
             self._check_cancelled()
 
-    def request_cancel(self) -> None:
-        self._cancel.set()
+    def request_cancel(self) -> bool:
+        """Ask the job to stop (its execution does); True if it had been asked already."""
+        with self._lock:
+            already = self._cancel.is_set()
+            self._cancel.set()
+        return already
+
+    def start_unless_cancelled(self, mark_started: Callable[[], None]) -> None:
+        """Call ``mark_started`` unless a cancel was requested (then raise
+        :class:`JobCancelled`), as one step under the lock :meth:`request_cancel`
+        takes: a cancel comes either first, and the job never starts, or after, and
+        finds it started. For the execution, before a sync function runs."""
+        with self._lock:
+            self._check_cancelled()
+            mark_started()
 
     def _check_cancelled(self) -> None:
         if self._cancel.is_set():
@@ -412,25 +425,25 @@ class Progress:
 
 def stages_share(stages: Sequence[Mapping[str, Any]]) -> float:
     """The share done of wire stages: their fractions weighted (0 with no weight)."""
-    weights = sum(stage["weight"] for stage in stages)
+    weights = sum(float(stage["weight"]) for stage in stages)
     if weights <= 0:
         return 0.0
-    return sum(stage["weight"] * stage["fraction"] for stage in stages) / weights
+    return sum(float(stage["weight"]) * float(stage["fraction"]) for stage in stages) / weights
 
 
 class _StageScope:
     """What ``stage()`` returns: ``with`` marks the stage done when its block succeeds."""
 
-    def __init__(self, progress: Progress, index: int) -> None:
+    def __init__(self, progress: Progress, end: Callable[[], None]) -> None:
         self._progress = progress
-        self._index = index
+        self._end = end
 
     def __enter__(self) -> Progress:
         return self._progress
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if exc_type is None:
-            self._progress._end_stage(self._index)
+            self._end()
 
 
 def _whole(value: int, name: str) -> int:

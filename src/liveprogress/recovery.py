@@ -14,11 +14,10 @@ import socket
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import F
 from django.utils import timezone
 
 from . import conf
-from .models import ACTIVE_STATUSES, UNPERSISTED_SEQ_WINDOW, Job, Status
+from .models import ACTIVE_STATUSES, Job
 from .publish import ENDED_MESSAGE, control, publish
 from .registry import kinds
 
@@ -55,24 +54,13 @@ def _dead_on_this_host(worker: str, alive: set[str]) -> bool:
 
 
 async def _interrupt(job: Job, reason: str, runner: InProcessRunner | None) -> bool:
-    now = timezone.now()
-    ended = await Job.objects.filter(
-        pk=job.pk, status__in=ACTIVE_STATUSES, worker=job.worker, heartbeat_at=job.heartbeat_at
-    ).aupdate(
-        status=Status.INTERRUPTED,
-        error=reason,
-        eta_s=None,
-        finished_at=now,
-        updated_at=now,
-        # Past anything the dead process may have published but not written.
-        seq=F("seq") + UNPERSISTED_SEQ_WINDOW + 1,
-    )
+    ended = await Job.objects.interrupt(job, reason)
     if ended:
         job = await Job.objects.aget(pk=job.pk)
         logger.warning("job interrupted job=%s worker=%s reason=%r", job.id, job.worker, reason)
         await _stop_where_it_runs(job.pk, job.worker, runner)
         await publish(job)
-    return bool(ended)
+    return ended
 
 
 async def _stop_where_it_runs(job_id: Any, worker: str, runner: InProcessRunner | None) -> None:
@@ -81,7 +69,7 @@ async def _stop_where_it_runs(job_id: Any, worker: str, runner: InProcessRunner 
     after the state that ended it. Here at once; elsewhere by broadcast."""
     execution = runner.executions.get(str(job_id)) if runner is not None else None
     if execution is not None and runner is not None and runner.worker == worker:
-        await execution.end_elsewhere()
+        await execution.stop_as_ended_elsewhere()
     else:
         await control(ENDED_MESSAGE, str(job_id), worker)
 
@@ -90,35 +78,14 @@ async def _requeue(
     job: Job, reason: str, dispatcher: Dispatcher, runner: InProcessRunner | None
 ) -> bool:
     """Start a retryable job again from the beginning, through ``dispatcher``."""
-    dead = {"pk": job.pk, "worker": job.worker, "heartbeat_at": job.heartbeat_at}
-    now = timezone.now()
-    job.status, job.current, job.total, job.eta_s = Status.QUEUED, 0, None, None
-    job.message, job.started_at, job.updated_at = reason, None, now
-    job.worker, job.heartbeat_at = "", None
-    job.seq += UNPERSISTED_SEQ_WINDOW + 1
-    dispatcher.prepare(job)
-    fields = [
-        "status",
-        "current",
-        "total",
-        "eta_s",
-        "message",
-        "started_at",
-        "updated_at",
-        "worker",
-        "heartbeat_at",
-        "seq",
-        "attempts",
-    ]
-    requeued = await Job.objects.filter(status__in=ACTIVE_STATUSES, **dead).aupdate(
-        **{field: getattr(job, field) for field in fields}
-    )
+    dead_worker = job.worker
+    requeued = await Job.objects.requeue(job, reason, dispatcher.prepare)
     if requeued:
         logger.warning("job re-queued job=%s reason=%r", job.id, reason)
-        await _stop_where_it_runs(job.pk, dead["worker"], runner)
+        await _stop_where_it_runs(job.pk, dead_worker, runner)
         await publish(job)
         await dispatcher.dispatch(job)
-    return bool(requeued)
+    return requeued
 
 
 async def _end(

@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -22,8 +22,10 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from . import conf
+from .context import RuntimeContext
 from .hub import Hub
 from .models import ACTIVE_STATUSES, Job
+from .progress import JobContext
 from .publish import CANCEL_MESSAGE, in_process
 from .recovery import recover_dead_processes, sweep_stale, worker_id
 from .runners import InProcessRunner, dispatcher
@@ -32,12 +34,14 @@ logger = logging.getLogger(__name__)
 
 
 class Runtime:
+    """One event loop's engine: the runner, the dispatcher, the hub, the loops."""
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.worker = worker_id(secrets.token_hex(4))
         # Runs jobs in this process: those started here (inprocess) or claimed here (a
         # worker of the tasks runner).
-        self.runner = InProcessRunner(self.worker)
+        self.runner = InProcessRunner(self.worker, context_for=self._context_for)
         # Gets a new job running, per RUNNER: this process's runner, or a task queue.
         self.dispatcher = dispatcher(self.runner)
         self.hub = Hub()
@@ -59,6 +63,10 @@ class Runtime:
         self._every(conf.get("HEARTBEAT_INTERVAL"), self._heartbeat)
         self._every(conf.get("RECONCILE_INTERVAL"), self.hub.reconcile)
 
+    def _context_for(self, job: Job) -> JobContext:
+        """A job's files and children, started through this runtime."""
+        return RuntimeContext(job, self, self.runner, self.loop)
+
     def _control(self, message: dict[str, Any]) -> None:
         """A control broadcast: act on it if the job runs here (and it names us)."""
         execution = self.runner.executions.get(message["job"])
@@ -67,9 +75,9 @@ class Runtime:
         if message["type"] == CANCEL_MESSAGE:
             if execution.progress.cancelled:
                 return
-            work = execution.cancel()
+            work: Coroutine[Any, Any, object] = execution.cancel()
         else:
-            work = execution.end_elsewhere()
+            work = execution.stop_as_ended_elsewhere()
         task = self.loop.create_task(work, context=contextvars.Context())
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -172,3 +180,19 @@ async def stop_runtime() -> None:
     runtime = _runtimes.pop(asyncio.get_running_loop(), None)
     if runtime is not None:
         await runtime.stop()
+
+
+async def run_in_worker(job_id: str) -> None:
+    """A task queue's worker runs the job ``job_id`` to its end, in a runtime of its
+    own: if it claims the job (not one ended while queued, or claimed by another
+    worker); the runtime stops afterwards."""
+    runtime = await get_runtime()
+    try:
+        if not await Job.objects.claim(job_id, runtime.worker):
+            logger.info("job not run: ended or claimed elsewhere job=%s", job_id)
+            return
+        job = await Job.objects.aget(pk=job_id)
+        runtime.runner.submit(job)
+        await runtime.runner.wait(job_id)
+    finally:
+        await stop_runtime()

@@ -29,11 +29,12 @@ from django.utils import timezone
 
 from . import files
 from .definitions import JobDefinition
-from .execution import Execution, WriteBehind
+from .execution import Execution
 from .models import Job
 from .owner import aowner_of
 from .registry import JobKind, get_kind
 from .state import JobState, job_state
+from .writebehind import WriteBehind
 
 #: The owner of a test's jobs unless it names one.
 TEST_OWNER = "tests:runner"

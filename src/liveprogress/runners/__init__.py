@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest
+from django.utils.module_loading import import_string
 
 from .. import conf
 from ..models import Job
@@ -27,13 +28,20 @@ class Dispatcher(Protocol):
         """Get a saved, queued job running."""
 
 
+#: The runners that put jobs on a queue, by their ``RUNNER`` name, loaded by dotted
+#: path as django-tasks loads its backends: the engine never imports one. (``tasks``
+#: needs django.tasks, which Django 5.2 has only as the backport; and its worker side
+#: runs a runtime, a layer above the runners.)
+QUEUE_RUNNERS = {"tasks": "liveprogress.runners.tasks.TasksRunner"}
+
+
 def dispatcher(local: InProcessRunner) -> Dispatcher:
     """The runner that ``RUNNER`` names; ``local`` serves ``inprocess``."""
-    if conf.get("RUNNER") == "tasks":
-        from .tasks import TasksRunner
-
-        return TasksRunner()
-    return local
+    path = QUEUE_RUNNERS.get(conf.get("RUNNER"))
+    if path is None:
+        return local
+    runner: Dispatcher = import_string(path)()
+    return runner
 
 
 #: Why a job started from a request served over WSGI can't run in-process.
@@ -58,4 +66,11 @@ def unrunnable_reason(origin: Any) -> str:
     return ""
 
 
-__all__ = ["Dispatcher", "InProcessRunner", "WSGI_REASON", "dispatcher", "unrunnable_reason"]
+__all__ = [
+    "QUEUE_RUNNERS",
+    "WSGI_REASON",
+    "Dispatcher",
+    "InProcessRunner",
+    "dispatcher",
+    "unrunnable_reason",
+]

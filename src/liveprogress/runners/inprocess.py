@@ -10,21 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from django.utils import timezone
 
 from .. import conf
-from ..execution import Execution, WriteBehind
+from ..execution import Execution
 from ..models import ACTIVE_STATUSES, Job
+from ..progress import JobContext
 from ..registry import get_kind
+from ..writebehind import WriteBehind
 
 logger = logging.getLogger(__name__)
 
 
 class InProcessRunner:
-    def __init__(self, worker: str) -> None:
+    """Runs jobs in this process; ``context_for`` gives each its context (files,
+    children)."""
+
+    def __init__(self, worker: str, *, context_for: Callable[[Job], JobContext]) -> None:
         self.worker = worker
+        self._context_for = context_for
         self.executions: dict[str, Execution] = {}
         self._pool = ThreadPoolExecutor(
             max_workers=conf.get("SYNC_WORKERS"), thread_name_prefix="liveprogress-job"
@@ -45,7 +52,13 @@ class InProcessRunner:
 
     def submit(self, job: Job) -> Execution:
         """Start running ``job`` (already saved and claimed) in this process."""
-        execution = Execution(job, get_kind(job.kind), writer=self.writer, executor=self._pool)
+        execution = Execution(
+            job,
+            get_kind(job.kind),
+            writer=self.writer,
+            executor=self._pool,
+            context=self._context_for(job),
+        )
         job_id = str(job.id)
         self.executions[job_id] = execution
         # A fresh context: the job must not inherit the request that started it
@@ -70,25 +83,37 @@ class InProcessRunner:
         if task is not None:
             await asyncio.shield(task)
 
+    def newest(self, job: Job) -> Job:
+        """``job``, or its state held live here when it runs here and is newer (the
+        database lags the live state by up to the window)."""
+        execution = self.executions.get(str(job.id))
+        if execution is not None and job.is_active and execution.job.seq > job.seq:
+            return execution.job
+        return job
+
+    async def children(self, job: Job) -> list[Job]:
+        """The children ``job`` started, oldest first, live where they run here."""
+        found = Job.objects.filter(parent_id=job.pk).order_by("created_at")
+        return [self.newest(child) async for child in found]
+
     async def heartbeat(self) -> None:
         """Mark this process's jobs alive; act on cancels and ends decided elsewhere."""
         ids = list(self.executions)
         if not ids:
             return
-        await Job.objects.filter(pk__in=ids, status__in=ACTIVE_STATUSES).aupdate(
-            heartbeat_at=timezone.now()
-        )
+        await Job.objects.heartbeat(ids)
         rows = Job.objects.filter(pk__in=ids).values_list("id", "status", "cancel_requested")
         async for job_id, status, cancel_requested in rows:
             execution = self.executions.get(str(job_id))
             if execution is None:
                 continue
             if status not in ACTIVE_STATUSES:
-                await execution.end_elsewhere()
+                await execution.stop_as_ended_elsewhere()
             elif cancel_requested and not execution.progress.cancelled:
                 await execution.cancel()
 
     async def stop(self) -> None:
+        """Stop this process's jobs (each ends `interrupted`) and what runs them."""
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

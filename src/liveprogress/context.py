@@ -1,0 +1,64 @@
+"""What a job run by this process may do beyond its progress: files and children.
+
+The runtime hands each job's execution one (see ``progress.JobContext``), so the
+execution needs no runtime of its own: ``liveprogress.testing`` hands it another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from . import files
+from .launch import Launcher, launch, new_job
+from .models import Job
+from .registry import get_kind
+from .runners import InProcessRunner
+from .state import job_state
+
+
+class RuntimeContext:
+    """A job's context in a runtime: files through the storage, children started
+    through the runtime's caps and dispatcher, their states live where they run here."""
+
+    def __init__(
+        self,
+        job: Job,
+        runtime: Launcher,
+        runner: InProcessRunner,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.job = job
+        self.runtime = runtime
+        self.runner = runner
+        self.loop = loop
+
+    def store_file(
+        self, name: str, content: bytes, content_type: str, attached: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Store a file within the owner's quota (called from the job's thread)."""
+        name = files.clean_name(name)
+        files.check_quota(self._owner_bytes(), attached, name, len(content))
+        return files.store(self.job, name, content, content_type)
+
+    def _owner_bytes(self) -> int:
+        """The owner's other files, read where the runtime's other queries run (the
+        loop's thread-sensitive executor), not in the job's thread: one connection
+        at a time. The job's thread has no asgiref context, so the coroutine has none."""
+        reading = sync_to_async(files.owner_bytes, thread_sensitive=True)
+        return asyncio.run_coroutine_threadsafe(
+            reading(self.job.owner, besides=self.job.pk), self.loop
+        ).result()
+
+    async def spawn(self, kind: str, params: Mapping[str, Any] | None) -> str:
+        job = self.job
+        # A parent may start kinds that are not public: it is the site's own code.
+        child = new_job(job.owner, get_kind(kind), params, language=job.language, parent=job)
+        await launch(self.runtime, child)
+        return str(child.id)
+
+    async def children_states(self) -> list[dict[str, Any]]:
+        return [dict(job_state(child)) for child in await self.runner.children(self.job)]

@@ -1,0 +1,100 @@
+"""Starting a job: validated, within the caps, saved, published, dispatched.
+
+The engine's side of a start, shared by the client-facing ``actions`` (a start
+from a request, the CLI or the site's code) and a running job that spawns a
+child. It takes the runtime as a parameter instead of importing it: the runtime
+uses it too, for its jobs' children.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from . import conf
+from .exceptions import LimitReached
+from .models import ACTIVE_STATUSES, Job, Status
+from .publish import publish
+from .registry import JobKind
+from .runners import Dispatcher
+
+logger = logging.getLogger(__name__)
+
+
+class Launcher(Protocol):
+    """What a start needs of the process's runtime."""
+
+    #: Serialises cap checks and job creation in this process.
+    admission: asyncio.Lock
+    #: Gets a new job running, per RUNNER.
+    dispatcher: Dispatcher
+
+
+def new_job(
+    owner: str,
+    kind: JobKind,
+    params: Any,
+    *,
+    language: str = "",
+    from_strings: bool = False,
+    parent: Job | None = None,
+) -> Job:
+    """A job of ``kind`` for ``owner`` with its params validated (``BadRequest`` if
+    they are not), not saved yet; ``parent`` makes it that job's child."""
+    clean = kind.validate({} if params is None else params, from_strings=from_strings)
+    return Job(kind=kind.name, params=clean, owner=owner, language=language, seq=1, parent=parent)
+
+
+async def launch(runtime: Launcher, job: Job) -> Job:
+    """Check the caps, save, publish and dispatch a :func:`new_job`; returns it live.
+
+    ``LimitReached`` if its owner, or the server, runs as many jobs as allowed. A
+    job the queue refuses ends `failed`, saying why.
+    """
+    async with runtime.admission:
+        counts = await Job.objects.filter(status__in=ACTIVE_STATUSES).aaggregate(
+            mine=Count("id", filter=Q(owner=job.owner)), total=Count("id")
+        )
+        per_owner = conf.get("MAX_ACTIVE_PER_OWNER")
+        if counts["mine"] >= per_owner:
+            raise LimitReached(
+                f"You already have {per_owner} jobs queued or running, the most allowed; "
+                "wait for one to end or cancel one"
+            )
+        if counts["total"] >= conf.get("MAX_ACTIVE_TOTAL"):
+            raise LimitReached("The server is running as many jobs as it may; try again soon")
+        runtime.dispatcher.prepare(job)
+        await job.asave(force_insert=True)
+    await publish(job)
+    try:
+        await runtime.dispatcher.dispatch(job)
+    except Exception as exc:
+        # The queue refused it: the job can't run, and says so.
+        logger.exception("dispatch failed job=%s", job.id)
+        await end_unclaimed(job, Status.FAILED, f"The job could not be queued: {exc}")
+    return job
+
+
+async def fail_unrunnable(job: Job, reason: str) -> Job:
+    """Save a :func:`new_job` that nothing here can run, ended `failed` with
+    ``reason`` as its error, and publish it."""
+    logger.error("job not run job=%s kind=%s: %s", job.id, job.kind, reason)
+    job.status, job.error = Status.FAILED, reason
+    job.finished_at = job.updated_at = timezone.now()
+    await job.asave(force_insert=True)
+    await publish(job)
+    return job
+
+
+async def end_unclaimed(job: Job, status: Status, error: str) -> bool:
+    """End a queued job that no process has claimed, and publish it; False if one
+    has (that process ends it)."""
+    ended = await Job.objects.end_unclaimed(job.pk, status, error)
+    if ended:
+        await job.arefresh_from_db()
+        await publish(job)
+    return ended
