@@ -10,8 +10,15 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote
 
 import pytest
@@ -21,9 +28,10 @@ from channels.testing import WebsocketCommunicator
 from django.test import AsyncClient
 
 from liveprogress import actions
+from liveprogress.exceptions import LimitReached
 from liveprogress.models import UNPERSISTED_SEQ_WINDOW, Job
 from proyecto.asgi import application
-from tests.servers import HOST, DaphneServer, Visitor
+from tests.servers import HOST, REPO_ROOT, DaphneServer, Visitor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -423,3 +431,110 @@ async def test_a_server_job_s_files_are_held_to_the_quota_too(runtime, settings)
     refused = await run({"size": 2000})
     assert refused.status == "failed"
     assert "past 5000 bytes (they keep 4000)" in refused.error
+
+
+FLOOD_SETTINGS = {
+    "MAX_ACTIVE_TOTAL": 30,
+    "MAX_ACTIVE_PER_ADDRESS": 5,
+    "ANONYMOUS_SHARE": 0.5,
+    # The test plays the site's proxy: it says which address each request came from.
+    "CLIENT_ADDRESS_HEADER": "X-Forwarded-For",
+}
+LONG_TIMER = {"kind": "demo.timer", "params": {"steps": 10000, "interval": 60}}
+
+
+def mint_and_start(server: DaphneServer, address: str) -> int:
+    """A start with no session, a made-up CSRF token: a new session, so a new owner."""
+    token = secrets.token_hex(16)
+    request = urllib.request.Request(  # noqa: S310 (http to the test's own server)
+        server.url("/api/jobs/"),
+        data=json.dumps(LONG_TIMER).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Cookie": f"csrftoken={token}",
+            "X-CSRFToken": token,
+            "Origin": server.origin,
+            "X-Forwarded-For": address,
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.mark.integration
+def test_a_flood_of_session_minting_starts_locks_nobody_out(tmp_path):
+    db = tmp_path / "db.sqlite3"
+    with DaphneServer(db, liveprogress=FLOOD_SETTINGS) as server:
+        # One client: 40 concurrent starts, each with a fresh session.
+        with ThreadPoolExecutor(10) as pool:
+            statuses = list(pool.map(lambda _: mint_and_start(server, "203.0.113.5"), range(40)))
+        assert statuses.count(201) == 5 and statuses.count(429) == 35
+        # A visitor elsewhere still starts one.
+        assert mint_and_start(server, "198.51.100.7") == 201
+        # Many addresses (a botnet) take at most the visitors' share: 15 of 30.
+        with ThreadPoolExecutor(10) as pool:
+            spread = list(pool.map(lambda n: mint_and_start(server, f"192.0.2.{n}"), range(40)))
+        assert spread.count(201) == 15 - 6
+        # A signed-in user (here through the admin's login) still starts a job.
+        create = (
+            "from django.contrib.auth.models import User; "
+            "User.objects.create_user('ana', password='pw-Secret-1', is_staff=True)"
+        )
+        manage = [sys.executable, str(REPO_ROOT / "manage.py"), "shell", "-c", create]
+        subprocess.run(manage, env=server.env, check=True, timeout=60, capture_output=True)
+        ana = Visitor(server)
+        ana.visit("/admin/login/")
+        form = {
+            "username": "ana",
+            "password": "pw-Secret-1",
+            "csrfmiddlewaretoken": ana.cookie("csrftoken"),
+        }
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Referer": server.url("/admin/login/"),
+            "Origin": server.origin,
+        }
+        body = urllib.parse.urlencode(form).encode()
+        ana.request("POST", "/admin/login/?next=/jobs/", body, headers)
+        assert ana.cookie("sessionid")
+        status, state = ana.post_json("/api/jobs/", LONG_TIMER)
+        assert status == 201, state
+        assert Visitor(server).get(f"/api/jobs/{state['id']}/")[0] == 404
+
+
+def test_the_client_address_is_the_connection_s_or_the_last_the_proxy_added(rf, settings):
+    from liveprogress.owner import request_address, scope_address
+
+    request = rf.get("/", REMOTE_ADDR="10.1.1.1", HTTP_X_FORWARDED_FOR="6.6.6.6, 7.7.7.7")
+    scope = {"client": ("10.1.1.1", 5000), "headers": [(b"x-forwarded-for", b"6.6.6.6, 7.7.7.7")]}
+    # No proxy configured: a header the client wrote itself is ignored.
+    assert request_address(request) == scope_address(scope) == "10.1.1.1"
+    settings.LIVEPROGRESS = {"CLIENT_ADDRESS_HEADER": "X-Forwarded-For"}
+    # Behind the proxy: the address it saw, not one the client claimed before it.
+    assert request_address(request) == scope_address(scope) == "7.7.7.7"
+
+
+async def test_a_signed_in_user_is_not_held_to_the_visitors_caps(runtime, settings):
+    settings.LIVEPROGRESS = {
+        **settings.LIVEPROGRESS,
+        "MAX_ACTIVE_TOTAL": 4,
+        "MAX_ACTIVE_PER_ADDRESS": 1,
+    }
+    params = {"steps": 100, "interval": 1}
+    started = [await actions.start_job("session:a", "demo.timer", params, address="1.1.1.1")]
+    # The same address under another session: refused; another address: the share (2 of 4).
+    with pytest.raises(LimitReached, match="at your address"):
+        await actions.start_job("session:b", "demo.timer", params, address="1.1.1.1")
+    started.append(await actions.start_job("session:c", "demo.timer", params, address="2.2.2.2"))
+    with pytest.raises(LimitReached, match="not signed in"):
+        await actions.start_job("session:d", "demo.timer", params, address="3.3.3.3")
+    # Users and the site's own owners are not visitors: the total is theirs.
+    started.append(await actions.start_job("user:1", "demo.timer", params, address="1.1.1.1"))
+    started.append(await actions.start_job("system:x", "demo.timer", params))
+    assert [job.address for job in started] == ["1.1.1.1", "2.2.2.2", "", ""]
+    for job in started:
+        await actions.cancel_job(job.owner, str(job.id))

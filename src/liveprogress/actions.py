@@ -44,17 +44,25 @@ async def start_job(
     internal: bool = False,
     parent: Job | None = None,
     unrunnable: str = "",
+    address: str = "",
 ) -> Job:
     """Validate, check the caps, create and start a job; returns it live.
 
     Only ``internal`` starts (the site's own code, a parent job) may start kinds
     that are not public; ``parent`` makes the new job a child of that one. A job
     ``unrunnable`` (nothing here can run it) is created and ends `failed` at once,
-    with that reason as its error.
+    with that reason as its error. ``address``: the client's (caps visitors who are
+    not signed in per address).
     """
     job_kind = get_kind(kind, public_only=not (internal or parent is not None))
     job = new_job(
-        owner, job_kind, params, language=language, from_strings=from_strings, parent=parent
+        owner,
+        job_kind,
+        params,
+        language=language,
+        from_strings=from_strings,
+        parent=parent,
+        address=address,
     )
     if unrunnable:
         # No runtime is started for it: here, it would not outlive the request.

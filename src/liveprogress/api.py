@@ -28,7 +28,7 @@ from django.views import defaults
 
 from . import actions, conf, files
 from .exceptions import BadRequest, Forbidden, NotFound, RequestError, TooLarge
-from .owner import request_owner
+from .owner import request_address, request_owner
 from .runners import unrunnable_reason
 from .state import decode_object, error_frame, job_state
 from .watching import parse_after
@@ -115,6 +115,7 @@ async def jobs(request: HttpRequest) -> HttpResponse:
             body.get("params"),
             language=getattr(request, "LANGUAGE_CODE", ""),
             unrunnable=unrunnable_reason(request),
+            address=request_address(request),
         )
         response = JsonResponse(job_state(job), status=201)
         response["Location"] = reverse("liveprogress:job", args=[job.id])

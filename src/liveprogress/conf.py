@@ -45,6 +45,16 @@ DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     "MAX_ACTIVE_PER_OWNER": (10, int),
     # Queued plus running jobs in all, for everyone.
     "MAX_ACTIVE_TOTAL": (500, int),
+    # Visitors who are not signed in are one owner per session, and a session costs
+    # nothing to make: their queued plus running jobs are also capped per client
+    # address, and all together at this share of MAX_ACTIVE_TOTAL (the rest stays
+    # for signed-in users and the site's own code).
+    "MAX_ACTIVE_PER_ADDRESS": (20, int),
+    "ANONYMOUS_SHARE": (0.5, (int, float)),
+    # The request header that carries the client's address when a proxy stands in
+    # front (e.g. "X-Forwarded-For"; its last address is taken: the one your proxy
+    # saw). Empty: the address of the connection itself.
+    "CLIENT_ADDRESS_HEADER": ("", str),
     # Largest WebSocket frame or HTTP body accepted from a client, in bytes.
     "MAX_FRAME_BYTES": (64 * 1024, int),
     # Jobs one WebSocket may subscribe to at once.
@@ -95,6 +105,10 @@ def _settings() -> dict[str, Any]:
         if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
             raise ImproperlyConfigured(f"LIVEPROGRESS[{name!r}] = {value!r} must be positive")
         values[name] = value
+    if values["ANONYMOUS_SHARE"] > 1:
+        raise ImproperlyConfigured(
+            f"LIVEPROGRESS['ANONYMOUS_SHARE'] = {values['ANONYMOUS_SHARE']!r} must be at most 1"
+        )
     if values["RUNNER"] not in RUNNERS:
         raise ImproperlyConfigured(
             f"Unsupported LIVEPROGRESS['RUNNER'] {values['RUNNER']!r}, "
@@ -106,12 +120,15 @@ def _settings() -> dict[str, Any]:
 # The names by the type of their value, for the type checker: `get("LOG_LIMIT")` is
 # an int, and a misspelt name fails the check. They follow DEFAULTS (tests/test_conf.py checks
 # that they list each name once, with its type); (int, float) settings are floats.
-StrSetting = Literal["RUNNER", "TASK_BACKEND", "TASK_QUEUE", "RESULT_STORAGE"]
+StrSetting = Literal[
+    "RUNNER", "TASK_BACKEND", "TASK_QUEUE", "RESULT_STORAGE", "CLIENT_ADDRESS_HEADER"
+]
 IntSetting = Literal[
     "MAX_ATTEMPTS",
     "SYNC_WORKERS",
     "MAX_ACTIVE_PER_OWNER",
     "MAX_ACTIVE_TOTAL",
+    "MAX_ACTIVE_PER_ADDRESS",
     "MAX_FRAME_BYTES",
     "MAX_SUBSCRIPTIONS",
     "MAX_FILE_BYTES_PER_OWNER",
@@ -122,6 +139,7 @@ IntSetting = Literal[
     "LOG_LIMIT",
 ]
 FloatSetting = Literal[
+    "ANONYMOUS_SHARE",
     "PUBLISH_INTERVAL",
     "PERSIST_INTERVAL",
     "HEARTBEAT_INTERVAL",

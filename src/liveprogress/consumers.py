@@ -16,7 +16,7 @@ from . import actions, conf
 from .exceptions import BadRequest, LimitReached, RequestError, TooLarge
 from .hub import Outbox
 from .limits import TokenBucket
-from .owner import scope_language, scope_owner
+from .owner import scope_address, scope_language, scope_owner
 from .runtime import Runtime, get_runtime
 from .state import decode_object, encode, error_frame
 from .watching import follow_job, follow_owner, parse_after
@@ -168,7 +168,11 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         owner = actions.require_owner(self.owner)
         await self._make_room()  # no job is created that this socket couldn't watch
         job = await actions.start_job(
-            owner, frame.get("kind"), frame.get("params"), language=self.language
+            owner,
+            frame.get("kind"),
+            frame.get("params"),
+            language=self.language,
+            address=scope_address(self.scope),
         )
         await self._watch(str(job.id))
         self._answer(job)

@@ -56,7 +56,14 @@ class RuntimeContext:
     async def spawn(self, kind: str, params: Mapping[str, Any] | None) -> str:
         job = self.job
         # A parent may start kinds that are not public: it is the site's own code.
-        child = new_job(job.owner, get_kind(kind), params, language=job.language, parent=job)
+        child = new_job(
+            job.owner,
+            get_kind(kind),
+            params,
+            language=job.language,
+            parent=job,
+            address=job.address,
+        )
         await launch(self.runtime, child)
         return str(child.id)
 

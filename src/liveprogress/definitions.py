@@ -17,7 +17,7 @@ from django.utils.functional import Promise
 
 from . import actions, bridge
 from .handles import JobHandle
-from .owner import aowner_of
+from .owner import aowner_of, request_address
 from .registry import JobFunction, JobKind, register
 from .runners import unrunnable_reason
 
@@ -65,6 +65,7 @@ class JobDefinition:
             language=language,
             internal=True,
             unrunnable=unrunnable_reason(owner),
+            address=request_address(owner) if isinstance(owner, HttpRequest) else "",
         )
         return JobHandle.of(job)
 

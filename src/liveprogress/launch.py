@@ -18,6 +18,7 @@ from django.utils import timezone
 from . import conf
 from .exceptions import LimitReached
 from .models import ACTIVE_STATUSES, Job, Status
+from .owner import is_anonymous
 from .publish import publish
 from .registry import JobKind
 from .runners import Dispatcher
@@ -42,11 +43,21 @@ def new_job(
     language: str = "",
     from_strings: bool = False,
     parent: Job | None = None,
+    address: str = "",
 ) -> Job:
     """A job of ``kind`` for ``owner`` with its params validated (``BadRequest`` if
-    they are not), not saved yet; ``parent`` makes it that job's child."""
+    they are not), not saved yet; ``parent`` makes it that job's child. ``address``:
+    the client's, kept for a visitor who is not signed in (their per-address cap)."""
     clean = kind.validate({} if params is None else params, from_strings=from_strings)
-    return Job(kind=kind.name, params=clean, owner=owner, language=language, seq=1, parent=parent)
+    return Job(
+        kind=kind.name,
+        params=clean,
+        owner=owner,
+        language=language,
+        seq=1,
+        parent=parent,
+        address=address if is_anonymous(owner) else "",
+    )
 
 
 async def launch(runtime: Launcher, job: Job) -> Job:
@@ -56,8 +67,12 @@ async def launch(runtime: Launcher, job: Job) -> Job:
     job the queue refuses ends `failed`, saying why.
     """
     async with runtime.admission:
+        anonymous = Q(owner__startswith="session:")
         counts = await Job.objects.filter(status__in=ACTIVE_STATUSES).aaggregate(
-            mine=Count("id", filter=Q(owner=job.owner)), total=Count("id")
+            mine=Count("id", filter=Q(owner=job.owner)),
+            total=Count("id"),
+            anonymous=Count("id", filter=anonymous),
+            from_address=Count("id", filter=anonymous & Q(address=job.address)),
         )
         per_owner = conf.get("MAX_ACTIVE_PER_OWNER")
         if counts["mine"] >= per_owner:
@@ -65,8 +80,11 @@ async def launch(runtime: Launcher, job: Job) -> Job:
                 f"You already have {per_owner} jobs queued or running, the most allowed; "
                 "wait for one to end or cancel one"
             )
-        if counts["total"] >= conf.get("MAX_ACTIVE_TOTAL"):
+        total = conf.get("MAX_ACTIVE_TOTAL")
+        if counts["total"] >= total:
             raise LimitReached("The server is running as many jobs as it may; try again soon")
+        if is_anonymous(job.owner):
+            _admit_anonymous(job, counts, total)
         runtime.dispatcher.prepare(job)
         await job.asave(force_insert=True)
     await publish(job)
@@ -77,6 +95,23 @@ async def launch(runtime: Launcher, job: Job) -> Job:
         logger.exception("dispatch failed job=%s", job.id)
         await end_unclaimed(job, Status.FAILED, f"The job could not be queued: {exc}")
     return job
+
+
+def _admit_anonymous(job: Job, counts: dict[str, int], total: int) -> None:
+    """The caps of visitors who are not signed in, beyond their session's: one
+    client can't mint sessions to take the server (the rest stays for signed-in
+    users), nor all visitors together take more than their share."""
+    per_address = conf.get("MAX_ACTIVE_PER_ADDRESS")
+    if job.address and counts["from_address"] >= per_address:
+        raise LimitReached(
+            f"Visitors at your address already have {per_address} jobs queued or running, "
+            "the most allowed without signing in; wait for one to end"
+        )
+    if counts["anonymous"] >= int(total * conf.get("ANONYMOUS_SHARE")):
+        raise LimitReached(
+            "The server is running as many jobs for visitors who are not signed in as it "
+            "may; sign in, or try again soon"
+        )
 
 
 async def fail_unrunnable(job: Job, reason: str) -> Job:

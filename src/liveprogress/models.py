@@ -147,6 +147,9 @@ class Job(models.Model):
     params = models.JSONField(_("parameters"), default=dict, blank=True)
     # "user:<pk>", "session:<session key>" or "cli:<name>": who may see and cancel it.
     owner = models.CharField(_("owner"), max_length=100)
+    # The client address a visitor who is not signed in started it from (their jobs
+    # are capped per address: MAX_ACTIVE_PER_ADDRESS); empty otherwise.
+    address = models.CharField(_("client address"), max_length=45, blank=True)
     # The language of whoever started it: the job's messages are written in it.
     language = models.CharField(_("language"), max_length=16, blank=True)
     status = models.CharField(

@@ -18,6 +18,8 @@ from django.http import HttpRequest
 from django.utils import translation
 from django.utils.translation.trans_real import parse_accept_lang_header
 
+from . import conf
+
 #: ``prefix:name``: ``user:<pk>``, ``session:<key>``, or a name the site chooses
 #: (``system:nightly``, ``cli:alice``). At most 100 characters (the column's size).
 OWNER_KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,30}:[^\s]{1,68}$")
@@ -121,6 +123,38 @@ async def scope_owner(scope: dict[str, Any]) -> str | None:
     # Loading drops a key the store doesn't know.
     await database_sync_to_async(session.keys)()
     return session_owner(session.session_key)
+
+
+def is_anonymous(owner: str) -> bool:
+    """True for a visitor who is not signed in (one owner per session)."""
+    return owner.startswith("session:")
+
+
+def _forwarded(value: str) -> str:
+    # The last address: the one the site's own proxy saw (earlier ones the client
+    # may have written itself).
+    return value.split(",")[-1].strip()[:45]
+
+
+def request_address(request: HttpRequest) -> str:
+    """The client address of a request (``CLIENT_ADDRESS_HEADER`` behind a proxy)."""
+    header = conf.get("CLIENT_ADDRESS_HEADER")
+    if header:
+        forwarded = request.headers.get(header)
+        if forwarded:
+            return _forwarded(forwarded)
+    return str(request.META.get("REMOTE_ADDR") or "")[:45]
+
+
+def scope_address(scope: dict[str, Any]) -> str:
+    """The client address of a socket (``CLIENT_ADDRESS_HEADER`` behind a proxy)."""
+    header = conf.get("CLIENT_ADDRESS_HEADER").lower().encode("latin-1")
+    if header:
+        for name, value in scope.get("headers", []):
+            if name.lower() == header:
+                return _forwarded(value.decode("latin-1"))
+    client = scope.get("client")
+    return str(client[0])[:45] if client else ""
 
 
 def display_owner(owner: str) -> str:
