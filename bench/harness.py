@@ -48,6 +48,9 @@ TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
 SERVER_SETTINGS = {
     "MAX_ACTIVE_PER_OWNER": 5000,
     "MAX_ACTIVE_TOTAL": 5000,
+    # The load comes from one address (loopback), as visitors who are not signed in.
+    "MAX_ACTIVE_PER_ADDRESS": 5000,
+    "ANONYMOUS_SHARE": 1,
     # The driver's own socket cancels every job at the end of a run, and watches them.
     "MAX_SUBSCRIPTIONS": 20000,
     "MAX_FRAMES_PER_SECOND": 20000,

@@ -218,3 +218,11 @@ def attach(progress, name: str = "out.bin", size: int = 1000, count: int = 1):
     for number in range(count):
         progress.attach(name if number == 0 else f"{number}-{name}", b"x" * size)
     return count
+
+
+@job("tests.abandons")
+async def abandons(progress, children: int = 2):
+    """Starts long timed processes, then fails: its children must not outlive it."""
+    for _child in range(children):
+        await progress.spawn("demo.timer", {"steps": 1000, "interval": 0.05})
+    raise RuntimeError("the parent gave up")

@@ -538,3 +538,69 @@ async def test_a_signed_in_user_is_not_held_to_the_visitors_caps(runtime, settin
     assert [job.address for job in started] == ["1.1.1.1", "2.2.2.2", "", ""]
     for job in started:
         await actions.cancel_job(job.owner, str(job.id))
+
+
+async def ended(job_id, timeout: float = 10) -> Job:
+    async with asyncio.timeout(timeout):
+        while (job := await Job.objects.aget(pk=job_id)).is_active:
+            await asyncio.sleep(0.02)
+    return job
+
+
+async def test_a_batch_that_hits_the_cap_ends_its_children_with_it(runtime, settings):
+    settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "MAX_ACTIVE_PER_OWNER": 3}
+    parent = await actions.start_job(
+        "session:p", "demo.batch", {"parts": 3, "steps": 1000, "interval": 1}
+    )
+    parent = await ended(parent.pk)
+    assert parent.status == "failed" and "already have 3 jobs" in parent.error
+    children = [child async for child in Job.objects.filter(parent_id=parent.pk)]
+    assert len(children) == 2
+    for child in children:
+        assert (await ended(child.pk)).status == "cancelled"
+
+
+async def test_cancelling_an_ended_parent_stops_what_it_left_running(runtime):
+    parent = await Job.objects.acreate(kind="demo.batch", owner="session:p", status="failed", seq=3)
+    left = await Job.objects.acreate(kind="demo.timer", owner="session:p", parent=parent, seq=1)
+    again = await actions.cancel_job("session:p", str(parent.pk))
+    assert again.status == "failed"
+    child = await ended(left.pk)
+    assert (child.status, child.error) == ("cancelled", "Its parent job ended")
+
+
+async def test_an_interrupted_parent_ends_its_children(runtime):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from liveprogress.recovery import sweep_stale
+
+    stale = timezone.now() - timedelta(minutes=5)
+    parent = await Job.objects.acreate(
+        kind="tests.abandons",
+        owner="session:p",
+        status="running",
+        seq=2,
+        worker="elsewhere:1:x",
+        heartbeat_at=stale,
+    )
+    queued = await Job.objects.acreate(kind="demo.timer", owner="session:p", parent=parent, seq=1)
+    assert await sweep_stale() == 1
+    assert (await ended(parent.pk)).status == "interrupted"
+    assert (await ended(queued.pk)).status == "cancelled"
+
+
+async def test_a_server_job_that_fails_leaves_no_child_running(runtime):
+    parent = await actions.start_job("session:p", "tests.abandons", {"children": 2})
+    assert (await ended(parent.pk)).status == "failed"
+    async for child in Job.objects.filter(parent_id=parent.pk):
+        assert (await ended(child.pk)).status == "cancelled"
+
+
+def test_in_tests_too_a_failing_parent_leaves_no_child_running(db, fast):
+    from liveprogress.testing import run_job
+
+    run = run_job("tests.abandons", children=2)
+    assert run.status == "failed"
+    assert [child.status for child in run.children] == ["cancelled", "cancelled"]

@@ -341,17 +341,18 @@ async def test_caps_per_owner_and_in_all(runtime, settings):
     }
     from liveprogress.exceptions import LimitReached
 
+    # Signed-in owners: visitors' own caps (per address, their share) are tested apart.
     params = {"steps": 100, "interval": 0.05}
-    started = [await actions.start_job("session:a", "demo.timer", params) for _ in range(2)]
+    started = [await actions.start_job("user:1", "demo.timer", params) for _ in range(2)]
     with pytest.raises(LimitReached, match="2 jobs"):
-        await actions.start_job("session:a", "demo.timer", params)
-    started.append(await actions.start_job("session:b", "demo.timer", params))
+        await actions.start_job("user:1", "demo.timer", params)
+    started.append(await actions.start_job("user:2", "demo.timer", params))
     with pytest.raises(LimitReached, match="as many jobs"):
-        await actions.start_job("session:c", "demo.timer", params)
+        await actions.start_job("user:3", "demo.timer", params)
     assert await Job.objects.acount() == 3
-    await actions.cancel_job("session:a", str(started[0].id))
+    await actions.cancel_job("user:1", str(started[0].id))
     await runtime.runner.wait(str(started[0].id))
-    started.append(await actions.start_job("session:c", "demo.timer", params))
+    started.append(await actions.start_job("user:3", "demo.timer", params))
     for job in started:
         await actions.cancel_job(job.owner, str(job.id))
 

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 from . import conf
+from .cascade import end_children
 from .exceptions import BadRequest, Forbidden, JobNotFound
 from .launch import end_unclaimed, fail_unrunnable, launch, new_job
 from .models import ACTIVE_STATUSES, Job, JobLog, Status
@@ -89,9 +90,11 @@ async def get_job(owner: str, job_id: str) -> Job:
 
 
 async def cancel_job(owner: str, job_id: str) -> Job:
-    """Cancel the caller's job: ended at once if nobody runs it yet, else asked to stop."""
+    """Cancel the caller's job: ended at once if nobody runs it yet, else asked to stop.
+    A job that has ended stays as it is; children it left running are stopped."""
     job = await get_job(owner, job_id)
     if not job.is_active:
+        await end_children(job)
         return job
     await _cancel_children(job)
     runtime = await get_runtime()

@@ -26,6 +26,7 @@ from django.db import close_old_connections
 from django.utils import timezone, translation
 
 from . import conf
+from .cascade import end_children
 from .eta import RateWindow
 from .exceptions import JobCancelled
 from .logstore import store_lines
@@ -372,6 +373,11 @@ class Execution:
                     await asyncio.sleep(delay)
             if persisted:
                 await self._send()
+                try:
+                    await end_children(job)
+                except Exception:
+                    # Their own heartbeats go on; a cancel of the parent cascades again.
+                    logger.warning("children not stopped job=%s", job.id, exc_info=True)
 
 
 def _ended_stages(

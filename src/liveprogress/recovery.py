@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from django.utils import timezone
 
 from . import conf
+from .cascade import end_children
 from .models import ACTIVE_STATUSES, Job
 from .publish import ENDED_MESSAGE, control, publish
 from .registry import kinds
@@ -60,6 +61,7 @@ async def _interrupt(job: Job, reason: str, runner: InProcessRunner | None) -> b
         logger.warning("job interrupted job=%s worker=%s reason=%r", job.id, job.worker, reason)
         await _stop_where_it_runs(job.pk, job.worker, runner)
         await publish(job)
+        await end_children(job)
     return ended
 
 

@@ -126,7 +126,10 @@ class _Runner:
             heartbeat_at=timezone.now(),
         )
 
-    async def follow(self, job: Job, kind: JobKind) -> JobRun:
+    async def follow(
+        self, job: Job, kind: JobKind, started: list[Execution] | None = None
+    ) -> JobRun:
+        """Run ``job`` to its end (its execution added to ``started`` as it begins)."""
         states: list[JobState] = [job_state(job)]
         logs: list[dict[str, Any]] = []
         context = _TestContext(self, job)
@@ -140,10 +143,15 @@ class _Runner:
             call_sync=_in_this_thread,
         )
         execution.on_log = logs.extend
+        if started is not None:
+            started.append(execution)
         try:
             await execution.run()
         finally:
             writer.close()
+        # A job that ends ends the children it left running, as on a server.
+        for child in context.executions:
+            await child.cancel()
         children = await asyncio.gather(*context.children)
         ended = await Job.objects.aget(pk=job.pk)
         return JobRun(
@@ -158,6 +166,7 @@ class _TestContext:
         self.runner = runner
         self.job = job
         self.children: list[asyncio.Task[JobRun]] = []
+        self.executions: list[Execution] = []
 
     def store_file(
         self, name: str, content: bytes, content_type: str, attached: list[dict[str, Any]]
@@ -172,7 +181,9 @@ class _TestContext:
         clean = child_kind.validate({} if params is None else params)
         job = self.job
         child = await self.runner.create(child_kind, clean, job.owner, job.language, job)
-        self.children.append(asyncio.create_task(self.runner.follow(child, child_kind)))
+        self.children.append(
+            asyncio.create_task(self.runner.follow(child, child_kind, self.executions))
+        )
         return str(child.id)
 
     async def children_states(self) -> list[dict[str, Any]]:
