@@ -226,3 +226,14 @@ async def abandons(progress, children: int = 2):
     for _child in range(children):
         await progress.spawn("demo.timer", {"steps": 1000, "interval": 0.05})
     raise RuntimeError("the parent gave up")
+
+
+@job("tests.oversized")
+def oversized(progress, result_bytes: int = 0, message_chars: int = 0, stages: int = 0):
+    """Says and returns as much as it is told to."""
+    if message_chars:
+        progress.message("m" * message_chars)
+    for number in range(stages):
+        with progress.stage(f"{number:03d}" + "s" * 300):
+            pass
+    return "r" * result_bytes

@@ -604,3 +604,65 @@ def test_in_tests_too_a_failing_parent_leaves_no_child_running(db, fast):
     run = run_job("tests.abandons", children=2)
     assert run.status == "failed"
     assert [child.status for child in run.children] == ["cancelled", "cancelled"]
+
+
+def test_no_part_of_a_state_grows_past_its_bound(db, fast, settings):
+    """A state is sent whole in every frame that carries it: each part is bounded,
+    and a result past MAX_RESULT_BYTES fails the job, saying so, at its end."""
+    from liveprogress.progress import MESSAGE_MAX, STAGE_NAME_MAX, STAGES_MAX
+    from liveprogress.testing import run_job
+
+    said = run_job("tests.oversized", message_chars=50_000, stages=3)
+    assert said.status == "succeeded"
+    assert len(said.state["message"]) == MESSAGE_MAX and said.state["message"].endswith("…")
+    assert {len(stage["name"]) for stage in said.state["stages"]} == {STAGE_NAME_MAX}
+
+    too_big = run_job("tests.oversized", result_bytes=70_000)
+    assert too_big.status == "failed" and too_big.result is None
+    assert "result is 70002 bytes of JSON, more than the 65536" in too_big.error
+    assert len(json.dumps(too_big.state)) < 10_000
+    settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "MAX_RESULT_BYTES": 100_000}
+    assert run_job("tests.oversized", result_bytes=70_000).status == "succeeded"
+
+    many = run_job("tests.oversized", stages=STAGES_MAX + 1)
+    assert many.status == "failed" and f"at most {STAGES_MAX} stages" in many.error
+
+
+def test_a_job_attaches_at_most_100_files(db, fast):
+    from liveprogress.testing import run_job
+
+    run = run_job("tests.attach", size=1, count=101)
+    assert run.status == "failed" and "at most 100 files" in run.error
+    assert len(run.state["files"]) == 100
+    # Replacing one of the same name is no new file.
+    assert run_job("tests.attach", name="same.txt", size=1, count=1).status == "succeeded"
+
+
+async def test_one_owner_can_t_hold_every_sync_thread(runtime, settings):
+    """Eight imports from one visitor took all eight threads; another visitor's job
+    waited until they were cancelled."""
+    from liveprogress.runtime import get_runtime, stop_runtime
+    from tests import jobs
+
+    settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "SYNC_WORKERS": 4, "MAX_SYNC_PER_OWNER": 2}
+    await stop_runtime()
+    fresh = await get_runtime()  # its threads with these settings
+    hogs = [
+        await actions.start_job("session:hog", "tests.blocking", {"seconds": 30}) for _ in range(4)
+    ]
+    try:
+        async with asyncio.timeout(5):
+            while fresh.runner.threads.running("session:hog") < 2:
+                await asyncio.sleep(0.02)
+        other = await actions.start_job("session:other", "tests.sync_steps", {"steps": 2})
+        assert (await ended(other.pk)).status == "succeeded"
+        statuses = [(await Job.objects.aget(pk=job.pk)).status for job in hogs]
+        assert sorted(statuses) == ["queued", "queued", "running", "running"]
+        assert fresh.runner.threads.running("session:hog") == 2
+    finally:
+        jobs.release.set()
+    try:
+        for job in hogs:
+            assert (await ended(job.pk)).status == "succeeded"
+    finally:
+        jobs.release.clear()

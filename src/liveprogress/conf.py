@@ -39,8 +39,11 @@ DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     # How often a server process re-reads the watched jobs from the database, so
     # a state the channel layer dropped still reaches its watchers.
     "RECONCILE_INTERVAL": (5.0, (int, float)),
-    # Threads that run sync job functions in the in-process runner.
+    # Threads that run sync job functions in the in-process runner...
     "SYNC_WORKERS": (8, int),
+    # ...and how many of them one owner's jobs may hold at once (the rest wait
+    # `queued`; owners waiting for a thread take turns).
+    "MAX_SYNC_PER_OWNER": (4, int),
     # Queued plus running jobs one owner may have at once.
     "MAX_ACTIVE_PER_OWNER": (10, int),
     # Queued plus running jobs in all, for everyone.
@@ -75,6 +78,9 @@ DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     # Seconds after a job ends that its result and files are kept; `manage.py
     # prunejobs` removes them once expired.
     "RESULT_TTL": (7 * 24 * 3600, (int, float)),
+    # The most bytes of JSON a job's result may take (a larger one fails the job, saying
+    # so: large output belongs in a file, progress.attach).
+    "MAX_RESULT_BYTES": (64 * 1024, int),
     # Bytes of job files one owner may keep at once (until they expire): past it,
     # attaching a file fails the job, saying so.
     "MAX_FILE_BYTES_PER_OWNER": (100 * 1024 * 1024, int),
@@ -126,12 +132,14 @@ StrSetting = Literal[
 IntSetting = Literal[
     "MAX_ATTEMPTS",
     "SYNC_WORKERS",
+    "MAX_SYNC_PER_OWNER",
     "MAX_ACTIVE_PER_OWNER",
     "MAX_ACTIVE_TOTAL",
     "MAX_ACTIVE_PER_ADDRESS",
     "MAX_FRAME_BYTES",
     "MAX_SUBSCRIPTIONS",
     "MAX_FILE_BYTES_PER_OWNER",
+    "MAX_RESULT_BYTES",
     "MAX_STREAMS_PER_OWNER",
     "FRAME_BURST",
     "MAX_UNREAD_ANSWERS",

@@ -31,7 +31,7 @@ from .eta import RateWindow
 from .exceptions import JobCancelled
 from .logstore import store_lines
 from .models import UNPERSISTED_SEQ_WINDOW, Job, Status
-from .progress import JobContext, Progress, ProgressSnapshot, stages_share
+from .progress import MESSAGE_MAX, JobContext, Progress, ProgressSnapshot, cut, stages_share
 from .publish import publish, publish_log
 from .registry import JobKind
 from .writebehind import BEHIND_FIELDS, UnwrittenRow, WriteBehind
@@ -125,7 +125,7 @@ class Execution:
                 status, error, shutdown = Status.INTERRUPTED, "The server stopped", True
         except Exception as exc:
             logger.warning("job failed job=%s kind=%s", self.job.id, self.kind.name, exc_info=True)
-            error = str(exc) or type(exc).__name__
+            error = cut(str(exc) or type(exc).__name__, MESSAGE_MAX)
         finally:
             # From here on, nothing cancels this task: its ending must be written.
             self._function_done = True
@@ -397,8 +397,16 @@ def _ended_stages(
 
 
 def _json_ready(value: Any) -> Any:
+    """The function's return value as the job's result: JSON, and small enough to go
+    in every state the job sends from now on (``MAX_RESULT_BYTES``)."""
     try:
-        json.dumps(value)
+        text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"The job's result can't be stored as JSON: {exc}") from None
+    size, limit = len(text.encode()), conf.get("MAX_RESULT_BYTES")
+    if size > limit:
+        raise ValueError(
+            f"The job's result is {size} bytes of JSON, more than the {limit} it may take "
+            "(MAX_RESULT_BYTES): attach large output as a file (progress.attach)"
+        )
     return value

@@ -20,6 +20,9 @@ from .models import Job
 
 #: Longest file name a job may attach (after cleaning).
 NAME_MAX = 100
+#: The most files one job may attach (a same-named one replaces, not adds): its
+#: state lists them all, and a state stays small enough for one frame.
+FILES_MAX = 100
 
 
 def storage() -> Storage:
@@ -61,6 +64,8 @@ def check_quota(owner_kept: int, attached: list[dict[str, Any]], name: str, size
     ``owner_kept``: bytes the owner's other jobs keep (:func:`owner_bytes`);
     ``attached``: the files this job holds now (``name`` is replaced, not added).
     """
+    if len(attached) >= FILES_MAX and all(entry.get("name") != name for entry in attached):
+        raise QuotaExceeded(f"A job may attach at most {FILES_MAX} files")
     quota = conf.get("MAX_FILE_BYTES_PER_OWNER")
     kept = owner_kept + _bytes(attached, besides=name)
     if kept + size > quota:

@@ -42,6 +42,18 @@ T = TypeVar("T")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Longest log line kept, in characters (longer ones are cut, marked with an ellipsis).
 LOG_LINE_MAX = 2000
+# Every part of a job's state is bounded, so no state (nor the owner's list of them)
+# grows past what a server will carry in one frame.
+#: Longest message kept, in characters (cut like a log line).
+MESSAGE_MAX = 2000
+#: Longest stage name, in characters, and the most stages a job may have.
+STAGE_NAME_MAX = 200
+STAGES_MAX = 100
+
+
+def cut(text: str, limit: int) -> str:
+    """``text``, or its start marked with an ellipsis when longer than ``limit``."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class JobContext(Protocol):
@@ -163,13 +175,13 @@ class Progress:
         self._update(
             current=_whole(current, "current"),
             total=_count(total, "total"),
-            message=None if message is None else str(message),
+            message=None if message is None else cut(str(message), MESSAGE_MAX),
             set_total=total is not None,
         )
 
     def message(self, text: str) -> None:
         """Set the line shown beside the bar."""
-        self._update(current=None, total=None, message=str(text), set_total=False)
+        self._update(current=None, total=None, message=cut(str(text), MESSAGE_MAX), set_total=False)
 
     # -- stages ----------------------------------------------------------------------
 
@@ -198,11 +210,14 @@ class Progress:
         return _StageScope(self, lambda: self._end_stage(index))
 
     def _find_or_add(self, name: str, weight: float | None) -> int:
+        name = cut(name, STAGE_NAME_MAX)
         for index, known in enumerate(self._stages):
             if known.name == name:
                 if weight is not None:
                     known.weight = weight
                 return index
+        if len(self._stages) >= STAGES_MAX:
+            raise ValueError(f"A job may have at most {STAGES_MAX} stages")
         self._stages.append(_Stage(name, 1.0 if weight is None else weight))
         return len(self._stages) - 1
 
@@ -254,8 +269,7 @@ class Progress:
         if level not in LOG_LEVELS:
             raise ValueError(f"Log level must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
         text = str(text)
-        if len(text) > LOG_LINE_MAX:
-            text = text[: LOG_LINE_MAX - 1] + "…"
+        text = cut(text, LOG_LINE_MAX)
         with self._lock:
             logs = self._logs
             logs.seq += 1

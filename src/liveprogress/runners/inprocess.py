@@ -1,7 +1,8 @@
 """The in-process runner: jobs run inside the server process that started them.
 
 Async kinds run as tasks on the server's event loop; sync kinds in a bounded
-thread pool, so a blocking job never blocks the loop. The runner also keeps its
+thread pool shared fairly between owners (``threads.py``), so a blocking job
+never blocks the loop, and one owner's jobs never hold every thread. The runner also keeps its
 jobs' heartbeats, and stops a job that someone else ended or asked to cancel.
 """
 
@@ -11,7 +12,6 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from django.utils import timezone
 
@@ -20,6 +20,7 @@ from ..execution import Execution
 from ..models import ACTIVE_STATUSES, Job
 from ..progress import JobContext
 from ..registry import get_kind
+from ..threads import FairThreads
 from ..writebehind import WriteBehind
 
 logger = logging.getLogger(__name__)
@@ -33,9 +34,8 @@ class InProcessRunner:
         self.worker = worker
         self._context_for = context_for
         self.executions: dict[str, Execution] = {}
-        self._pool = ThreadPoolExecutor(
-            max_workers=conf.get("SYNC_WORKERS"), thread_name_prefix="liveprogress-job"
-        )
+        # Sync functions run in these threads, shared fairly between owners.
+        self.threads = FairThreads(conf.get("SYNC_WORKERS"), conf.get("MAX_SYNC_PER_OWNER"))
         self._tasks: dict[str, asyncio.Task[None]] = {}
         # One bulk write per PERSIST_INTERVAL for the progress of every job here.
         self.writer = WriteBehind()
@@ -56,8 +56,8 @@ class InProcessRunner:
             job,
             get_kind(job.kind),
             writer=self.writer,
-            executor=self._pool,
             context=self._context_for(job),
+            call_sync=lambda call: self.threads.run(job.owner, call),
         )
         job_id = str(job.id)
         self.executions[job_id] = execution
@@ -119,4 +119,4 @@ class InProcessRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.writer.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.threads.shutdown()
