@@ -135,9 +135,8 @@ async def visitor_session() -> tuple[AsyncClient, str]:
     return client, f"session:{client.cookies['sessionid'].value}"
 
 
-async def test_no_after_silences_a_running_job_s_end_on_the_socket(runtime):
-    client, owner = await visitor_session()
-    job = await actions.start_job(owner, "demo.timer", {"steps": 3, "interval": 0.2})
+async def socket_of(client: AsyncClient) -> WebsocketCommunicator:
+    """A socket opened with the visitor's session, from the site's own origin."""
     socket_ = WebsocketCommunicator(
         application,
         "/ws/progress/",
@@ -148,6 +147,13 @@ async def test_no_after_silences_a_running_job_s_end_on_the_socket(runtime):
         ],
     )
     assert (await socket_.connect())[0]
+    return socket_
+
+
+async def test_no_after_silences_a_running_job_s_end_on_the_socket(runtime):
+    client, owner = await visitor_session()
+    job = await actions.start_job(owner, "demo.timer", {"steps": 3, "interval": 0.2})
+    socket_ = await socket_of(client)
     # A client that says it holds a state far ahead (within what a running job can reach).
     after = job.seq + UNPERSISTED_SEQ_WINDOW - 1
     await socket_.send_json_to({"action": "subscribe", "job": str(job.id), "after": after})
@@ -329,16 +335,7 @@ async def test_an_owner_s_list_too_big_for_one_frame_comes_in_several(runtime):
         )
         for _ in range(20)
     ]
-    socket_ = WebsocketCommunicator(
-        application,
-        "/ws/progress/",
-        headers=[
-            (b"host", b"localhost"),
-            (b"origin", b"http://localhost"),
-            (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
-        ],
-    )
-    assert (await socket_.connect())[0]
+    socket_ = await socket_of(client)
     await socket_.send_json_to({"action": "watch_mine"})
     watching = await socket_.receive_json_from(5)
     assert watching["type"] == "watching"

@@ -13,11 +13,11 @@ from typing import Any
 from . import actions, bridge
 from .models import TERMINAL_STATUSES, Job
 from .owner import aowner_of, owner_of
-from .state import JobState, job_state
+from .state import JobState, StateFields, job_state
 
 
 @dataclass
-class JobHandle:
+class JobHandle(StateFields):
     """One job: its id, its owner, and its state as last read (``refresh`` reads it
     again). Sync methods for sync code, ``a``-prefixed twins for async code."""
 
@@ -31,20 +31,8 @@ class JobHandle:
         return cls(id=str(job.id), owner=job.owner, state=job_state(job))
 
     @property
-    def status(self) -> str:
-        return self.state["status"]
-
-    @property
     def is_active(self) -> bool:
         return self.status not in TERMINAL_STATUSES
-
-    @property
-    def result(self) -> Any:
-        return self.state["result"]
-
-    @property
-    def error(self) -> str:
-        return self.state["error"]
 
     async def arefresh(self) -> JobHandle:
         """Read the job's state again (live where it runs in this process)."""

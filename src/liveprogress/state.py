@@ -137,6 +137,25 @@ def encode(frame: dict[str, Any]) -> str:
     return text
 
 
+class StateFields:
+    """A job's state, and the fields read most from it as attributes (for the
+    classes that hold one: a handle, a test's run)."""
+
+    state: JobState
+
+    @property
+    def status(self) -> str:
+        return self.state["status"]
+
+    @property
+    def result(self) -> Any:
+        return self.state["result"]
+
+    @property
+    def error(self) -> str:
+        return self.state["error"]
+
+
 #: The largest frame the server sends, in bytes of text. Daphne refuses a message
 #: over 1 MiB (and the socket then says nothing more); frames that could grow past
 #: this (a batch of log lines, the owner's job list) are split below it.

@@ -33,7 +33,7 @@ from .execution import Execution
 from .models import Job
 from .owner import aowner_of
 from .registry import JobKind, get_kind
-from .state import JobState, job_state
+from .state import JobState, StateFields, job_state
 from .writebehind import WriteBehind
 
 #: The owner of a test's jobs unless it names one.
@@ -45,7 +45,7 @@ __all__ = ["TEST_OWNER", "JobRun", "arun_job", "run_job"]
 
 
 @dataclass(frozen=True)
-class JobRun:
+class JobRun(StateFields):
     """A job run to its end by :func:`run_job`."""
 
     #: The job's row as it ended.
@@ -58,18 +58,6 @@ class JobRun:
     logs: list[dict[str, Any]]
     #: The runs of the children it spawned, in the order it spawned them.
     children: list[JobRun] = field(default_factory=list)
-
-    @property
-    def status(self) -> str:
-        return self.state["status"]
-
-    @property
-    def result(self) -> Any:
-        return self.state["result"]
-
-    @property
-    def error(self) -> str:
-        return self.state["error"]
 
 
 def run_job(
