@@ -11,7 +11,7 @@ Environment variables, each optional:
   every setting at its documented default).
 - DJANGO_MEDIA_ROOT: where jobs' files are stored (default: media/ beside manage.py).
 
-Scale-out, each optional (README, "Scaling out"):
+Scale-out, each optional (docs/scaling.md):
 - REDIS_URL: channels_redis as the channel layer (default: the in-memory layer,
   which only reaches sockets of the same process).
 - LIVEPROGRESS_RUNNER=tasks: jobs run as django.tasks tasks on django-tasks-db's

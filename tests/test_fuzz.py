@@ -2,7 +2,7 @@
 
 Whatever a client sends, it gets the documented kinds of answer and nothing
 else: states, acks and listings of its own jobs only, or an error frame whose
-code is one of the five the README lists. The socket keeps serving, no consumer
+code is one of the five docs/protocol.md lists. The socket keeps serving, no consumer
 task dies, and the jobs of someone else stay exactly as they were, row for row.
 
 Everything goes through the demo site's real stack: ``proyecto.asgi.application``
@@ -48,7 +48,7 @@ from tests.test_consumers import connect, new_session
 MAX_BYTES = 4096
 
 CODES = {"bad_request", "not_found", "forbidden", "limit", "too_large"}
-# The HTTP status of each error code (README, "HTTP"); 405 is a bad_request too.
+# The HTTP status of each error code (docs/protocol.md, "Errors"); 405 is a bad_request too.
 STATUS_OF_CODE = {
     "bad_request": {400, 405},
     "forbidden": {403},

@@ -7,7 +7,7 @@ identical and no new state goes out on the channel layer.
 
 Then a randomised interleaving (seeded, several seeds): jobs start and end while
 several clients subscribe, unsubscribe, reconnect with ``after`` and cancel at
-random moments. Every client keeps, as the README tells it to, the newest state
+random moments. Every client keeps, as docs/protocol.md tells it to, the newest state
 per job, and finds: seqs that only grow on a socket and across reconnects,
 terminal states that stay terminal, the final state of every job it is
 subscribed to at the end, and that state equal to the stored row.

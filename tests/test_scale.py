@@ -18,7 +18,7 @@ from tests.topology import PostgresDatabase, RedisServer, Worker
 
 pytestmark = pytest.mark.integration
 
-# Short intervals so failures show within seconds (defaults: README, "Settings").
+# Short intervals so failures show within seconds (defaults: docs/settings.md).
 SETTINGS = {
     "HEARTBEAT_INTERVAL": 0.5,
     "STALE_AFTER": 3.0,

@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-#: name -> (default, type). Documented one by one in the README.
+#: name -> (default, type). Documented one by one in docs/settings.md.
 DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     # Where jobs run: "inprocess" (inside the ASGI server) or "tasks" (django.tasks).
     "RUNNER": ("inprocess", str),

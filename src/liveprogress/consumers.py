@@ -1,4 +1,4 @@
-"""The WebSocket at ``/ws/progress/``: one socket, many jobs (protocol in the README).
+"""The WebSocket at ``/ws/progress/``: one socket, many jobs (protocol in docs/protocol.md).
 
 Every frame a client sends gets at least one answer: a state, an ack or an
 error frame. No input closes the socket or touches a job that is not the

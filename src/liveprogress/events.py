@@ -1,6 +1,6 @@
 """Server-Sent Events: the WebSocket's states over one long HTTP response.
 
-liveprogress.js falls back to these when WebSockets are blocked (a proxy that
+The JS client (liveprogress-client.js) falls back to these when WebSockets are blocked (a proxy that
 doesn't upgrade, a corporate filter). Same frames, same ownership rules, same
 per-process fan-out (an :class:`~liveprogress.hub.Outbox` on the hub, so a slow
 reader skips superseded states and always gets the final one):

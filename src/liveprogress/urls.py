@@ -30,7 +30,7 @@ urlpatterns = [
     path("api/jobs/<str:job_id>/events/", events.job_events, name="job-events"),
     path("api/jobs/<str:job_id>/logs/", api.job_logs, name="job-logs"),
     path("api/jobs/<str:job_id>/files/<str:name>", api.job_file, name="job-file"),
-    # The pages' and the template tag's translations for liveprogress.js.
+    # The translations of the pages' and the template tag's scripts.
     path(
         "liveprogress/jsi18n/",
         JavaScriptCatalog.as_view(packages=["liveprogress"]),
