@@ -128,15 +128,16 @@ async def retryable(progress, steps: int = 3, interval: float = 0.05):
 
 @job("tests.chatty")
 async def chatty(progress, seconds: float = 5.0, size: int = 20_000):
-    """Changes its state far more often than it is published, with a big message."""
+    """Changes its state far more often than it is published, each state about
+    ``size`` bytes (in its stages' names: a message is cut at 2,000 characters)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
+    progress.plan({f"{number:03d} " + "x" * 190: 1 for number in range(max(1, size // 200))})
     progress.start(total=None)
     count = 0
     while loop.time() < end:
         count += 1
-        progress.set(count)
-        progress.message(f"{count} " + "x" * size)
+        progress.set(count, message=str(count))
         await asyncio.sleep(0.002)
     return count
 

@@ -58,7 +58,9 @@ def follow(job_id: str, interval: float, bar: TerminalBar) -> JobState:
         if job.log_seq > shown_log:
             lines, _ = async_to_sync(log_lines)(job, shown_log)
             bar.log(lines)
-            shown_log = job.log_seq
+            # What was read, not the row's log_seq: lines stored since the row was
+            # read came along, and must not be shown again next time.
+            shown_log = max([shown_log, *(line["seq"] for line in lines)])
         if is_terminal(state):
             return state
         bar.update(state)
