@@ -7,6 +7,7 @@ caller's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -71,8 +72,10 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
 
     async def _broken(self) -> None:
         # A frame the server would not carry: say so by closing (the client
-        # reconnects and resubscribes) rather than leave the socket mute.
-        await self.close(code=CLOSE_SEND_FAILED)
+        # reconnects and resubscribes) rather than leave the socket mute. A socket
+        # that is already gone has nothing to close.
+        with contextlib.suppress(Exception):
+            await self.close(code=CLOSE_SEND_FAILED)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.outbox.unsent >= conf.get("MAX_UNREAD_ANSWERS"):
