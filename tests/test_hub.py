@@ -197,3 +197,45 @@ async def test_a_stopped_hub_gets_nothing_more(runtime):
     await publish(job)
     assert outbox.newest_seq(str(job.id)) == 0
     outbox.close()
+
+
+async def test_a_frame_that_can_t_be_sent_closes_the_socket_once():
+    """Daphne refuses a message over 1 MiB: the socket is closed (the client
+    reconnects), not left open and mute."""
+    sent: list[str] = []
+    broken: list[bool] = []
+
+    async def send(frame: str) -> None:
+        if "boom" in frame:
+            raise ValueError("message too big")
+        sent.append(frame)
+
+    async def on_broken() -> None:
+        broken.append(True)
+
+    outbox = Outbox(send, on_broken=on_broken)
+    outbox.offer('{"type":"ack"}')
+    outbox.offer('{"type":"boom"}')
+    outbox.offer('{"type":"after"}')
+    async with asyncio.timeout(2):
+        while not broken:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert sent == ['{"type":"ack"}'] and broken == [True]
+    outbox.close()
+
+
+async def test_a_burst_of_log_lines_is_split_under_the_frame_limit():
+    from liveprogress.hub import LogBatch
+    from liveprogress.state import MAX_SENT_FRAME_BYTES
+
+    batch = LogBatch("job-1")
+    lines = [{"seq": n, "level": "info", "text": "é" * 2000, "at": 0.0} for n in range(1, 1001)]
+    batch.add(lines, dropped_through=0)
+    batch.dropped_through = 7
+    frames = [json.loads(frame) for frame in batch.encode()]
+    assert all(
+        len(json.dumps(f, ensure_ascii=False).encode()) <= MAX_SENT_FRAME_BYTES for f in frames
+    )
+    assert [line["seq"] for f in frames for line in f["lines"]] == list(range(1, 1001))
+    assert [f.get("dropped_through") for f in frames] == [7] + [None] * (len(frames) - 1)

@@ -47,7 +47,7 @@ CONTROL_MESSAGES = (CANCEL_MESSAGE, ENDED_MESSAGE)
 RECONCILE_BATCH = 500
 
 
-class _LogBatch:
+class LogBatch:
     """A job's log lines waiting to go to one socket, sent as one frame."""
 
     def __init__(self, job_id: str) -> None:
@@ -102,7 +102,7 @@ class Outbox:
         self._on_broken = on_broken
         # key -> frame, in sending order. A job's state keeps one key, so a newer
         # state replaces an unsent older one where it stands.
-        self._pending: dict[Any, str | _LogBatch] = {}
+        self._pending: dict[Any, str | LogBatch] = {}
         self._pending_seq: dict[str, int] = {}
         self._sent_seq: dict[str, int] = {}
         # What the client says it holds (``after``): trusted to skip running
@@ -193,8 +193,8 @@ class Outbox:
         if not fresh and dropped_through <= newest:
             return
         batch = self._pending.get(("log", job_id))
-        if not isinstance(batch, _LogBatch):
-            batch = self._pending[("log", job_id)] = _LogBatch(job_id)
+        if not isinstance(batch, LogBatch):
+            batch = self._pending[("log", job_id)] = LogBatch(job_id)
         batch.add(fresh, dropped_through if dropped_through > newest else 0)
         self._log_seq[job_id] = max([newest, dropped_through, *(line["seq"] for line in fresh)])
         self._ready.set()
@@ -238,7 +238,7 @@ class Outbox:
             while self._pending:
                 key = next(iter(self._pending))
                 pending = self._pending.pop(key)
-                if isinstance(pending, _LogBatch):
+                if isinstance(pending, LogBatch):
                     frames = pending.encode()
                 else:
                     frames = [pending]
