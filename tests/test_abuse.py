@@ -663,3 +663,24 @@ async def test_one_owner_can_t_hold_every_sync_thread(runtime, settings):
             assert (await ended(job.pk)).status == "succeeded"
     finally:
         jobs.release.clear()
+
+
+async def test_watch_mine_answers_first_however_busy_the_owner_s_jobs(runtime):
+    """Live states that arrive while the list is read come after it, never before."""
+    client, owner = await visitor_session()
+    for _ in range(3):
+        await actions.start_job(owner, "tests.chatty", {"seconds": 5, "size": 200})
+    await asyncio.sleep(0.3)
+    for _attempt in range(5):
+        socket_ = await socket_of(client)
+        await socket_.send_json_to({"action": "watch_mine"})
+        first = await socket_.receive_json_from(5)
+        assert first["type"] == "watching", first["type"]
+        seqs = {state["id"]: state["seq"] for state in first["jobs"]}
+        # Nothing older than the list follows it.
+        for _ in range(10):
+            frame = await socket_.receive_json_from(5)
+            assert frame["job"]["seq"] > seqs.get(frame["job"]["id"], 0)
+        await socket_.disconnect()
+    async for job in Job.objects.filter(owner=owner):
+        await actions.cancel_job(owner, str(job.pk))

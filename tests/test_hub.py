@@ -239,3 +239,32 @@ async def test_a_burst_of_log_lines_is_split_under_the_frame_limit():
     )
     assert [line["seq"] for f in frames for line in f["lines"]] == list(range(1, 1001))
     assert [f.get("dropped_through") for f in frames] == [7] + [None] * (len(frames) - 1)
+
+
+async def test_a_reserved_place_keeps_what_comes_after_it_waiting():
+    sent: list[str] = []
+
+    async def send(frame: str) -> None:
+        sent.append(frame)
+
+    outbox = Outbox(send)
+    first = outbox.reserve()
+    outbox.offer_state("j", 5, '{"seq":5}')
+    outbox.offer("after")
+    await asyncio.sleep(0.05)
+    assert sent == []
+    # What the reserved frame already carries is not sent again behind it.
+    outbox.note_sent("j", 5)
+    outbox.fill(first, "first")
+    async with asyncio.timeout(2):
+        while len(sent) < 2:
+            await asyncio.sleep(0.01)
+    assert sent == ["first", "after"]
+    given_up = outbox.reserve()
+    outbox.offer("next")
+    outbox.fill(given_up, None)
+    async with asyncio.timeout(2):
+        while len(sent) < 3:
+            await asyncio.sleep(0.01)
+    assert sent[-1] == "next"
+    outbox.close()

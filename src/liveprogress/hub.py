@@ -47,6 +47,13 @@ CONTROL_MESSAGES = (CANCEL_MESSAGE, ENDED_MESSAGE)
 RECONCILE_BATCH = 500
 
 
+class _Reserved:
+    """The place of a frame reserved in an outbox and not given yet."""
+
+
+_RESERVED = _Reserved()
+
+
 class LogBatch:
     """A job's log lines waiting to go to one socket, sent as one frame."""
 
@@ -102,7 +109,7 @@ class Outbox:
         self._on_broken = on_broken
         # key -> frame, in sending order. A job's state keeps one key, so a newer
         # state replaces an unsent older one where it stands.
-        self._pending: dict[Any, str | LogBatch] = {}
+        self._pending: dict[Any, str | LogBatch | _Reserved] = {}
         self._pending_seq: dict[str, int] = {}
         self._sent_seq: dict[str, int] = {}
         # What the client says it holds (``after``): trusted to skip running
@@ -163,6 +170,21 @@ class Outbox:
         self._pending[next(self._keys)] = frame
         self._ready.set()
 
+    def reserve(self) -> int:
+        """Take a place in line for a frame not made yet: nothing queued after it goes
+        out before :meth:`fill` gives it (an answer that must come first)."""
+        key = next(self._keys)
+        self._pending[key] = _RESERVED
+        return key
+
+    def fill(self, key: int, frame: str | None) -> None:
+        """Give the frame of a place :meth:`reserve` took (None: give the place up)."""
+        if frame is None:
+            self._pending.pop(key, None)
+        else:
+            self._pending[key] = frame
+        self._ready.set()
+
     def hold_log(self, job_id: str, after: int) -> None:
         """Start a replay of the job's log after line ``after``: live lines wait
         until :meth:`replay_log` brings the stored ones, so none is lost or repeated."""
@@ -210,9 +232,13 @@ class Outbox:
         return bool(self._pending) or self._sending
 
     def note_sent(self, job_id: str, seq: int) -> None:
-        """Record a state that reached the socket inside another frame."""
+        """Record a state that reached the socket inside another frame (an older one
+        still queued is dropped: it would be a step back)."""
         if seq > self._sent_seq.get(job_id, 0):
             self._sent_seq[job_id] = seq
+        if 0 < self._pending_seq.get(job_id, 0) <= seq:
+            self._pending.pop(("job", job_id), None)
+            del self._pending_seq[job_id]
 
     def note_claimed(self, job_id: str, seq: int) -> None:
         """Record the client's word (``after``) that it holds the job's state ``seq``."""
@@ -237,10 +263,12 @@ class Outbox:
             self._ready.clear()
             while self._pending:
                 key = next(iter(self._pending))
+                if isinstance(self._pending[key], _Reserved):
+                    break  # what goes first isn't ready yet: fill() wakes this up
                 pending = self._pending.pop(key)
                 if isinstance(pending, LogBatch):
                     frames = pending.encode()
-                else:
+                elif isinstance(pending, str):
                     frames = [pending]
                     if isinstance(key, tuple):
                         job_id = key[1]

@@ -91,7 +91,20 @@ async def follow_job(
 
 async def follow_owner(outbox: Outbox, owner: str, *, join: bool) -> list[JobState]:
     """Queue a ``watching`` frame with the owner's recent and active jobs, and with
-    ``join`` subscribe the outbox to every state of the owner's jobs from now on."""
+    ``join`` subscribe the outbox to every state of the owner's jobs from now on.
+
+    The answer's place is taken before joining: live states that arrive while the
+    list is read go out after it (those it already holds are dropped), never first.
+    """
+    answer = outbox.reserve()
+    try:
+        return await _list_owner(outbox, owner, answer, join=join)
+    except BaseException:
+        outbox.fill(answer, None)  # the error answers instead; the rest goes on
+        raise
+
+
+async def _list_owner(outbox: Outbox, owner: str, answer: int, *, join: bool) -> list[JobState]:
     if join:
         await (await get_runtime()).hub.watch_owner(owner, outbox)
     recent = await actions.list_jobs(owner, limit=conf.get("RECENT_JOBS"))
@@ -115,7 +128,7 @@ async def follow_owner(outbox: Outbox, owner: str, *, join: bool) -> list[JobSta
             break
         listed_states.append(state)
         outbox.note_sent(state["id"], state["seq"])
-    outbox.offer(encode({"type": "watching", "jobs": listed_states}))
+    outbox.fill(answer, encode({"type": "watching", "jobs": listed_states}))
     for state in states[len(listed_states) :]:
         outbox.offer_state(state["id"], state["seq"], encode(state_frame(state)))
     return states
