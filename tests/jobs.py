@@ -238,3 +238,13 @@ def oversized(progress, result_bytes: int = 0, message_chars: int = 0, stages: i
         with progress.stage(f"{number:03d}" + "s" * 300):
             pass
     return "r" * result_bytes
+
+
+@job("tests.async_attach")
+async def async_attach(progress, sync_call: bool = False):
+    """Attaches a file from async code: with ``aattach``, or wrongly with ``attach``."""
+    if sync_call:
+        progress.attach("wrong.txt", b"hi")
+    else:
+        await progress.aattach("right.txt", b"hi")
+    return "attached"

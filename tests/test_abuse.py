@@ -684,3 +684,12 @@ async def test_watch_mine_answers_first_however_busy_the_owner_s_jobs(runtime):
         await socket_.disconnect()
     async for job in Job.objects.filter(owner=owner):
         await actions.cancel_job(owner, str(job.pk))
+
+
+async def test_a_sync_attach_in_an_async_job_fails_it_instead_of_freezing_the_server(runtime):
+    wrong = await actions.start_job("system:a", "tests.async_attach", {"sync_call": True})
+    right = await actions.start_job("system:a", "tests.async_attach", {})
+    wrong, right = await ended(wrong.pk), await ended(right.pk)
+    assert (wrong.status, right.status) == ("failed", "succeeded")
+    assert "await aattach" in wrong.error
+    assert [entry["name"] for entry in right.files] == ["right.txt"]

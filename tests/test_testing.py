@@ -106,3 +106,15 @@ async def test_an_async_pytest_test(transactional_db):
 async def test_run_job_refuses_an_async_test(transactional_db):
     with pytest.raises(RuntimeError, match="await arun_job"):
         run_job(timer, steps=1, interval=0)
+
+
+class AsyncJobsAttachingFiles(TestCase):
+    def test_an_async_job_s_aattach_counts_the_quota_on_the_test_s_connection(self):
+        run = run_job("tests.async_attach")
+        assert run.status == "succeeded", run.error
+        assert [entry["name"] for entry in run.state["files"]] == ["right.txt"]
+
+    def test_an_async_job_calling_the_sync_attach_is_told_to_await_aattach(self):
+        run = run_job("tests.async_attach", sync_call=True)
+        assert run.status == "failed"
+        assert "await aattach" in run.error

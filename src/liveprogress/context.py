@@ -44,6 +44,16 @@ class RuntimeContext:
         files.check_quota(self._owner_bytes(), attached, name, len(content))
         return files.store(self.job, name, content, content_type)
 
+    async def astore_file(
+        self, name: str, content: bytes, content_type: str, attached: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Store a file within the owner's quota (called from an async job)."""
+        name = files.clean_name(name)
+        kept = await sync_to_async(files.owner_bytes)(self.job.owner, besides=self.job.pk)
+        files.check_quota(kept, attached, name, len(content))
+        storing = sync_to_async(files.store, thread_sensitive=False)
+        return await storing(self.job, name, content, content_type)
+
     def _owner_bytes(self) -> int:
         """The owner's other files, read where the runtime's other queries run (the
         loop's thread-sensitive executor), not in the job's thread: one connection

@@ -33,8 +33,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from asgiref.sync import sync_to_async
-
 from .exceptions import JobCancelled
 
 T = TypeVar("T")
@@ -62,7 +60,13 @@ class JobContext(Protocol):
     def store_file(
         self, name: str, content: bytes, content_type: str, attached: list[dict[str, Any]]
     ) -> dict[str, Any]:
-        """Store a file of the job (``attached``: the files it holds now); its entry."""
+        """Store a file of the job (``attached``: the files it holds now); its entry.
+        Called from the job's thread (a sync job)."""
+
+    async def astore_file(
+        self, name: str, content: bytes, content_type: str, attached: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """:meth:`store_file` for an async job, on its loop."""
 
     async def spawn(self, kind: str, params: Mapping[str, Any] | None) -> str: ...
 
@@ -294,22 +298,35 @@ class Progress:
         self, name: str, content: bytes | str, content_type: str = "application/octet-stream"
     ) -> None:
         """Store a result file (sync code; a same-named one is replaced)."""
-        if self._context is None:
-            raise RuntimeError("This Progress belongs to no job: nowhere to attach files")
-        data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
-        with self._lock:
-            attached = list(self._files)
-        entry = self._context.store_file(name, data, content_type, attached)
-        with self._lock:
-            self._files = [known for known in self._files if known["name"] != entry["name"]]
-            self._files.append(entry)
-        self._on_change()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            # It would wait on the loop it runs on (the owner's quota is read there).
+            raise RuntimeError("attach is for sync code: in an async job, await aattach(...)")
+        context, data, attached = self._attaching(content)
+        self._attached(context.store_file(name, data, content_type, attached))
 
     async def aattach(
         self, name: str, content: bytes | str, content_type: str = "application/octet-stream"
     ) -> None:
         """:meth:`attach` for async code (the storage is written in a thread)."""
-        await sync_to_async(self.attach, thread_sensitive=False)(name, content, content_type)
+        context, data, attached = self._attaching(content)
+        self._attached(await context.astore_file(name, data, content_type, attached))
+
+    def _attaching(self, content: bytes | str) -> tuple[JobContext, bytes, list[dict[str, Any]]]:
+        if self._context is None:
+            raise RuntimeError("This Progress belongs to no job: nowhere to attach files")
+        data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+        with self._lock:
+            return self._context, data, list(self._files)
+
+    def _attached(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._files = [known for known in self._files if known["name"] != entry["name"]]
+            self._files.append(entry)
+        self._on_change()
 
     # -- children --------------------------------------------------------------------
 

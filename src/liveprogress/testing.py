@@ -164,6 +164,16 @@ class _TestContext:
         files.check_quota(kept, attached, files.clean_name(name), len(content))
         return files.store(self.job, name, content, content_type)
 
+    async def astore_file(
+        self, name: str, content: bytes, content_type: str, attached: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        name = files.clean_name(name)
+        job = self.job
+        kept = await _in_this_thread(lambda: files.owner_bytes(job.owner, besides=job.pk))
+        files.check_quota(kept, attached, name, len(content))
+        storing = sync_to_async(files.store, thread_sensitive=False)
+        return await storing(job, name, content, content_type)
+
     async def spawn(self, kind: str, params: Any) -> str:
         child_kind = get_kind(kind)
         clean = child_kind.validate({} if params is None else params)
