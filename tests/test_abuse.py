@@ -348,12 +348,21 @@ async def test_an_owner_s_list_too_big_for_one_frame_comes_in_several(runtime):
 
 
 async def test_an_owner_s_event_streams_are_capped(runtime, settings):
+    from liveprogress.events import _open_streams
+
     settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "MAX_STREAMS_PER_OWNER": 2}
     client, owner = await visitor_session()
     job = await actions.start_job(owner, "demo.timer", {"steps": 2, "interval": 0.1})
+    # A stream that never started (its client went away first) holds nothing.
+    for _ in range(3):
+        assert (await client.get("/api/jobs/events/")).status_code == 200
+    assert _open_streams[owner] == 0
     one_job = await client.get(f"/api/jobs/{job.id}/events/")
     mine = await client.get("/api/jobs/events/")
-    assert (one_job.status_code, mine.status_code) == (200, 200)
+    chunks = [aiter(one_job.streaming_content), aiter(mine.streaming_content)]
+    for chunk in chunks:
+        await anext(chunk)  # the streams start
+    assert _open_streams[owner] == 2
     refused = await client.get("/api/jobs/events/")
     assert refused.status_code == 429
     assert refused.json()["code"] == "limit"
@@ -362,8 +371,9 @@ async def test_an_owner_s_event_streams_are_capped(runtime, settings):
     assert (await other.get("/api/jobs/events/")).status_code == 200
     # A stream that ends (its job's final state) gives its place back.
     async with asyncio.timeout(10):
-        async for _chunk in one_job.streaming_content:
+        async for _chunk in chunks[0]:
             pass
+    assert _open_streams[owner] == 1
     assert (await client.get("/api/jobs/events/")).status_code == 200
 
 

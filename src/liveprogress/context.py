@@ -7,6 +7,8 @@ execution needs no runtime of its own: ``liveprogress.testing`` hands it another
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +20,18 @@ from .models import Job
 from .registry import get_kind
 from .runners import InProcessRunner
 from .state import job_state
+
+#: Seconds a sync job's attach waits for the owner's files to be read.
+OWNER_BYTES_TIMEOUT = 60.0
+
+
+def _settle(done: concurrent.futures.Future[int], ran: asyncio.Task[int]) -> None:
+    if ran.cancelled():
+        done.cancel()
+    elif (error := ran.exception()) is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(ran.result())
 
 
 class RuntimeContext:
@@ -57,11 +71,19 @@ class RuntimeContext:
     def _owner_bytes(self) -> int:
         """The owner's other files, read where the runtime's other queries run (the
         loop's thread-sensitive executor), not in the job's thread: one connection
-        at a time. The job's thread has no asgiref context, so the coroutine has none."""
-        reading = sync_to_async(files.owner_bytes, thread_sensitive=True)
-        return asyncio.run_coroutine_threadsafe(
-            reading(self.job.owner, besides=self.job.pk), self.loop
-        ).result()
+        at a time. The coroutine is made on the loop (a loop that has stopped
+        raises at once), and the wait is bounded (a loop stopping meanwhile would
+        otherwise hold the job's thread, and the process's exit, for ever)."""
+        done: concurrent.futures.Future[int] = concurrent.futures.Future()
+        owner, job_id = self.job.owner, self.job.pk
+
+        def begin() -> None:
+            reading = sync_to_async(files.owner_bytes)(owner, besides=job_id)
+            task = self.loop.create_task(reading, context=contextvars.Context())
+            task.add_done_callback(lambda ran: _settle(done, ran))
+
+        self.loop.call_soon_threadsafe(begin)
+        return done.result(timeout=OWNER_BYTES_TIMEOUT)
 
     async def spawn(self, kind: str, params: Mapping[str, Any] | None) -> str:
         job = self.job

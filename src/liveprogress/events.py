@@ -51,12 +51,15 @@ RETRY_MS = 2000
 _open_streams: Counter[str] = Counter()
 
 
-def _take_stream(owner: str) -> None:
+def _check_stream_room(owner: str) -> None:
     limit = conf.get("MAX_STREAMS_PER_OWNER")
     if _open_streams[owner] >= limit:
         raise LimitReached(
             f"At most {limit} event streams may be open at once; close one (a tab) first"
         )
+
+
+def _take_stream(owner: str) -> None:
     _open_streams[owner] += 1
 
 
@@ -112,13 +115,26 @@ def _event(frame: str, position: _Position | None) -> tuple[str, dict[str, Any]]
     return "\n".join(lines) + "\n\n", parsed
 
 
+Step = Callable[[Outbox], Awaitable[Any]]
+
+
 async def _stream(
-    feed: _Feed,
+    owner: str,
+    begin: Step,
+    end: Step,
     until_final_of: str | None,
-    leave: Callable[[], Awaitable[None]],
     position: _Position | None = None,
 ) -> AsyncIterator[str]:
+    """The stream's events. Nothing is taken (a stream's place, an outbox on the hub)
+    until the response starts to send them: a client gone before that (Django then
+    never starts the stream) leaves nothing behind."""
+    feed = _Feed()
+    _take_stream(owner)
     try:
+        await begin(feed.outbox)
+        # The stream reads no database from here on: the request's connection is
+        # closed now, not held while the stream stays open (on SQLite, one per stream).
+        await sync_to_async(connections.close_all)()
         yield f"retry: {RETRY_MS}\n\n"
         while True:
             try:
@@ -145,13 +161,11 @@ async def _stream(
     finally:
         # The client went away (Django cancels the response) or the job ended.
         feed.outbox.close()
-        await leave()
+        _give_back_stream(owner)
+        await end(feed.outbox)
 
 
-async def _response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
-    # The stream itself reads no database: the request's connection is closed now,
-    # not held for as long as the stream stays open (on SQLite, one per stream).
-    await sync_to_async(connections.close_all)()
+def _response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     _stream_headers(response)
     return response
@@ -196,24 +210,19 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
         return HttpResponse(status=204)
     if request.method == "HEAD":
         return _head()
+    _check_stream_room(owner)
     hub = (await get_runtime()).hub
-    _take_stream(owner)
-    feed = _Feed()
 
-    async def join(job: str) -> None:
-        await hub.watch_job(job, feed.outbox)
+    async def begin(outbox: Outbox) -> None:
+        async def join(job: str) -> None:
+            await hub.watch_job(job, outbox)
 
-    async def leave() -> None:
-        _give_back_stream(owner)
-        await hub.unwatch_job(job_id, feed.outbox)
+        await follow_job(outbox, owner, job_id, after, join, log_after)
 
-    try:
-        await follow_job(feed.outbox, owner, job_id, after, join, log_after)
-    except BaseException:
-        feed.outbox.close()
-        await leave()
-        raise
-    return await _response(_stream(feed, job_id, leave, _Position(after, log_after)))
+    async def end(outbox: Outbox) -> None:
+        await hub.unwatch_job(job_id, outbox)
+
+    return _response(_stream(owner, begin, end, job_id, _Position(after, log_after)))
 
 
 @api_view("GET")
@@ -224,18 +233,13 @@ async def owner_events(request: HttpRequest) -> HttpResponseBase:
         raise Forbidden("No session: load a page of this site first")
     if request.method == "HEAD":
         return _head()
+    _check_stream_room(owner)
     hub = (await get_runtime()).hub
-    _take_stream(owner)
-    feed = _Feed()
 
-    async def leave() -> None:
-        _give_back_stream(owner)
-        await hub.detach(feed.outbox, (), owner)
+    async def begin(outbox: Outbox) -> None:
+        await follow_owner(outbox, owner, join=True)
 
-    try:
-        await follow_owner(feed.outbox, owner, join=True)
-    except BaseException:
-        feed.outbox.close()
-        await leave()
-        raise
-    return await _response(_stream(feed, None, leave))
+    async def end(outbox: Outbox) -> None:
+        await hub.detach(outbox, (), owner)
+
+    return _response(_stream(owner, begin, end, None))
