@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
 from django.urls import include, path
 
-from liveprogress import aget_job, get_job
+from liveprogress import JobNotFound, aget_job, get_job
 from proyecto.demo.jobs import timer
 
 
@@ -22,7 +22,10 @@ def start_sync(request: HttpRequest) -> JsonResponse:
 
 
 async def show_async(request: HttpRequest, job_id: str) -> JsonResponse:
-    handle = await aget_job(request, job_id)
+    try:
+        handle = await aget_job(request, job_id)
+    except JobNotFound:
+        raise Http404("No such job") from None
     return JsonResponse(handle.state)
 
 

@@ -513,6 +513,17 @@ def test_a_flood_of_session_minting_starts_locks_nobody_out(tmp_path):
         assert Visitor(server).get(f"/api/jobs/{state['id']}/")[0] == 404
 
 
+def test_an_ipv6_client_is_counted_by_its_64():
+    from liveprogress.owner import client_key
+
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff::9")
+    assert client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("[::ffff:192.0.2.7]") == "192.0.2.7"
+    assert client_key("192.0.2.7") == "192.0.2.7"
+    assert client_key("not an address") == "not an address"
+
+
 def test_the_client_address_is_the_connection_s_or_the_last_the_proxy_added(rf, settings):
     from liveprogress.owner import request_address, scope_address
 
@@ -703,3 +714,34 @@ async def test_a_sync_attach_in_an_async_job_fails_it_instead_of_freezing_the_se
     assert (wrong.status, right.status) == ("failed", "succeeded")
     assert "await aattach" in wrong.error
     assert [entry["name"] for entry in right.files] == ["right.txt"]
+
+
+async def test_sessions_minted_at_one_address_share_one_turn_at_the_threads(runtime, settings):
+    from liveprogress.runtime import get_runtime, stop_runtime
+    from tests import jobs
+
+    settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "SYNC_WORKERS": 4, "MAX_SYNC_PER_OWNER": 2}
+    await stop_runtime()
+    fresh = await get_runtime()
+    params = {"seconds": 30}
+    hogs = [
+        await actions.start_job(f"session:{n}", "tests.blocking", params, address="203.0.113.5")
+        for n in range(4)
+    ]
+    try:
+        async with asyncio.timeout(5):
+            while fresh.runner.threads.running("address:203.0.113.5") < 2:
+                await asyncio.sleep(0.02)
+        other = await actions.start_job(
+            "session:x", "tests.sync_steps", {"steps": 2}, address="198.51.100.7"
+        )
+        assert (await ended(other.pk)).status == "succeeded"
+        statuses = [(await Job.objects.aget(pk=job.pk)).status for job in hogs]
+        assert sorted(statuses) == ["queued", "queued", "running", "running"]
+    finally:
+        jobs.release.set()
+    try:
+        for job in hogs:
+            assert (await ended(job.pk)).status == "succeeded"
+    finally:
+        jobs.release.clear()

@@ -4,6 +4,7 @@ find or cancel it as its owner."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -111,8 +112,11 @@ async def test_owners_a_site_names_itself(runtime):
     assert (await aget_job("system:nightly", handle.id)).state == final
     with pytest.raises(JobNotFound):
         await aget_job(user, handle.id)
-    with pytest.raises(BadRequest, match="job_id must be a job id"):
+    # An id that is no job's (or no id at all) is no job of anyone's.
+    with pytest.raises(JobNotFound):
         await aget_job("system:nightly", "not-a-uuid")
+    # A UUID is a job id as well as its text (it is what <uuid:...> routes give).
+    assert (await aget_job("system:nightly", uuid.UUID(handle.id))).id == handle.id
 
 
 async def test_the_owner_cancels_a_running_job_and_a_stranger_can_t(runtime):
@@ -177,3 +181,14 @@ def test_calling_a_definition_calls_the_function():
     counter = Counter()
     assert jobs.sync_steps(counter, steps=3, delay=0) == {"done": 3}
     assert (counter.total, counter.done) == (3, 3)
+
+
+@pytest.mark.urls("tests.public_views")
+async def test_looking_a_job_up_makes_no_session_for_a_visitor_without_one(runtime):
+    from django.contrib.sessions.models import Session
+
+    job = await timer.astart("system:x", steps=1, interval=0)
+    client = AsyncClient()
+    assert (await client.get(f"/show/{job.id}/")).status_code == 404
+    assert "sessionid" not in client.cookies
+    assert not await Session.objects.aexists()

@@ -7,12 +7,14 @@ one that does not exist (:class:`~liveprogress.exceptions.JobNotFound`).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from . import actions, bridge
+from .exceptions import BadRequest, JobNotFound
 from .models import TERMINAL_STATUSES, Job
-from .owner import aowner_of, owner_of
+from .owner import aexisting_owner_of, existing_owner_of
 from .state import JobState, StateFields, job_state
 
 
@@ -63,23 +65,41 @@ class JobHandle(StateFields):
         return bridge.call(lambda: self.await_end(timeout, poll))
 
 
-async def aget_job(owner: Any, job_id: str) -> JobHandle:
-    """The job ``job_id`` of ``owner`` (a request, a user or an owner key)."""
-    key = await aowner_of(owner)
-    return JobHandle.of(await actions.get_job(key, actions.parse_job_id(job_id, "job_id")))
+def _job_id(value: Any) -> str:
+    """A job id as text; anything that is no job id is no job of anyone's."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    try:
+        return actions.parse_job_id(value, "job_id")
+    except BadRequest:
+        raise JobNotFound("No such job", field="job") from None
 
 
-def get_job(owner: Any, job_id: str) -> JobHandle:
-    key = owner_of(owner)
+def _found(owner: str | None) -> str:
+    # A visitor with no session has no jobs (and gets no session from a lookup).
+    if owner is None:
+        raise JobNotFound("No such job", field="job")
+    return owner
+
+
+async def aget_job(owner: Any, job_id: str | uuid.UUID) -> JobHandle:
+    """The job ``job_id`` of ``owner`` (a request, a user or an owner key);
+    ``JobNotFound`` if it is not theirs, or no job at all."""
+    key = _found(await aexisting_owner_of(owner))
+    return JobHandle.of(await actions.get_job(key, _job_id(job_id)))
+
+
+def get_job(owner: Any, job_id: str | uuid.UUID) -> JobHandle:
+    key = _found(existing_owner_of(owner))
     return bridge.call(lambda: aget_job(key, job_id))
 
 
-async def acancel_job(owner: Any, job_id: str) -> JobHandle:
+async def acancel_job(owner: Any, job_id: str | uuid.UUID) -> JobHandle:
     """Cancel the job ``job_id`` of ``owner``; its handle with the state after."""
-    key = await aowner_of(owner)
-    return JobHandle.of(await actions.cancel_job(key, actions.parse_job_id(job_id, "job_id")))
+    key = _found(await aexisting_owner_of(owner))
+    return JobHandle.of(await actions.cancel_job(key, _job_id(job_id)))
 
 
-def cancel_job(owner: Any, job_id: str) -> JobHandle:
-    key = owner_of(owner)
+def cancel_job(owner: Any, job_id: str | uuid.UUID) -> JobHandle:
+    key = _found(existing_owner_of(owner))
     return bridge.call(lambda: acancel_job(key, job_id))

@@ -9,8 +9,9 @@ such as ``"system:nightly"`` (:func:`owner_of`).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
-from typing import Any
+from typing import Any, Literal, overload
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -99,13 +100,36 @@ def _named_owner(who: Any) -> str:
     )
 
 
-def _request_owner_sync(request: HttpRequest) -> str:
-    """:func:`request_owner` (with ``create``) for sync code: same steps, sync calls."""
+def existing_owner_of(who: Any) -> str | None:
+    """:func:`owner_of` for looking up, not starting: a request whose visitor has no
+    session owns nothing (None), and none is made for it."""
+    if isinstance(who, HttpRequest):
+        return _request_owner_sync(who, create=False)
+    return _named_owner(who)
+
+
+async def aexisting_owner_of(who: Any) -> str | None:
+    """:func:`existing_owner_of` for async code."""
+    if isinstance(who, HttpRequest):
+        return await request_owner(who, create=False)
+    return _named_owner(who)
+
+
+@overload
+def _request_owner_sync(request: HttpRequest, *, create: Literal[True] = True) -> str: ...
+@overload
+def _request_owner_sync(request: HttpRequest, *, create: bool) -> str | None: ...
+def _request_owner_sync(request: HttpRequest, *, create: bool = True) -> str | None:
+    """:func:`request_owner` for sync code: same steps, sync calls."""
     owner = user_owner(getattr(request, "user", None))
     if owner is not None:
         return owner
     session = request.session
-    if not session.get(SESSION_MARK, False):
+    # Reading loads the session; a cookie the store doesn't know loses its key.
+    marked = session.get(SESSION_MARK, False)
+    if not create:
+        return session_owner(session.session_key)
+    if not marked:
         session[SESSION_MARK] = True
     if session.session_key is None:
         session.save()
@@ -133,7 +157,21 @@ def is_anonymous(owner: str) -> bool:
 def _forwarded(value: str) -> str:
     # The last address: the one the site's own proxy saw (earlier ones the client
     # may have written itself).
-    return value.split(",")[-1].strip()[:45]
+    return value.split(",")[-1].strip()
+
+
+def client_key(address: str) -> str:
+    """The address a client's jobs are counted by: an IPv4 address as it is, an IPv6
+    one by its /64 (one home line or host holds a whole /64 and may rotate inside it)."""
+    try:
+        parsed = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        return address[:45]
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 def request_address(request: HttpRequest) -> str:
@@ -142,8 +180,8 @@ def request_address(request: HttpRequest) -> str:
     if header:
         forwarded = request.headers.get(header)
         if forwarded:
-            return _forwarded(forwarded)
-    return str(request.META.get("REMOTE_ADDR") or "")[:45]
+            return client_key(_forwarded(forwarded))
+    return client_key(str(request.META.get("REMOTE_ADDR") or ""))
 
 
 def scope_address(scope: dict[str, Any]) -> str:
@@ -152,9 +190,9 @@ def scope_address(scope: dict[str, Any]) -> str:
     if header:
         for name, value in scope.get("headers", []):
             if name.lower() == header:
-                return _forwarded(value.decode("latin-1"))
+                return client_key(_forwarded(value.decode("latin-1")))
     client = scope.get("client")
-    return str(client[0])[:45] if client else ""
+    return client_key(str(client[0])) if client else ""
 
 
 def display_owner(owner: str) -> str:

@@ -57,7 +57,7 @@ class InProcessRunner:
             get_kind(job.kind),
             writer=self.writer,
             context=self._context_for(job),
-            call_sync=lambda call: self.threads.run(job.owner, call),
+            call_sync=lambda call: self.threads.run(_fairness_key(job), call),
         )
         job_id = str(job.id)
         self.executions[job_id] = execution
@@ -120,3 +120,9 @@ class InProcessRunner:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.writer.close()
         self.threads.shutdown()
+
+
+def _fairness_key(job: Job) -> str:
+    """Whose turn a sync job takes: its owner's, or for visitors who are not signed in
+    (a session costs nothing to make) their client address's."""
+    return f"address:{job.address}" if job.address else job.owner
