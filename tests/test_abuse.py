@@ -656,27 +656,39 @@ def test_a_job_attaches_at_most_100_files(db, fast):
     assert run_job("tests.attach", name="same.txt", size=1, count=1).status == "succeeded"
 
 
-async def test_one_owner_can_t_hold_every_sync_thread(runtime, settings):
-    """Eight imports from one visitor took all eight threads; another visitor's job
-    waited until they were cancelled."""
+@pytest.mark.parametrize(
+    ("owners", "address", "turn"),
+    [
+        # Eight imports from one visitor took all eight threads; another visitor's
+        # job waited until they were cancelled.
+        (["session:hog"] * 4, "", "session:hog"),
+        # Sessions cost nothing: minted at one address, they share one turn.
+        ([f"session:{n}" for n in range(4)], "203.0.113.5", "address:203.0.113.5"),
+    ],
+)
+async def test_one_client_can_t_hold_every_sync_thread(runtime, settings, owners, address, turn):
     from liveprogress.runtime import get_runtime, stop_runtime
     from tests import jobs
 
     settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "SYNC_WORKERS": 4, "MAX_SYNC_PER_OWNER": 2}
     await stop_runtime()
     fresh = await get_runtime()  # its threads with these settings
+    params = {"seconds": 30}
     hogs = [
-        await actions.start_job("session:hog", "tests.blocking", {"seconds": 30}) for _ in range(4)
+        await actions.start_job(owner, "tests.blocking", params, address=address)
+        for owner in owners
     ]
     try:
         async with asyncio.timeout(5):
-            while fresh.runner.threads.running("session:hog") < 2:
+            while fresh.runner.threads.running(turn) < 2:
                 await asyncio.sleep(0.02)
-        other = await actions.start_job("session:other", "tests.sync_steps", {"steps": 2})
+        other = await actions.start_job(
+            "session:other", "tests.sync_steps", {"steps": 2}, address="198.51.100.7"
+        )
         assert (await ended(other.pk)).status == "succeeded"
         statuses = [(await Job.objects.aget(pk=job.pk)).status for job in hogs]
         assert sorted(statuses) == ["queued", "queued", "running", "running"]
-        assert fresh.runner.threads.running("session:hog") == 2
+        assert fresh.runner.threads.running(turn) == 2
     finally:
         jobs.release.set()
     try:
@@ -714,34 +726,3 @@ async def test_a_sync_attach_in_an_async_job_fails_it_instead_of_freezing_the_se
     assert (wrong.status, right.status) == ("failed", "succeeded")
     assert "await aattach" in wrong.error
     assert [entry["name"] for entry in right.files] == ["right.txt"]
-
-
-async def test_sessions_minted_at_one_address_share_one_turn_at_the_threads(runtime, settings):
-    from liveprogress.runtime import get_runtime, stop_runtime
-    from tests import jobs
-
-    settings.LIVEPROGRESS = {**settings.LIVEPROGRESS, "SYNC_WORKERS": 4, "MAX_SYNC_PER_OWNER": 2}
-    await stop_runtime()
-    fresh = await get_runtime()
-    params = {"seconds": 30}
-    hogs = [
-        await actions.start_job(f"session:{n}", "tests.blocking", params, address="203.0.113.5")
-        for n in range(4)
-    ]
-    try:
-        async with asyncio.timeout(5):
-            while fresh.runner.threads.running("address:203.0.113.5") < 2:
-                await asyncio.sleep(0.02)
-        other = await actions.start_job(
-            "session:x", "tests.sync_steps", {"steps": 2}, address="198.51.100.7"
-        )
-        assert (await ended(other.pk)).status == "succeeded"
-        statuses = [(await Job.objects.aget(pk=job.pk)).status for job in hogs]
-        assert sorted(statuses) == ["queued", "queued", "running", "running"]
-    finally:
-        jobs.release.set()
-    try:
-        for job in hogs:
-            assert (await ended(job.pk)).status == "succeeded"
-    finally:
-        jobs.release.clear()
