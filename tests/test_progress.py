@@ -80,3 +80,23 @@ def test_advance_is_safe_from_many_threads():
     for thread in threads:
         thread.join()
     assert progress.snapshot().current == 40_000
+
+
+@pytest.mark.parametrize(
+    "say",
+    [
+        lambda progress, text: progress.start(total=2, message=text),
+        lambda progress, text: progress.advance(message=text),
+        lambda progress, text: progress.set(1, message=text),
+        lambda progress, text: progress.message(text),
+    ],
+    ids=["start", "advance", "set", "message"],
+)
+def test_every_way_of_setting_the_message_keeps_it_within_its_bound(say):
+    from liveprogress.progress import MESSAGE_MAX
+
+    progress = Progress()
+    progress.start(total=2)
+    say(progress, "m" * 50_000)
+    message = progress.snapshot().message
+    assert len(message) == MESSAGE_MAX and message.endswith("…")

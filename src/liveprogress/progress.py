@@ -170,8 +170,7 @@ class Progress:
         with self._lock:
             self._check_cancelled()
             self._levels[-1].current += n
-            if message is not None:
-                self._message = str(message)
+            self._set_message(message)
         self._on_change()
 
     def set(self, current: int, total: int | None = None, message: str | None = None) -> None:
@@ -179,13 +178,13 @@ class Progress:
         self._update(
             current=_whole(current, "current"),
             total=_count(total, "total"),
-            message=None if message is None else cut(str(message), MESSAGE_MAX),
+            message=message,
             set_total=total is not None,
         )
 
     def message(self, text: str) -> None:
         """Set the line shown beside the bar."""
-        self._update(current=None, total=None, message=cut(str(text), MESSAGE_MAX), set_total=False)
+        self._update(current=None, total=None, message=text, set_total=False)
 
     # -- stages ----------------------------------------------------------------------
 
@@ -449,9 +448,14 @@ class Progress:
                 level.current = current
             if set_total:
                 level.total = total
-            if message is not None:
-                self._message = message
+            self._set_message(message)
         self._on_change()
+
+    def _set_message(self, message: object) -> None:
+        """The message, as text within MESSAGE_MAX (every way of setting it comes
+        here); None leaves it as it is. Called under the lock."""
+        if message is not None:
+            self._message = cut(str(message), MESSAGE_MAX)
 
 
 def stages_share(stages: Sequence[Mapping[str, Any]]) -> float:
