@@ -54,19 +54,20 @@ class RuntimeContext:
         self, name: str, content: bytes, content_type: str, attached: list[dict[str, Any]]
     ) -> dict[str, Any]:
         """Store a file within the owner's quota (called from the job's thread)."""
-        name = files.clean_name(name)
-        files.check_quota(self._owner_bytes(), attached, name, len(content))
-        return files.store(self.job, name, content, content_type)
+        kept = self._owner_bytes()
+        return files.store(
+            self.job, name, content, content_type, owner_kept=kept, attached=attached
+        )
 
     async def astore_file(
         self, name: str, content: bytes, content_type: str, attached: list[dict[str, Any]]
     ) -> dict[str, Any]:
         """Store a file within the owner's quota (called from an async job)."""
-        name = files.clean_name(name)
         kept = await sync_to_async(files.owner_bytes)(self.job.owner, besides=self.job.pk)
-        files.check_quota(kept, attached, name, len(content))
         storing = sync_to_async(files.store, thread_sensitive=False)
-        return await storing(self.job, name, content, content_type)
+        return await storing(
+            self.job, name, content, content_type, owner_kept=kept, attached=attached
+        )
 
     def _owner_bytes(self) -> int:
         """The owner's other files, read where the runtime's other queries run (the

@@ -58,12 +58,9 @@ def owner_bytes(owner: str, *, besides: Any = None) -> int:
     return sum(_bytes(entries or []) for entries in rows.values_list("files", flat=True))
 
 
-def check_quota(owner_kept: int, attached: list[dict[str, Any]], name: str, size: int) -> None:
-    """Refuse a file that would take its owner's files past MAX_FILE_BYTES_PER_OWNER.
-
-    ``owner_kept``: bytes the owner's other jobs keep (:func:`owner_bytes`);
-    ``attached``: the files this job holds now (``name`` is replaced, not added).
-    """
+def _check_quota(owner_kept: int, attached: list[dict[str, Any]], name: str, size: int) -> None:
+    """Refuse a file that would take its job past FILES_MAX files, or its owner's
+    files past MAX_FILE_BYTES_PER_OWNER (``name`` is replaced, not added)."""
     if len(attached) >= FILES_MAX and all(entry.get("name") != name for entry in attached):
         raise QuotaExceeded(f"A job may attach at most {FILES_MAX} files")
     quota = conf.get("MAX_FILE_BYTES_PER_OWNER")
@@ -75,10 +72,21 @@ def check_quota(owner_kept: int, attached: list[dict[str, Any]], name: str, size
         )
 
 
-def store(job: Job, name: str, content: bytes, content_type: str) -> dict[str, Any]:
-    """Save ``content`` as the job's file ``name`` (replacing one of that name); the
-    caller has checked the quota (:func:`check_quota`)."""
+def store(
+    job: Job,
+    name: str,
+    content: bytes,
+    content_type: str,
+    *,
+    owner_kept: int = 0,
+    attached: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Save ``content`` as the job's file ``name`` (replacing one of that name), within
+    the quotas (``QuotaExceeded`` past them). ``owner_kept``: the bytes the owner's
+    other jobs keep (:func:`owner_bytes`, read by the caller where its queries run);
+    ``attached``: the files the job holds now (default: as its row says)."""
     name = clean_name(name)
+    _check_quota(owner_kept, job.files if attached is None else attached, name, len(content))
     where = path(job.pk, name)
     backend = storage()
     if backend.exists(where):

@@ -30,6 +30,7 @@ from django.utils import timezone
 from . import files
 from .definitions import JobDefinition
 from .execution import Execution
+from .launch import new_job
 from .models import Job
 from .owner import aowner_of
 from .registry import JobKind, get_kind
@@ -81,8 +82,9 @@ async def arun_job(
 ) -> JobRun:
     """:func:`run_job` for async tests."""
     job_kind = kind.kind if isinstance(kind, JobDefinition) else get_kind(kind)
-    clean = job_kind.validate(params)
-    return await _Runner().run(job_kind, clean, await aowner_of(owner), language, parent=None)
+    # Validated before anything else, as any start is (nothing is saved when they are bad).
+    job = new_job(await aowner_of(owner), job_kind, params, language=language)
+    return await _Runner().run(job, job_kind)
 
 
 async def _in_this_thread(call: Any) -> Any:
@@ -93,26 +95,15 @@ async def _in_this_thread(call: Any) -> Any:
 class _Runner:
     """Runs one job (and the children it spawns) on the running loop."""
 
-    async def run(
-        self, kind: JobKind, params: dict[str, Any], owner: str, language: str, parent: Job | None
-    ) -> JobRun:
-        job = await self.create(kind, params, owner, language, parent)
+    async def run(self, job: Job, kind: JobKind) -> JobRun:
+        await self.save(job)
         return await self.follow(job, kind)
 
-    async def create(
-        self, kind: JobKind, params: dict[str, Any], owner: str, language: str, parent: Job | None
-    ) -> Job:
-        return await Job.objects.acreate(
-            kind=kind.name,
-            params=params,
-            owner=owner,
-            language=language,
-            parent=parent,
-            seq=1,
-            worker=TEST_WORKER,
-            attempts=1,
-            heartbeat_at=timezone.now(),
-        )
+    async def save(self, job: Job) -> None:
+        """Save a :func:`~liveprogress.launch.new_job`, claimed as a test's: no
+        process of the tests' claims it, so nothing sweeps it."""
+        job.worker, job.attempts, job.heartbeat_at = TEST_WORKER, 1, timezone.now()
+        await job.asave(force_insert=True)
 
     async def follow(
         self, job: Job, kind: JobKind, started: list[Execution] | None = None
@@ -161,24 +152,23 @@ class _TestContext:
     ) -> dict[str, Any]:
         # The test's thread (a sync job runs in it): the owner's rows read right here.
         kept = files.owner_bytes(self.job.owner, besides=self.job.pk)
-        files.check_quota(kept, attached, files.clean_name(name), len(content))
-        return files.store(self.job, name, content, content_type)
+        return files.store(
+            self.job, name, content, content_type, owner_kept=kept, attached=attached
+        )
 
     async def astore_file(
         self, name: str, content: bytes, content_type: str, attached: list[dict[str, Any]]
     ) -> dict[str, Any]:
-        name = files.clean_name(name)
         job = self.job
         kept = await _in_this_thread(lambda: files.owner_bytes(job.owner, besides=job.pk))
-        files.check_quota(kept, attached, name, len(content))
         storing = sync_to_async(files.store, thread_sensitive=False)
-        return await storing(job, name, content, content_type)
+        return await storing(job, name, content, content_type, owner_kept=kept, attached=attached)
 
     async def spawn(self, kind: str, params: Any) -> str:
         child_kind = get_kind(kind)
-        clean = child_kind.validate({} if params is None else params)
         job = self.job
-        child = await self.runner.create(child_kind, clean, job.owner, job.language, job)
+        child = new_job(job.owner, child_kind, params, language=job.language, parent=job)
+        await self.runner.save(child)
         self.children.append(
             asyncio.create_task(self.runner.follow(child, child_kind, self.executions))
         )
