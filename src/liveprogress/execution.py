@@ -16,13 +16,11 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import aclose_old_connections
 from django.conf import settings
-from django.db import close_old_connections
 from django.utils import timezone, translation
 
 from . import conf
@@ -54,8 +52,8 @@ class Execution:
     """One run of one job; :meth:`run` returns once the job has ended and said so.
 
     ``context`` is what the job may do beyond its progress (files, children);
-    ``call_sync`` how a sync function is called (by default in ``executor``'s
-    threads; liveprogress.testing calls it in the test's own thread).
+    ``call_sync`` how a sync function is called (the runner's fair threads;
+    liveprogress.testing calls it in the test's own thread).
     """
 
     def __init__(
@@ -64,10 +62,9 @@ class Execution:
         kind: JobKind,
         *,
         writer: WriteBehind,
-        executor: Executor | None = None,
+        call_sync: SyncCaller,
         on_publish: Callable[[Job], None] | None = None,
         context: JobContext | None = None,
-        call_sync: SyncCaller | None = None,
     ) -> None:
         self.job = job
         self.kind = kind
@@ -77,12 +74,11 @@ class Execution:
             log_limit=conf.get("LOG_LIMIT"),
             context=context,
         )
-        self._call_sync_with = call_sync or self._in_executor
+        self._call_sync_with = call_sync
         self.on_publish = on_publish
         #: Called with each batch of log lines once stored (the CLI prints them).
         self.on_log: Callable[[list[dict[str, Any]]], None] | None = None
         self._writer = writer
-        self._executor = executor
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._dirty = asyncio.Event()
@@ -146,16 +142,6 @@ class Execution:
         self._mark_started()
         with translation.override(self.job.language or settings.LANGUAGE_CODE):
             return self.kind.function(self.progress, **self.job.params)
-
-    async def _in_executor(self, call: Callable[[], Any]) -> Any:
-        def in_thread() -> Any:
-            try:
-                return call()
-            finally:
-                # The thread's connection outlives the job otherwise.
-                close_old_connections()
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, in_thread)
 
     def _mark_thread_started(self) -> None:
         self._thread_started = True
