@@ -141,13 +141,16 @@ _told: set[str] = set()
 async def no_route(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """A socket at a path no route serves: closed with ``CLOSE_NO_ROUTE``, and logged
     once per path (not a traceback per attempt)."""
+    from .routing import SOCKET_PATH  # the app registry is ready by now
+
     path = str(scope.get("path", ""))[:200]
     if path not in _told and len(_told) < 100:
         _told.add(path)
         logger.warning(
-            "no WebSocket route for %r: closed with %d (liveprogress serves ws/progress/)",
+            "no WebSocket route for %r: closed with %d (liveprogress serves %s)",
             path,
             CLOSE_NO_ROUTE,
+            SOCKET_PATH,
         )
     message = await receive()
     if message["type"] == "websocket.connect":

@@ -22,11 +22,10 @@ from django.utils.module_loading import import_string
 
 from . import conf
 from .consumers import ProgressConsumer
+from .routing import SOCKET_PATH
 
 #: The tag of liveprogress's checks: ``manage.py check --tag liveprogress``.
 TAG = "liveprogress"
-#: The path of liveprogress's socket, as ``routing.websocket_urlpatterns`` serves it.
-SOCKET_PATH = "ws/progress/"
 
 _LAYER_HINT = (
     "Set CHANNEL_LAYERS = {'default': {'BACKEND': 'channels.layers.InMemoryChannelLayer'}} "

@@ -133,7 +133,7 @@ def _request_owner_sync(request: HttpRequest, *, create: bool = True) -> str | N
         session[SESSION_MARK] = True
     if session.session_key is None:
         session.save()
-    return f"session:{session.session_key}"
+    return session_owner(session.session_key)
 
 
 async def scope_owner(scope: dict[str, Any]) -> str | None:

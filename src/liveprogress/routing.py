@@ -6,6 +6,9 @@ from django.urls import path
 
 from .consumers import ProgressConsumer
 
+#: The path of liveprogress's socket.
+SOCKET_PATH = "ws/progress/"
+
 websocket_urlpatterns = [
-    path("ws/progress/", ProgressConsumer.as_asgi()),
+    path(SOCKET_PATH, ProgressConsumer.as_asgi()),
 ]
