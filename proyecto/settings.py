@@ -16,6 +16,10 @@ Scale-out, each optional (docs/scaling.md):
   which only reaches sockets of the same process).
 - LIVEPROGRESS_RUNNER=tasks: jobs run as django.tasks tasks on django-tasks-db's
   database queue, by `manage.py db_worker` processes (default: inprocess).
+
+Other engines, each optional: the demo runs its timed process on each one set up
+(docs/engines.md):
+- CELERY_BROKER_URL: Celery, with this broker (`celery -A proyecto worker`).
 """
 
 import json
@@ -162,6 +166,15 @@ if LIVEPROGRESS.get("RUNNER") == "tasks":
     if django.VERSION < (6, 0):
         INSTALLED_APPS += ["django_tasks"]
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+# The engines the demo offers its timed process on, beside liveprogress's own runner.
+DEMO_ENGINES: list[str] = []
+if os.environ.get("CELERY_BROKER_URL"):
+    CELERY_BROKER_URL = os.environ["CELERY_BROKER_URL"]
+    # No result backend: liveprogress's job is where the task's progress and end are.
+    CELERY_TASK_IGNORE_RESULT = True
+    CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+    DEMO_ENGINES.append("celery")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

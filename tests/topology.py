@@ -7,6 +7,7 @@ afterwards; Daphne servers come from ``tests/servers.py``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -100,23 +101,35 @@ class PostgresDatabase:
 
 
 class Worker:
-    """``manage.py db_worker``: django-tasks-db's worker, running liveprogress jobs."""
+    """A task queue's worker process, run from the checkout with ``env``: by default
+    ``manage.py db_worker`` (django-tasks-db's worker, running liveprogress jobs).
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    It leads a process group of its own: :meth:`kill` is SIGKILL to the whole group
+    (a worker's children too, as when its machine dies), :meth:`stop` SIGTERM to it.
+    """
+
+    #: The command of django-tasks-db's worker.
+    DB_WORKER = ("manage.py", "db_worker", "--interval", "0.1")
+
+    def __init__(
+        self, env: dict[str, str], log_path: Path, command: tuple[str, ...] = DB_WORKER
+    ) -> None:
         self.env = env
         self.log_path = log_path
+        self.command = [sys.executable, *command]
         self.process: subprocess.Popen[bytes] | None = None
         self._log = None
 
     def start(self) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "db_worker", "--interval", "0.1"],
+            self.command,
             cwd=REPO_ROOT,
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     @property
@@ -124,18 +137,27 @@ class Worker:
         assert self.process is not None
         return self.process.pid
 
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=STOP_TIMEOUT)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=STOP_TIMEOUT)
+                self.process.wait(timeout=STOP_TIMEOUT * 2)
             except subprocess.TimeoutExpired:
                 self.kill()
+        # Children left behind (a group that outlived its leader) go too.
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         self.process = None
         if self._log is not None:
             self._log.close()

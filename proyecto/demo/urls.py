@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 from django.views.generic import RedirectView
 
-from . import uploads, views
+from . import engine_views, uploads, views
 
 app_name = "demo"
 
@@ -18,4 +18,5 @@ urlpatterns = [
     ),
     path("import/", views.import_page, name="import"),
     path("api/imports/", uploads.csv_import_upload, name="csv-import"),
+    path("api/engines/<str:engine>/", engine_views.start_on_engine, name="engine-start"),
 ]

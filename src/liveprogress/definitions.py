@@ -11,13 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.http import HttpRequest
-from django.utils import translation
 from django.utils.functional import Promise
 
 from . import actions, bridge
 from .handles import JobHandle
-from .owner import aowner_of, request_address
+from .owner import astarter_of
 from .registry import JobFunction, JobKind, register
 from .runners import unrunnable_reason
 
@@ -52,20 +50,15 @@ class JobDefinition:
         are validated against the function's signature (``BadRequest`` if not).
         The per-owner and total caps apply as to any start (``LimitReached``).
         """
-        key = await aowner_of(owner)
-        language = (
-            getattr(owner, "LANGUAGE_CODE", "")
-            if isinstance(owner, HttpRequest)
-            else translation.get_language() or ""
-        )
+        starter = await astarter_of(owner)
         job = await actions.start_job(
-            key,
+            starter.owner,
             self.name,
             params,
-            language=language,
+            language=starter.language,
             internal=True,
             unrunnable=unrunnable_reason(owner),
-            address=request_address(owner) if isinstance(owner, HttpRequest) else "",
+            address=starter.address,
         )
         return JobHandle.of(job)
 

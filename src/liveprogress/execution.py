@@ -16,12 +16,15 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import aclose_old_connections
 from django.conf import settings
 from django.utils import timezone, translation
+from django.utils.translation import gettext
 
 from . import conf
 from .cascade import end_children
@@ -48,12 +51,34 @@ _FINAL_FIELDS = [*_PROGRESS_FIELDS, "result", "error", "finished_at"]
 SyncCaller = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 
+@dataclass(frozen=True)
+class Retrying:
+    """A job's engine will run it again after the error it just raised."""
+
+    #: Seconds until the next attempt starts (None: as soon as a worker takes it).
+    delay: float | None
+    #: The number of that attempt (2 for the first retry), and the most there may be
+    #: (None: unknown).
+    attempt: int
+    max_attempts: int | None
+    #: What failed, when the error raised only says a retry is due (Celery's
+    #: ``Retry`` wraps the error it retries); empty: the error raised says it.
+    cause: str = ""
+
+
+#: Whether the job's engine will retry it after an error (its retry, or None).
+RetryPolicy = Callable[[BaseException], Retrying | None]
+
+
 class Execution:
     """One run of one job; :meth:`run` returns once the job has ended and said so.
 
     ``context`` is what the job may do beyond its progress (files, children);
     ``call_sync`` how a sync function is called (the runner's fair threads;
-    liveprogress.testing calls it in the test's own thread).
+    liveprogress.testing calls it in the test's own thread; another engine's task,
+    in its worker's thread). ``will_retry`` says whether an error is retried by the
+    job's engine: the job then goes back to `queued` for that attempt instead of
+    ending `failed`.
     """
 
     def __init__(
@@ -65,8 +90,10 @@ class Execution:
         call_sync: SyncCaller,
         on_publish: Callable[[Job], None] | None = None,
         context: JobContext | None = None,
+        will_retry: RetryPolicy | None = None,
     ) -> None:
         self.job = job
+        self._will_retry = will_retry
         self.kind = kind
         self.progress = Progress(
             self._changed,
@@ -104,6 +131,7 @@ class Execution:
         publisher = self._loop.create_task(self._publish_loop())
         status, result, error = Status.FAILED, None, ""
         shutdown = False
+        retrying: Retrying | None = None
         try:
             if self.kind.is_async:
                 self._mark_started()
@@ -120,14 +148,21 @@ class Execution:
                 # Cancelled by the server's shutdown, not by anyone's request.
                 status, error, shutdown = Status.INTERRUPTED, "The server stopped", True
         except Exception as exc:
-            logger.warning("job failed job=%s kind=%s", self.job.id, self.kind.name, exc_info=True)
+            retrying = self._will_retry(exc) if self._will_retry is not None else None
+            if retrying is None:
+                logger.warning(
+                    "job failed job=%s kind=%s", self.job.id, self.kind.name, exc_info=True
+                )
             error = cut(str(exc) or type(exc).__name__, MESSAGE_MAX)
         finally:
             # From here on, nothing cancels this task: its ending must be written.
             self._function_done = True
             publisher.cancel()
         # Shielded: a shutdown that cancels the runner still lets the ending be written.
-        await asyncio.shield(self._finish(status, result, error))
+        if retrying is not None:
+            await asyncio.shield(self._release(retrying, retrying.cause or error))
+        else:
+            await asyncio.shield(self._finish(status, result, error))
         if shutdown:
             raise asyncio.CancelledError
 
@@ -364,6 +399,55 @@ class Execution:
                 except Exception:
                     # Their own heartbeats go on; a cancel of the parent cascades again.
                     logger.warning("children not stopped job=%s", job.id, exc_info=True)
+
+    async def _release(self, retrying: Retrying, error: str) -> None:
+        """Give the job back to the queue for its engine's next attempt, saying when
+        and why; written, then published (the next attempt claims it anew)."""
+        async with self._publish_lock:
+            if self.ended_elsewhere:
+                self._finished = True
+                return
+            job = self.job
+            try:
+                await self._publish_logs()
+            except Exception:
+                logger.warning("log lines lost job=%s", job.id, exc_info=True)
+            self._apply(self.progress.snapshot())
+            now = timezone.now()
+            due = None if retrying.delay is None else now + timedelta(seconds=retrying.delay)
+            with translation.override(job.language or settings.LANGUAGE_CODE):
+                job.message = cut(_retry_message(retrying), MESSAGE_MAX)
+            job.status, job.error, job.eta_s, job.rate = Status.QUEUED, error, None, None
+            job.retry_at, job.updated_at, job.started_at = due, now, None
+            if retrying.max_attempts is not None:
+                job.max_attempts = retrying.max_attempts
+            job.seq += 1
+            self._finished = True
+            fields = [*BEHIND_FIELDS, "error", "retry_at", "max_attempts", "started_at"]
+            values = {field: getattr(job, field) for field in fields}
+            released = await Job.objects.release(job.pk, job.worker, values)
+            job.worker, job.heartbeat_at = "", None
+            if released:
+                logger.info("job retried job=%s attempt=%s", job.id, retrying.attempt)
+                await self._send()
+            else:
+                self._note_ended_elsewhere()
+
+
+def _retry_message(retrying: Retrying) -> str:
+    if retrying.max_attempts is None:
+        attempt = gettext("attempt %(attempt)s") % {"attempt": retrying.attempt}
+    else:
+        attempt = gettext("attempt %(attempt)s of %(most)s") % {
+            "attempt": retrying.attempt,
+            "most": retrying.max_attempts,
+        }
+    if retrying.delay is None or retrying.delay < 1:
+        return gettext("Failed; retrying now (%(attempt)s)") % {"attempt": attempt}
+    return gettext("Failed; retrying in %(seconds)s s (%(attempt)s)") % {
+        "seconds": round(retrying.delay),
+        "attempt": attempt,
+    }
 
 
 def _ended_stages(

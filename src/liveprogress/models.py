@@ -44,7 +44,7 @@ class JobQuerySet(models.QuerySet["Job"]):
         """``worker`` claims a queued job to run it; False if it ended meanwhile (a
         cancel while queued) or another worker claimed it first."""
         claimed = await self.filter(pk=job_id, status=Status.QUEUED, worker="").aupdate(
-            worker=worker, heartbeat_at=timezone.now(), attempts=F("attempts") + 1
+            worker=worker, heartbeat_at=timezone.now(), attempts=F("attempts") + 1, retry_at=None
         )
         return bool(claimed)
 
@@ -126,6 +126,34 @@ class JobQuerySet(models.QuerySet["Job"]):
         )
         return bool(requeued)
 
+    async def release(self, job_id: Any, worker: str, values: dict[str, Any]) -> bool:
+        """``worker`` gives a job it runs back to the queue (its engine will run it
+        again: a retry), with ``values``; only while it is active and still that
+        worker's. The next attempt claims it like a new job."""
+        released = await self.filter(pk=job_id, status__in=ACTIVE_STATUSES, worker=worker).aupdate(
+            **values, status=Status.QUEUED, worker="", heartbeat_at=None
+        )
+        return bool(released)
+
+    async def reopen(self, job_id: Any, message: str) -> bool:
+        """Queue again a job that ended `interrupted` (its process died) because its
+        engine delivers it again; never one whose owner asked to cancel it. Its seq
+        moves on: watchers take the queued state over the interrupted one."""
+        now = timezone.now()
+        reopened = await self.filter(
+            pk=job_id, status=Status.INTERRUPTED, cancel_requested=False
+        ).aupdate(
+            status=Status.QUEUED,
+            worker="",
+            heartbeat_at=None,
+            error="",
+            message=message,
+            finished_at=None,
+            updated_at=now,
+            seq=F("seq") + 1,
+        )
+        return bool(reopened)
+
     async def request_cancel(self, job_id: Any) -> None:
         """Ask whichever process runs the job to cancel it: the flag is read at every
         heartbeat, and only ever set (never on a job that has ended)."""
@@ -196,8 +224,13 @@ class Job(models.Model):
     heartbeat_at = models.DateTimeField(_("heartbeat"), null=True, blank=True)
     # "host:pid:boot" of the process that runs it; empty while nobody has claimed it.
     worker = models.CharField(_("worker"), max_length=200, blank=True)
-    # Times it was started: more than one for a retryable job re-queued after a crash.
+    # Times it was started: more than one for a retryable job re-queued after a crash,
+    # or a task its engine retried.
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    # The most starts it may have, when known (an engine's retry limit); null: unknown.
+    max_attempts = models.PositiveIntegerField(_("attempts allowed"), null=True, blank=True)
+    # When a queued job's next attempt is due (its engine retries it then); null: now.
+    retry_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
 
     objects = JobQuerySet.as_manager()
 

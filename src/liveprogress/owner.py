@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Any, Literal, overload
 
 from channels.db import database_sync_to_async
@@ -219,3 +220,23 @@ def scope_language(scope: dict[str, Any]) -> str:
         except LookupError:
             continue
     return settings.LANGUAGE_CODE
+
+
+@dataclass(frozen=True)
+class Starter:
+    """Who starts a job, as the job keeps it: its owner, their language (the job's
+    messages are written in it) and, for a visitor who is not signed in, their
+    client address (their jobs are capped per address)."""
+
+    owner: str
+    language: str
+    address: str
+
+
+async def astarter_of(who: Any) -> Starter:
+    """The :class:`Starter` for ``who``, as :func:`aowner_of` takes it; a request
+    gives its language and address, anything else the active language."""
+    if isinstance(who, HttpRequest):
+        language = getattr(who, "LANGUAGE_CODE", "")
+        return Starter(await aowner_of(who), language, request_address(who))
+    return Starter(_named_owner(who), translation.get_language() or "", "")

@@ -35,6 +35,12 @@ class JobKind:
     #: Clients may start it (the API, the socket, the CLI); a kind that is not
     #: public is started only by the site's own code (a view, a parent job).
     public: bool = True
+    #: The task queue that runs it when it is another engine's task ("celery",
+    #: "rq", "dramatiq", "tasks"); empty for a kind of liveprogress's own.
+    engine: str = ""
+    #: Takes a queued job of it off its engine's queue (by job id), where the engine
+    #: can; a cancelled job is never run in any case (its worker's claim fails).
+    revoke: Callable[[str], None] | None = None
 
     def validate(self, params: Any, *, from_strings: bool = False) -> dict[str, Any]:
         """Checked params with defaults filled in, as JSON-ready values.
@@ -103,6 +109,53 @@ def register(
     )
     _registry[name] = kind
     return kind
+
+
+#: Another engine's task: its arguments are the engine's to check and carry.
+_EngineParams = pydantic.create_model("EngineParams", __config__=pydantic.ConfigDict(extra="allow"))
+
+#: The longest kind name (the job's ``kind`` column).
+KIND_NAME_MAX = 100
+
+
+def register_task(
+    engine: str,
+    name: str,
+    function: JobFunction,
+    *,
+    title: str | Promise | None = None,
+    revoke: Callable[[str], None] | None = None,
+) -> JobKind:
+    """Register another engine's task as the kind ``engine:name``: jobs of it are
+    made when the task is enqueued and run by that engine's workers, never started
+    by clients (it is not public)."""
+    kind_name = f"{engine}:{name}"
+    if len(kind_name) > KIND_NAME_MAX:
+        raise ImproperlyConfigured(
+            f"Task {name!r}: its kind name {kind_name!r} is longer than {KIND_NAME_MAX} "
+            "characters; give the task a shorter name"
+        )
+    existing = _registry.get(kind_name)
+    if existing is not None and _where(existing.function) != _where(function):
+        raise ImproperlyConfigured(f"Task {kind_name!r} is registered twice")
+    kind = JobKind(
+        name=kind_name,
+        function=function,
+        title=title or name,
+        is_async=False,
+        params_model=_EngineParams,
+        public=False,
+        engine=engine,
+        revoke=revoke,
+    )
+    _registry[kind_name] = kind
+    return kind
+
+
+def _where(function: JobFunction) -> tuple[str, str]:
+    # An engine may build a task twice from one function (Celery does, for each app
+    # it is bound to): the same function is the same task.
+    return (getattr(function, "__module__", ""), getattr(function, "__qualname__", ""))
 
 
 #: The most kind names an "unknown kind" error lists (it stays short).

@@ -46,6 +46,11 @@ class JobState(TypedDict):
     parent: str | None
     error: str
     cancel_requested: bool
+    #: Which start this is (1 for the first; more after a retry) and how many it may
+    #: have (null: unknown); when a queued retry is due (epoch seconds, null: now).
+    attempt: int
+    max_attempts: int | None
+    retry_at: float | None
     created_at: float
     started_at: float | None
     updated_at: float
@@ -81,6 +86,9 @@ def job_state(job: Job) -> JobState:
         "parent": None if job.parent_id is None else str(job.parent_id),
         "error": job.error,
         "cancel_requested": job.cancel_requested,
+        "attempt": job.attempts,
+        "max_attempts": job.max_attempts,
+        "retry_at": _epoch(job.retry_at),
         "created_at": job.created_at.timestamp(),
         "started_at": _epoch(job.started_at),
         "updated_at": job.updated_at.timestamp(),

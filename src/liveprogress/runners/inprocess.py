@@ -16,10 +16,10 @@ from collections.abc import Callable
 from django.utils import timezone
 
 from .. import conf
-from ..execution import Execution
+from ..execution import Execution, RetryPolicy, SyncCaller
 from ..models import ACTIVE_STATUSES, Job
 from ..progress import JobContext
-from ..registry import get_kind
+from ..registry import JobKind, get_kind
 from ..threads import FairThreads
 from ..writebehind import WriteBehind
 
@@ -50,14 +50,28 @@ class InProcessRunner:
         """Run a saved job that :meth:`prepare` claimed."""
         self.submit(job)
 
-    def submit(self, job: Job) -> Execution:
-        """Start running ``job`` (already saved and claimed) in this process."""
+    def submit(
+        self,
+        job: Job,
+        *,
+        kind: JobKind | None = None,
+        call_sync: SyncCaller | None = None,
+        will_retry: RetryPolicy | None = None,
+    ) -> Execution:
+        """Start running ``job`` (already saved and claimed) in this process.
+
+        By default its registered kind runs in this runner's threads. Another
+        engine's task passes its ``kind`` (the task's call), the ``call_sync`` that
+        runs it in the engine worker's own thread, and whether the engine retries an
+        error (``will_retry``).
+        """
         execution = Execution(
             job,
-            get_kind(job.kind),
+            kind or get_kind(job.kind),
             writer=self.writer,
             context=self._context_for(job),
-            call_sync=lambda call: self.threads.run(_fairness_key(job), call),
+            call_sync=call_sync or (lambda call: self.threads.run(_fairness_key(job), call)),
+            will_retry=will_retry,
         )
         job_id = str(job.id)
         self.executions[job_id] = execution

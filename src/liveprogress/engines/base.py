@@ -1,0 +1,358 @@
+"""What the engine adapters share: a task's job made when it is enqueued, and its
+run in the engine's worker.
+
+**Enqueue side** (:meth:`TaskJobs.astart`): the job is validated, checked
+against the caps, saved `queued` and published like any start; then the
+adapter's ``send`` puts the engine's message on its queue, carrying the job's id.
+An engine that refuses the message leaves the job `failed`, saying why, and the
+error reaches the caller as the engine raised it.
+
+**Worker side** (:meth:`TaskJobs.run`): the worker claims the job, so a task
+whose job was cancelled while queued never runs, and a job runs once even when
+its engine delivers the message twice. The task's function then runs **in the
+worker's own thread** (its engine's time limits, signals and retries act on it
+as they always do), while the job's publisher, heartbeat and control run on
+liveprogress's loop in this process (``bridge.own_loop``): the same execution
+as a job of liveprogress's own, with every guarantee of the protocol. An error
+the engine will retry gives the job back to the queue as the next attempt
+(``attempt 2 of 3``); the worker killed mid-task stops the heartbeat, and a
+server's sweep ends the job `interrupted` within ``STALE_AFTER`` plus a
+heartbeat. A message delivered again after that (an engine that redelivers the
+tasks of dead workers) reopens the job as a new attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import json
+import logging
+import queue
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.utils.functional import Promise
+from django.utils.translation import gettext
+
+from .. import bridge, conf
+from ..exceptions import JobCancelled
+from ..execution import RetryPolicy
+from ..handles import JobHandle
+from ..launch import launch, new_job
+from ..models import ACTIVE_STATUSES, Job, Status
+from ..owner import astarter_of
+from ..progress import Progress
+from ..publish import publish
+from ..recovery import sweep_stale
+from ..registry import JobFunction, register_task
+from ..runners import Dispatcher
+from ..runtime import get_runtime, stop_runtime
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Sends the engine's message for the job whose id it is given.
+Send = Callable[[str], None]
+
+#: The biggest rendering of a task's arguments kept in its job's ``params`` (bytes
+#: of JSON); larger arguments are kept as a note of their size.
+PARAMS_MAX_BYTES = 4096
+
+_progress: contextvars.ContextVar[Progress | None] = contextvars.ContextVar(
+    "liveprogress_task_progress", default=None
+)
+# The tasks that hand a run's end to its worker thread: held until they are done.
+_watchers: set[asyncio.Task[None]] = set()
+
+
+def current_progress() -> Progress:
+    """The :class:`~liveprogress.progress.Progress` of the task running in this
+    thread; a ``RuntimeError`` outside of one."""
+    progress = _progress.get()
+    if progress is None:
+        raise RuntimeError(
+            "No liveprogress task runs here: current_progress() is for the body of a "
+            "task run by its engine's worker"
+        )
+    return progress
+
+
+@contextmanager
+def reporting_to(progress: Progress) -> Iterator[Progress]:
+    """Make ``progress`` this thread's :func:`current_progress` while the block runs."""
+    token = _progress.set(progress)
+    try:
+        yield progress
+    finally:
+        _progress.reset(token)
+
+
+def params_of(args: Any, kwargs: Any) -> dict[str, Any]:
+    """A task's arguments as its job keeps them (shown in the admin): JSON, values
+    JSON can't hold by their ``repr``, and only a note of their size when large."""
+    text = json.dumps({"args": list(args or ()), "kwargs": dict(kwargs or {})}, default=repr)
+    if len(text.encode()) > PARAMS_MAX_BYTES:
+        return {"note": f"{len(text.encode())} bytes of arguments, not kept"}
+    kept: dict[str, Any] = json.loads(text)
+    return kept
+
+
+class _Sender:
+    """The dispatcher of a task's job: the engine's own enqueue (in a thread: engines
+    send over the network, blocking). ``error`` keeps what the engine raised."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.error: BaseException | None = None
+
+    def prepare(self, job: Job) -> None:
+        """Nothing: the worker that takes the message claims the job."""
+
+    async def dispatch(self, job: Job) -> None:
+        try:
+            await sync_to_async(self.send, thread_sensitive=False)(str(job.id))
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+
+@dataclasses.dataclass(frozen=True)
+class _Launch:
+    """A launcher (``launch.Launcher``): the process's admission, the engine's send."""
+
+    admission: asyncio.Lock
+    dispatcher: Dispatcher
+
+
+class _InWorkerThread:
+    """Runs a job's function in the engine worker's thread waiting in :meth:`serve`,
+    for the job's execution on liveprogress's loop (a ``SyncCaller``)."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop] | None
+        ] = queue.SimpleQueue()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    async def call(self, call: Callable[[], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        self._calls.put((call, done, loop))
+        return await done
+
+    def finish(self) -> None:
+        """The execution has ended (its final state written): :meth:`serve` returns."""
+        self._calls.put(None)
+
+    def serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            call, done, loop = item
+            try:
+                self.value = call()
+            except BaseException as exc:
+                self.error = exc
+                loop.call_soon_threadsafe(_settle, done, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, done, self.value, None)
+
+
+def _settle(done: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if done.done():
+        return
+    if error is None:
+        done.set_result(value)
+    elif isinstance(error, Exception):
+        done.set_exception(error)
+    else:
+        # The worker itself is stopping (SystemExit, a signal): the job was cut off.
+        done.cancel()
+
+
+#: What a worker's claim found: run the job, leave it (ended, or another worker's),
+#: or no job at all (the message came without one: run the task unreported).
+Claim = Literal["run", "ended", "missing"]
+
+
+class TaskJobs:
+    """One task of an engine, as liveprogress knows it: its job kind (``engine:name``)
+    and the two sides of its jobs. Each adapter holds one per task."""
+
+    def __init__(
+        self,
+        engine: str,
+        name: str,
+        function: JobFunction,
+        *,
+        title: str | Promise | None = None,
+        revoke: Callable[[str], None] | None = None,
+    ) -> None:
+        self.kind = register_task(engine, name, function, title=title, revoke=revoke)
+
+    # -- enqueue side ------------------------------------------------------------------
+
+    async def astart(
+        self,
+        owner: Any,
+        send: Send,
+        *,
+        params: dict[str, Any],
+        job_id: str | None = None,
+        max_attempts: int | None = None,
+    ) -> JobHandle:
+        """Make the task's job for ``owner`` (a request, a user or an owner key), then
+        ``send`` the engine's message with its id; the job's handle. ``job_id``: the
+        id the engine gave the task already (a canvas's), else a new one.
+
+        The caps apply as to any start (``LimitReached``, and nothing is sent). What
+        the engine raises while sending is raised here, the job left `failed`.
+        """
+        starter = await astarter_of(owner)
+        job = new_job(
+            starter.owner,
+            self.kind,
+            params,
+            language=starter.language,
+            address=starter.address,
+        )
+        if job_id is not None:
+            job.id = uuid.UUID(job_id)
+        job.max_attempts = max_attempts
+        sender = _Sender(send)
+        runtime = await get_runtime()
+        await launch(_Launch(runtime.admission, sender), job)
+        if sender.error is not None:
+            raise sender.error
+        return JobHandle.of(job)
+
+    def start(
+        self,
+        owner: Any,
+        send: Send,
+        *,
+        params: dict[str, Any],
+        job_id: str | None = None,
+        max_attempts: int | None = None,
+    ) -> JobHandle:
+        """:meth:`astart` for sync code."""
+        return bridge.call(
+            lambda: self.astart(
+                owner, send, params=params, job_id=job_id, max_attempts=max_attempts
+            )
+        )
+
+    # -- worker side -------------------------------------------------------------------
+
+    def run(
+        self,
+        job_id: str | None,
+        call: Callable[[Progress], T],
+        *,
+        will_retry: RetryPolicy | None = None,
+        own_runtime: bool = False,
+    ) -> T | None:
+        """Run the task's body ``call`` as job ``job_id``, in this (the worker's)
+        thread; its value, or None when the job was cancelled or had ended.
+
+        Without a ``job_id`` (the task called directly, or sent by code that knows
+        nothing of liveprogress), ``call`` gets a Progress that reports nowhere. An
+        error of ``call`` is raised again here, for the engine to handle, after the
+        job's end (or its retry, ``will_retry``) is written and published.
+        ``own_runtime``: the worker process runs only this task (RQ's forked
+        horse); liveprogress's runtime in it stops with the task.
+        """
+        if job_id is None:
+            return call(Progress())
+        thread = _InWorkerThread()
+        try:
+            claim = bridge.call(lambda: self._begin(job_id, call, thread, will_retry))
+            if claim == "missing":
+                logger.warning("task run without its job kind=%s job=%s", self.kind.name, job_id)
+                return call(Progress())
+            if claim == "ended":
+                return None
+            thread.serve()
+        finally:
+            if own_runtime:
+                bridge.call(stop_runtime)
+        if thread.error is not None:
+            if isinstance(thread.error, JobCancelled):
+                return None
+            raise thread.error
+        value: T = thread.value
+        return value
+
+    async def _begin(
+        self,
+        job_id: str,
+        call: Callable[[Progress], Any],
+        thread: _InWorkerThread,
+        will_retry: RetryPolicy | None,
+    ) -> Claim:
+        """Claim the job and start its execution on this loop, its function called in
+        ``thread``; what the claim found."""
+        runtime = await get_runtime()
+        claim = await _claim(job_id, runtime.worker)
+        if claim != "run":
+            return claim
+        job = await Job.objects.aget(pk=job_id)
+
+        def body(progress: Progress, **_params: Any) -> Any:
+            # The task's own arguments reach it from its engine (``call`` holds them);
+            # the job's params are only their rendering.
+            with reporting_to(progress):
+                return call(progress)
+
+        kind = dataclasses.replace(self.kind, function=body)
+        runtime.runner.submit(job, kind=kind, call_sync=thread.call, will_retry=will_retry)
+
+        async def release_thread() -> None:
+            try:
+                await runtime.runner.wait(job_id)
+            finally:
+                thread.finish()
+
+        watcher = asyncio.get_running_loop().create_task(release_thread())
+        _watchers.add(watcher)
+        watcher.add_done_callback(_watchers.discard)
+        return "run"
+
+
+async def _claim(job_id: str, worker: str) -> Claim:
+    """Claim the job for ``worker``, waiting out a previous attempt still ending.
+
+    An engine may deliver the next attempt before the last one has let the job go
+    (a retry sent before its error was raised), or deliver a task again whose
+    worker died (the job is `interrupted`, or still `running` until a sweep ends
+    it): the claim waits, at most ``STALE_AFTER`` plus two heartbeats, then sweeps.
+    """
+    deadline = time.monotonic() + conf.get("STALE_AFTER") + 2 * conf.get("HEARTBEAT_INTERVAL")
+    pause, swept = 0.05, False
+    while True:
+        if await Job.objects.claim(job_id, worker):
+            return "run"
+        row = await Job.objects.filter(pk=job_id).afirst()
+        if row is None:
+            return "missing"
+        if row.status == Status.INTERRUPTED and not row.cancel_requested:
+            if await Job.objects.reopen(job_id, gettext("Delivered again; starting again")):
+                await publish(await Job.objects.aget(pk=job_id))
+            continue
+        if row.status not in ACTIVE_STATUSES:
+            logger.info("task not run: its job has ended job=%s status=%s", job_id, row.status)
+            return "ended"
+        if time.monotonic() > deadline:
+            if swept:
+                logger.warning("task not run: its job runs elsewhere job=%s", job_id)
+                return "ended"
+            swept = True
+            await sweep_stale()
+            continue
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, conf.get("HEARTBEAT_INTERVAL"))

@@ -1,0 +1,158 @@
+"""Celery: a task whose progress its enqueuer watches live (``pip install
+django-liveprogress[celery]``).
+
+    from celery import shared_task
+    from liveprogress.engines.celery import ProgressTask
+
+    @shared_task(bind=True, base=ProgressTask)
+    def import_rows(self, count):
+        for row in self.progress.track(range(count)):
+            ...
+
+    handle = import_rows.start(request, 500)          # a sync view: its user's, or session's
+    handle = await import_rows.astart(request, 500)   # an async view
+    import_rows.delay(500)                            # owned by ProgressTask.default_owner
+
+Every send of the task makes its job, whose id is the Celery task id. The body
+reports through ``self.progress`` (or :func:`~liveprogress.engines.current_progress`);
+a cancel stops it at its next progress call, and a task cancelled while queued
+is revoked and never runs. ``self.retry()`` and ``autoretry_for`` show as the
+next attempt ("attempt 2 of 4"). No result backend is needed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Retry
+from django.utils import timezone
+
+from .. import bridge
+from ..execution import Retrying
+from ..handles import JobHandle
+from ..models import Job
+from ..progress import Progress
+from .base import TaskJobs, current_progress, params_of
+
+__all__ = ["ProgressTask"]
+
+
+def job_id_of(task_id: Any) -> str | None:
+    """The job id a Celery task id names (the same UUID), or None if it names none."""
+    try:
+        return str(uuid.UUID(str(task_id)))
+    except ValueError:
+        return None
+
+
+class ProgressTask(Task):  # type: ignore[misc]  # Celery is untyped
+    """A Celery task base (``base=ProgressTask``) that gives each send a liveprogress job."""
+
+    #: Who owns the jobs of sends that name no owner (``delay``, a canvas, beat).
+    default_owner = "system:celery"
+
+    @property
+    def jobs(self) -> TaskJobs:
+        """This task's kind and its jobs (registered on first use, in each process)."""
+        jobs: TaskJobs | None = self.__dict__.get("_liveprogress_jobs")
+        if jobs is None:
+            jobs = TaskJobs("celery", self.name, self.run, revoke=self._revoke)
+            self.__dict__["_liveprogress_jobs"] = jobs
+        return jobs
+
+    @property
+    def progress(self) -> Progress:
+        """The running task's progress (only inside its body, in a worker)."""
+        return current_progress()
+
+    # -- sending -----------------------------------------------------------------------
+
+    async def astart(self, owner: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
+        """Send the task for ``owner`` (a request, a user or an owner key) with these
+        arguments; its job's handle. Celery's options go through :meth:`apply_async`
+        with ``liveprogress_owner=``."""
+        return await self.jobs.astart(
+            owner,
+            lambda job_id: self._send(args, kwargs, job_id, {}),
+            params=params_of(args, kwargs),
+        )
+
+    def start(self, owner: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
+        """:meth:`astart` for sync code."""
+        return bridge.call(lambda: self.astart(owner, *args, **kwargs))
+
+    def apply_async(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        task_id: str | None = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: Any = None,
+        *,
+        liveprogress_owner: Any = None,
+        **options: Any,
+    ) -> Any:
+        """Celery's send, making the task's job first (owned by ``liveprogress_owner``,
+        else :attr:`default_owner`) with the task id as its id. A send of a job
+        that exists (a retry keeps the task id) makes none."""
+        options.update(producer=producer, link=link, link_error=link_error, shadow=shadow)
+        if task_id is not None and _job_exists(task_id):
+            return super().apply_async(args, kwargs, task_id, **options)
+        owner = self.default_owner if liveprogress_owner is None else liveprogress_owner
+        sent: list[Any] = []
+
+        def send(job_id: str) -> None:
+            sent.append(self._send(args, kwargs, job_id, options))
+
+        self.jobs.start(owner, send, params=params_of(args, kwargs), job_id=job_id_of(task_id))
+        return sent[0]
+
+    def _send(self, args: Any, kwargs: Any, job_id: str, options: dict[str, Any]) -> Any:
+        return super().apply_async(args, kwargs, job_id, **options)
+
+    def _revoke(self, job_id: str) -> None:
+        self.app.control.revoke(job_id)
+
+    # -- running -------------------------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        job_id = None if request.called_directly else job_id_of(request.id)
+        return self.jobs.run(
+            job_id,
+            lambda _progress: super(ProgressTask, self).__call__(*args, **kwargs),
+            will_retry=self._will_retry,
+        )
+
+    def _will_retry(self, error: BaseException) -> Retrying | None:
+        """Celery retries the task when its body raised ``Retry`` (``self.retry()``,
+        ``autoretry_for``): the next attempt, when it is due, and of how many."""
+        if not isinstance(error, Retry):
+            return None
+        when = error.when
+        if isinstance(when, datetime):
+            delay: float | None = max((when - timezone.now()).total_seconds(), 0.0)
+        elif isinstance(when, int | float):
+            delay = float(when)
+        else:
+            delay = None
+        most = None if self.max_retries is None else self.max_retries + 1
+        cause = error.exc if isinstance(error.exc, BaseException) else None
+        return Retrying(
+            delay=delay,
+            attempt=self.request.retries + 2,
+            max_attempts=most,
+            cause=(str(cause) or type(cause).__name__) if cause is not None else "",
+        )
+
+
+def _job_exists(task_id: str) -> bool:
+    job_id = job_id_of(task_id)
+    if job_id is None:
+        return False
+    return bridge.call(lambda: Job.objects.filter(pk=job_id).aexists())
