@@ -57,6 +57,9 @@ STATUS_OF_CODE = {
     "limit": {429},
 }
 STATE_KEYS = {
+    "attempt",
+    "max_attempts",
+    "retry_at",
     "id",
     "kind",
     "status",

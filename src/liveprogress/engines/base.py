@@ -122,7 +122,7 @@ class _Sender:
             raise
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class _Launch:
     """A launcher (``launch.Launcher``): the process's admission, the engine's send."""
 
