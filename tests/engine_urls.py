@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from importlib import import_module
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.decorators.csrf import csrf_exempt
@@ -19,7 +20,19 @@ async def start_task(request: HttpRequest, engine: str, name: str) -> JsonRespon
     return JsonResponse(handle.state, status=201)
 
 
+@csrf_exempt
+async def send_legacy(request: HttpRequest) -> JsonResponse:
+    """Send the celery-progress task the way its users do (``delay``), no owner named."""
+    from tests.engine_tasks.celery import legacy
+
+    body = json.loads(request.body or b"{}")
+    result = await sync_to_async(legacy.delay)(body["steps"], body["interval"])
+    return JsonResponse({"task_id": result.task_id}, status=201)
+
+
 urlpatterns = [
     path("test-tasks/<str:engine>/<str:name>/", start_task),
+    path("test-legacy/", send_legacy),
+    path("celery-progress/", include("liveprogress.engines.celery_progress.urls")),
     path("", include("proyecto.urls")),
 ]

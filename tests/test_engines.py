@@ -235,3 +235,65 @@ async def test_a_killed_worker_s_job_ends_interrupted(site):
     assert final["error"]
     assert ended_in <= DEAD_WORKER_BOUND
     await asyncio.sleep(0)
+
+
+# -- celery-progress's users, switched by one import -------------------------------------
+
+
+def send_legacy(visitor: Visitor, steps: int, interval: float) -> str:
+    status, body = visitor.post_json("/test-legacy/", {"steps": steps, "interval": interval})
+    assert status == 201, body
+    return body["task_id"]
+
+
+def poll_legacy(visitor: Visitor, task_id: str) -> dict:
+    status, info = visitor.get(f"/celery-progress/{task_id}/")
+    assert status == 200
+    return info
+
+
+async def test_a_celery_progress_task_appears_live_owned_by_who_asks_first(site):
+    if site.engine != "celery":
+        pytest.skip("celery-progress is Celery's")
+    alice, mallory = Visitor(site.server), Visitor(site.server)
+    alice.visit()
+    mallory.visit()
+    task_id = send_legacy(alice, steps=6, interval=0.25)
+    deadline = time.monotonic() + 20
+    while (info := poll_legacy(alice, task_id))["progress"].get("total") != 6:
+        assert time.monotonic() < deadline, info
+        await asyncio.sleep(0.1)
+    assert (info["state"], info["complete"]) == ("PROGRESS", False)
+    assert info["progress"]["description"].startswith("step ")
+    # Alice asked first: the job is hers. Mallory learns nothing, as for an unknown id.
+    assert poll_legacy(mallory, task_id)["state"] == "PENDING"
+    status, _ = mallory.get(f"/api/jobs/{task_id}/")
+    assert status == 404
+    async with alice.ws() as ws:
+        await send_json(ws, {"action": "subscribe", "job": task_id})
+        states = await states_until_end(ws, task_id)
+    assert states[-1]["status"] == "succeeded"
+    assert states[-1]["result"] == {"steps": 6}
+    assert states[-1]["kind"] == "celery:tests.engine_tasks.celery.legacy"
+    assert [s["current"] for s in states] == sorted(s["current"] for s in states)
+    final = poll_legacy(alice, task_id)
+    assert (final["state"], final["complete"], final["success"]) == ("SUCCESS", True, True)
+    assert final["result"] == {"steps": 6}
+
+
+async def test_a_celery_progress_task_stops_at_its_next_set_progress_when_cancelled(site):
+    if site.engine != "celery":
+        pytest.skip("celery-progress is Celery's")
+    alice = Visitor(site.server)
+    alice.visit()
+    task_id = send_legacy(alice, steps=200, interval=0.05)
+    deadline = time.monotonic() + 20
+    while poll_legacy(alice, task_id)["state"] != "PROGRESS":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    async with alice.ws() as ws:
+        await send_json(ws, {"action": "cancel", "job": task_id})
+        final = (await states_until_end(ws, task_id, 15))[-1]
+    assert final["status"] == "cancelled" and final["current"] < 200
+    info = poll_legacy(alice, task_id)
+    assert (info["state"], info["complete"]) == ("REVOKED", True)

@@ -154,6 +154,12 @@ class JobQuerySet(models.QuerySet["Job"]):
         )
         return bool(reopened)
 
+    async def adopt(self, job_id: Any, placeholder: str, owner: str) -> bool:
+        """Give a job held by the ``placeholder`` owner to ``owner``; False if it has
+        another owner already (the first to adopt it keeps it)."""
+        adopted = await self.filter(pk=job_id, owner=placeholder).aupdate(owner=owner)
+        return bool(adopted)
+
     async def request_cancel(self, job_id: Any) -> None:
         """Ask whichever process runs the job to cancel it: the flag is read at every
         heartbeat, and only ever set (never on a job that has ended)."""

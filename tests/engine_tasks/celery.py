@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from liveprogress.engines.celery import ProgressTask
+from liveprogress.engines.celery_progress import ProgressRecorder
 from proyecto.celery import app
 
 
@@ -24,3 +25,13 @@ def mute(self: ProgressTask, seconds: float) -> str:
     """Sleep without a progress call (a cancel can't stop it cooperatively)."""
     time.sleep(seconds)
     return "slept"
+
+
+@app.task(bind=True)
+def legacy(self, steps: int, interval: float) -> dict[str, int]:
+    """A celery-progress task as its users write it, with only the import switched."""
+    recorder = ProgressRecorder(self)
+    for step in range(steps):
+        time.sleep(interval)
+        recorder.set_progress(step + 1, steps, description=f"step {step + 1}")
+    return {"steps": steps}

@@ -24,18 +24,21 @@ tasks of dead workers) reopens the job as a new attempt.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import dataclasses
 import json
 import logging
 import queue
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.db import IntegrityError
 from django.utils.functional import Promise
 from django.utils.translation import gettext
 
@@ -173,6 +176,55 @@ def _settle(done: asyncio.Future[Any], value: Any, error: BaseException | None) 
     else:
         # The worker itself is stopping (SystemExit, a signal): the job was cut off.
         done.cancel()
+
+
+class AttachedRun:
+    """A task that met liveprogress only once running (celery-progress's recorder is
+    made inside the body), reported as its job from there to :meth:`finish`.
+
+    Its execution's function is :meth:`body`, which hands over the Progress and
+    waits, in a thread of the loop's, for the task's end that :meth:`finish` tells.
+    """
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self._ready = threading.Event()
+        self._outcome: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._ended: Callable[[], None] = lambda: None
+
+    def body(self, progress: Progress, **_params: Any) -> Any:
+        self.progress = progress
+        self._ready.set()
+        return self._outcome.result()
+
+    def wait_started(self) -> Progress | None:
+        """The job's Progress once its execution has started (None: it ended first,
+        cancelled before it began)."""
+        self._ready.wait()
+        return self.progress
+
+    def follow(self, ended: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """On the loop, once the execution runs: ``ended()`` returns when it has."""
+        self._ended = lambda: bridge.call(ended)
+        watcher = asyncio.get_running_loop().create_task(ended())
+        # A cancel before the body began ends the run without it: stop waiting then.
+        watcher.add_done_callback(lambda _: self._ready.set())
+        _watchers.add(watcher)
+        watcher.add_done_callback(_watchers.discard)
+
+    def finish(self, value: Any = None, error: BaseException | None = None) -> None:
+        """The task ended with ``value``, or ``error``: end the job the same way, and
+        return once its final state (or its retry) is written."""
+        if error is None:
+            self._outcome.set_result(value)
+        else:
+            self._outcome.set_exception(error)
+        self._ended()
+
+
+async def _in_a_thread(call: Callable[[], Any]) -> Any:
+    # An attached run's function only waits for the task's end: any thread will do.
+    return await sync_to_async(call, thread_sensitive=False)()
 
 
 #: What a worker's claim found: run the job, leave it (ended, or another worker's),
@@ -321,6 +373,42 @@ class TaskJobs:
         watcher = asyncio.get_running_loop().create_task(release_thread())
         _watchers.add(watcher)
         watcher.add_done_callback(_watchers.discard)
+        return "run"
+
+    def attach(
+        self, job_id: str, owner: Any, *, will_retry: RetryPolicy | None = None
+    ) -> AttachedRun | None:
+        """Report the task running in this thread as job ``job_id`` from now on,
+        making the job (for ``owner``) if its send made none; None if the job has
+        ended or runs elsewhere. The caller tells the task's end to
+        :meth:`AttachedRun.finish`."""
+        run = AttachedRun()
+        claim = bridge.call(lambda: self._attach(job_id, owner, run, will_retry))
+        if claim != "run":
+            return None
+        return run if run.wait_started() is not None else None
+
+    async def _attach(
+        self, job_id: str, owner: Any, run: AttachedRun, will_retry: RetryPolicy | None
+    ) -> Claim:
+        runtime = await get_runtime()
+        if not await Job.objects.filter(pk=job_id).aexists():
+            starter = await astarter_of(owner)
+            job = new_job(starter.owner, self.kind, {}, language=starter.language)
+            job.id = uuid.UUID(job_id)
+            try:
+                await job.asave(force_insert=True)
+            except IntegrityError:
+                pass  # made meanwhile (the same task delivered twice): claimed below
+            else:
+                await publish(job)
+        claim = await _claim(job_id, runtime.worker)
+        if claim != "run":
+            return claim
+        job = await Job.objects.aget(pk=job_id)
+        kind = dataclasses.replace(self.kind, function=run.body)
+        runtime.runner.submit(job, kind=kind, call_sync=_in_a_thread, will_retry=will_retry)
+        run.follow(lambda: runtime.runner.wait(job_id))
         return "run"
 
 

@@ -57,11 +57,7 @@ class ProgressTask(Task):  # type: ignore[misc]  # Celery is untyped
     @property
     def jobs(self) -> TaskJobs:
         """This task's kind and its jobs (registered on first use, in each process)."""
-        jobs: TaskJobs | None = self.__dict__.get("_liveprogress_jobs")
-        if jobs is None:
-            jobs = TaskJobs("celery", self.name, self.run, revoke=self._revoke)
-            self.__dict__["_liveprogress_jobs"] = jobs
-        return jobs
+        return jobs_of(self)
 
     @property
     def progress(self) -> Progress:
@@ -115,9 +111,6 @@ class ProgressTask(Task):  # type: ignore[misc]  # Celery is untyped
     def _send(self, args: Any, kwargs: Any, job_id: str, options: dict[str, Any]) -> Any:
         return super().apply_async(args, kwargs, job_id, **options)
 
-    def _revoke(self, job_id: str) -> None:
-        self.app.control.revoke(job_id)
-
     # -- running -------------------------------------------------------------------------
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -126,29 +119,40 @@ class ProgressTask(Task):  # type: ignore[misc]  # Celery is untyped
         return self.jobs.run(
             job_id,
             lambda _progress: super(ProgressTask, self).__call__(*args, **kwargs),
-            will_retry=self._will_retry,
+            will_retry=lambda error: retry_of(self, error),
         )
 
-    def _will_retry(self, error: BaseException) -> Retrying | None:
-        """Celery retries the task when its body raised ``Retry`` (``self.retry()``,
-        ``autoretry_for``): the next attempt, when it is due, and of how many."""
-        if not isinstance(error, Retry):
-            return None
-        when = error.when
-        if isinstance(when, datetime):
-            delay: float | None = max((when - timezone.now()).total_seconds(), 0.0)
-        elif isinstance(when, int | float):
-            delay = float(when)
-        else:
-            delay = None
-        most = None if self.max_retries is None else self.max_retries + 1
-        cause = error.exc if isinstance(error.exc, BaseException) else None
-        return Retrying(
-            delay=delay,
-            attempt=self.request.retries + 2,
-            max_attempts=most,
-            cause=(str(cause) or type(cause).__name__) if cause is not None else "",
-        )
+
+def jobs_of(task: Task) -> TaskJobs:
+    """The kind and jobs of a Celery task, any task (registered on first use, in each
+    process, and kept on the task)."""
+    jobs: TaskJobs | None = task.__dict__.get("_liveprogress_jobs")
+    if jobs is None:
+        jobs = TaskJobs("celery", task.name, task.run, revoke=task.app.control.revoke)
+        task.__dict__["_liveprogress_jobs"] = jobs
+    return jobs
+
+
+def retry_of(task: Task, error: BaseException) -> Retrying | None:
+    """Celery retries ``task`` when its body raised ``Retry`` (``self.retry()``,
+    ``autoretry_for``): the next attempt, when it is due, and of how many."""
+    if not isinstance(error, Retry):
+        return None
+    when = error.when
+    if isinstance(when, datetime):
+        delay: float | None = max((when - timezone.now()).total_seconds(), 0.0)
+    elif isinstance(when, int | float):
+        delay = float(when)
+    else:
+        delay = None
+    most = None if task.max_retries is None else task.max_retries + 1
+    cause = error.exc if isinstance(error.exc, BaseException) else None
+    return Retrying(
+        delay=delay,
+        attempt=task.request.retries + 2,
+        max_attempts=most,
+        cause=(str(cause) or type(cause).__name__) if cause is not None else "",
+    )
 
 
 def _job_exists(task_id: str) -> bool:
