@@ -21,6 +21,7 @@ from django.utils import timezone
 from liveprogress import checks
 from liveprogress import runtime as runtime_module
 from liveprogress.models import Job
+from liveprogress.registry import kinds
 
 REDIS_LAYERS = {
     "default": {
@@ -117,6 +118,22 @@ def test_e002_silent_with_redis_or_the_inprocess_runner(settings):
     settings.LIVEPROGRESS = {"RUNNER": "inprocess"}
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     assert checks.check_channel_layer() == []
+
+
+# -- W009: another engine's workers, with the in-memory layer -------------------------------
+
+
+def test_w009_an_engine_s_workers_with_the_in_memory_layer(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    if not any(kind.engine for kind in kinds().values()):
+        assert checks.check_engines_layer() == []  # no engine here: nothing to say
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/1"
+    [warning] = checks.check_engines_layer()
+    assert warning.id == "liveprogress.W009"
+    assert "Celery" in warning.msg and "RECONCILE_INTERVAL" in warning.msg
+    assert "channels_redis.core.RedisChannelLayer" in warning.hint
+    settings.CHANNEL_LAYERS = REDIS_LAYERS
+    assert checks.check_engines_layer() == []
 
 
 # -- W003, W004: ASGI ------------------------------------------------------------------------

@@ -32,8 +32,20 @@ DEAD_WORKER_BOUND = SETTINGS["STALE_AFTER"] + SETTINGS["HEARTBEAT_INTERVAL"] + 5
 #: Each engine's worker command, run from the checkout.
 WORKERS = {
     "celery": (
-        "-m", "celery", "-A", "proyecto", "worker", "--pool", "prefork", "--concurrency", "2",
-        "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
+        "-m",
+        "celery",
+        "-A",
+        "proyecto",
+        "worker",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        "2",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel",
+        "INFO",
     ),
 }
 

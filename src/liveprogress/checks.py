@@ -22,6 +22,7 @@ from django.utils.module_loading import import_string
 
 from . import conf
 from .consumers import ProgressConsumer
+from .registry import kinds
 from .routing import SOCKET_PATH
 
 #: The tag of liveprogress's checks: ``manage.py check --tag liveprogress``.
@@ -253,6 +254,33 @@ def _name(application: Any) -> str:
     return f"{target.__module__}.{target.__qualname__}"
 
 
+#: The settings that show a site runs another engine's workers (docs/engines.md).
+ENGINE_SETTINGS = {"CELERY_BROKER_URL": "Celery", "RQ_QUEUES": "RQ", "DRAMATIQ_BROKER": "Dramatiq"}
+
+
+def check_engines_layer(**kwargs: Any) -> list[CheckMessage]:
+    """W009: another engine's workers (Celery, RQ, Dramatiq, or any task registered
+    through liveprogress.engines) with the in-memory channel layer."""
+    backend = _layer_backend()
+    if not (isinstance(backend, type) and issubclass(backend, InMemoryChannelLayer)):
+        return []
+    engines = {label for name, label in ENGINE_SETTINGS.items() if getattr(settings, name, None)}
+    engines |= {kind.engine for kind in kinds().values() if kind.engine}
+    if not engines:
+        return []
+    return [
+        Warning(
+            f"Tasks of {', '.join(sorted(engines))} report progress, but the channel layer "
+            "is in-memory: their workers are other processes, so their states reach "
+            "watchers only through the database every RECONCILE_INTERVAL seconds, and "
+            "cancels take as long to reach them.",
+            hint="Use channels_redis: CHANNEL_LAYERS['default']['BACKEND'] = "
+            "'channels_redis.core.RedisChannelLayer' (docs/engines.md).",
+            id="liveprogress.W009",
+        )
+    ]
+
+
 #: What ``LiveProgressConfig.ready`` registers, under ``TAG``.
 CHECKS: tuple[Callable[..., list[CheckMessage]], ...] = (
     check_settings,
@@ -260,4 +288,5 @@ CHECKS: tuple[Callable[..., list[CheckMessage]], ...] = (
     check_asgi,
     check_result_storage,
     check_socket_route,
+    check_engines_layer,
 )

@@ -15,7 +15,9 @@ def flaky(self: ProgressTask, failures: int) -> dict[str, int]:
     self.progress.start(total=2, message="trying")
     self.progress.advance()
     if self.request.retries < failures:
-        raise self.retry(exc=ValueError(f"attempt {self.request.retries + 1} failed"), countdown=0.3)
+        raise self.retry(
+            exc=ValueError(f"attempt {self.request.retries + 1} failed"), countdown=0.3
+        )
     self.progress.advance(message="done")
     return {"attempt": self.request.retries + 1}
 
