@@ -28,7 +28,7 @@ from .models import ACTIVE_STATUSES, Job
 from .progress import JobContext
 from .publish import CANCEL_MESSAGE, in_process
 from .recovery import recover_dead_processes, sweep_stale, worker_id
-from .runners import InProcessRunner, dispatcher
+from .runners import Dispatcher, InProcessRunner, dispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +36,12 @@ logger = logging.getLogger(__name__)
 class Runtime:
     """One event loop's engine: the runner, the dispatcher, the hub, the loops."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, adopts: bool = True) -> None:
         self.loop = loop
+        # Whether this process starts again the retryable jobs of processes that died
+        # (servers, the tasks runner's workers); another engine's worker only runs
+        # the tasks its engine gives it.
+        self.adopts = adopts
         self.worker = worker_id(secrets.token_hex(4))
         # Runs jobs in this process: those started here (inprocess) or claimed here (a
         # worker of the tasks runner).
@@ -55,13 +59,18 @@ class Runtime:
 
     async def _start(self) -> None:
         recovered = await recover_dead_processes(
-            self.worker, self.dispatcher, self.runner, alive=live_workers()
+            self.worker, self._adopting(), self.runner, alive=live_workers()
         )
         if recovered:
             logger.warning("start-up recovery interrupted=%d", recovered)
         await self.hub.start(on_control=self._control)
         self._every(conf.get("HEARTBEAT_INTERVAL"), self._heartbeat)
         self._every(conf.get("RECONCILE_INTERVAL"), self.hub.reconcile)
+
+    def _adopting(self) -> Dispatcher | None:
+        """The dispatcher that starts dead processes' retryable jobs again, if this
+        process adopts them (without one, a sweep leaves them to a process that does)."""
+        return self.dispatcher if self.adopts else None
 
     def _context_for(self, job: Job) -> JobContext:
         """A job's files and children, started through this runtime."""
@@ -84,7 +93,7 @@ class Runtime:
 
     async def _heartbeat(self) -> None:
         await self.runner.heartbeat()
-        await sweep_stale(self.dispatcher, self.runner)
+        await sweep_stale(self._adopting(), self.runner)
         await warn_if_layer_misses_other_processes()
 
     def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
@@ -148,14 +157,15 @@ async def warn_if_layer_misses_other_processes() -> None:
 _runtimes: dict[asyncio.AbstractEventLoop, Runtime] = {}
 
 
-async def get_runtime() -> Runtime:
-    """The runtime of the running loop, started on it if it is not yet."""
+async def get_runtime(*, adopts: bool = True) -> Runtime:
+    """The runtime of the running loop, started on it if it is not yet (``adopts``:
+    see :class:`Runtime`; only for the one started now)."""
     loop = asyncio.get_running_loop()
     for closed in [other for other in _runtimes if other.is_closed()]:
         del _runtimes[closed]
     runtime = _runtimes.get(loop)
     if runtime is None or _failed(runtime.ready):
-        runtime = _runtimes[loop] = Runtime(loop)
+        runtime = _runtimes[loop] = Runtime(loop, adopts=adopts)
     await asyncio.shield(runtime.ready)
     return runtime
 

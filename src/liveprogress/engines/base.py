@@ -349,7 +349,7 @@ class TaskJobs:
     ) -> Claim:
         """Claim the job and start its execution on this loop, its function called in
         ``thread``; what the claim found."""
-        runtime = await get_runtime()
+        runtime = await get_runtime(adopts=False)
         claim = await _claim(job_id, runtime.worker)
         if claim != "run":
             return claim
@@ -391,7 +391,7 @@ class TaskJobs:
     async def _attach(
         self, job_id: str, owner: Any, run: AttachedRun, will_retry: RetryPolicy | None
     ) -> Claim:
-        runtime = await get_runtime()
+        runtime = await get_runtime(adopts=False)
         if not await Job.objects.filter(pk=job_id).aexists():
             starter = await astarter_of(owner)
             job = new_job(starter.owner, self.kind, {}, language=starter.language)
