@@ -1,7 +1,8 @@
 # liveprogress: the everyday commands.
 #
 #   make run     demo site on http://127.0.0.1:8000 (venv .venv, newest Python)
-#   make scale   the scale-out topology: 2 servers, 2 workers, Redis, PostgreSQL
+#   make scale   the scale-out topology: 2 servers, 2 workers, a Celery worker, Redis,
+#                PostgreSQL (scripts/scale)
 #   make test    docs build, mypy, migrations check + pytest on the newest Python, the
 #                example site on the built wheel (scripts/example-test), and pytest again
 #                on 3.11 (installs Debian's chromium for the browser tests if missing)

@@ -1,5 +1,6 @@
 """The pages in a real browser: Debian's headless Chromium driven by Playwright,
-against a real Daphne started here.
+against a real Daphne started here (and, for /progress/'s engine switch, a real
+Celery worker, Redis and PostgreSQL: test_engines.py's EngineSite).
 
 Each test's screenshots land in ``test-output/browser/`` (one per page state).
 ``make test`` installs Chromium with apt-get when it is missing; the browser is
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from .servers import REPO_ROOT, DaphneServer, free_port
+from .test_engines import EngineSite
 
 # The browser fixture (Debian's chromium through Playwright) is in conftest.py.
 pytest.importorskip("playwright.sync_api")
@@ -430,3 +432,88 @@ def test_a_server_crash_shows_interrupted_after_the_page_reconnects(browser, tmp
     finally:
         first.stop()
         context.close()
+
+
+@pytest.fixture(scope="module")
+def celery_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineSite]:
+    """The demo with Celery set up on a Daphne, a Celery worker, Redis, PostgreSQL."""
+    site = EngineSite(tmp_path_factory.mktemp("celery-page"), "celery")
+    try:
+        site.start()
+        yield site
+    finally:
+        site.stop()
+
+
+@pytest.mark.parametrize(
+    ("locale", "switch", "again", "title", "progress_text", "done_text"),
+    [
+        (
+            "es-ES",
+            "Ejecutarlo en",
+            "Ejecutar de nuevo",
+            "Proceso temporizado en Celery",
+            r"Progreso: \d+%",
+            "¡Proceso completado!",
+        ),
+        (
+            "en-US",
+            "Run it on",
+            "Run again",
+            "Timed process on Celery",
+            r"Progress: \d+%",
+            "Process completed!",
+        ),
+    ],
+    ids=["es", "en"],
+)
+def test_the_timed_process_chosen_on_celery_runs_on_a_worker_and_its_bar_fills(
+    browser, celery_site, shots, locale, switch, again, title, progress_text, done_text
+):
+    context = browser.new_context(locale=locale, viewport={"width": 1024, "height": 768})
+    context.add_init_script(RECORD_BAR)
+    page = context.new_page()
+    page.goto(celery_site.server.url("/progress/?steps=2&interval=0.1"))
+    # The page starts as it always did, on liveprogress's own runner.
+    card_status(page, "succeeded")
+    assert page.get_attribute("#lp-demo .lp-job", "data-kind") == "demo.timer"
+    assert page.get_by_label(switch).input_value() == ""
+    shots.take(page, "own-runner")
+
+    page.get_by_label(switch).select_option(label="Celery")
+    page.fill('#lp-demo-form input[name="steps"]', "8")
+    page.fill('#lp-demo-form input[name="interval"]', "0.3")
+    page.get_by_role("button", name=again).click()
+    on_celery = '#lp-demo .lp-job[data-kind="celery:demo.timer"]'
+    page.wait_for_selector(f'{on_celery}[data-status="running"]', timeout=WAIT_MS)
+    page.wait_for_function(
+        "Number(document.querySelector('#lp-demo .lp-bar').getAttribute('aria-valuenow')) > 0",
+        timeout=WAIT_MS,
+    )
+    job_id = page.get_attribute("#lp-demo", "data-job")
+    assert page.inner_text("#lp-demo .lp-title") == title
+    assert re.fullmatch(progress_text, page.inner_text("#lp-demo .lp-message"))
+    shots.take(page, "celery-running")
+
+    # A reload in the middle resumes the Celery job, and the switch says where it runs.
+    before = bar_history(page)[-1]["value"]
+    page.reload()
+    page.wait_for_selector(f'#lp-demo[data-job="{job_id}"]', timeout=10_000)
+    assert page.get_by_label(switch).input_value() == "celery"
+
+    page.wait_for_selector(f'{on_celery}[data-status="succeeded"]', timeout=WAIT_MS)
+    shots.take(page, "celery-succeeded")
+    assert page.get_attribute("#lp-demo", "data-job") == job_id
+    assert page.get_attribute("#lp-demo .lp-bar", "aria-valuenow") == "100"
+    assert page.inner_text("#lp-demo .lp-message") == done_text
+    assert page.inner_text("#lp-demo .lp-title") == title
+    history = [entry for entry in bar_history(page) if entry["job"] == job_id]
+    assert history[0]["value"] >= before
+    assert_never_went_back(history)
+    running = [e["message"] for e in history if e["status"] == "running" and e["value"] < 100]
+    assert all(re.fullmatch(progress_text, text) for text in running), running
+    # Celery's worker ran it: the job is its task, and its row says it succeeded.
+    row = celery_site.row(job_id)
+    assert (row["kind"], row["status"]) == ("celery:demo.timer", "succeeded")
+    assert f"demo.timer[{job_id}] succeeded" in celery_site.worker.log_text()
+    context.close()

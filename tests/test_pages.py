@@ -102,6 +102,38 @@ async def test_the_progress_page_takes_its_parameters_from_the_query_when_valid(
     assert redirect.status_code == 301 and redirect["Location"] == "/progress/?steps=3"
 
 
+async def test_with_no_engine_set_up_the_progress_page_has_no_engine_switch(runtime, settings):
+    settings.DEMO_ENGINES = []
+    page = (await AsyncClient().get("/progress/?engine=celery")).content.decode()
+    assert "<select" not in page and 'name="engine"' not in page
+    assert "/api/engines/" not in page and "celery" not in page.lower()
+
+
+async def test_the_progress_page_offers_each_engine_set_up_beside_its_own_runner(runtime, settings):
+    settings.DEMO_ENGINES = ["celery"]
+    client = AsyncClient()
+    page = (await client.get("/progress/", headers={"Accept-Language": "en"})).content.decode()
+    switch = re.search(r"<label>Run it on\s*<select name=\"engine\">(.*?)</select>", page, re.S)
+    assert switch, page
+    options = re.findall(r"<option ([^>]*)>([^<]*)</option>", switch[1])
+    # liveprogress's own runner first, chosen: the page starts as it always did.
+    assert [label for _, label in options] == ["liveprogress's own runner", "Celery"]
+    assert options[0][0] == 'value=""'
+    assert 'data-kind="celery:demo.timer"' in options[1][0]
+    assert 'data-url="/api/engines/celery/"' in options[1][0]
+    assert "selected" not in switch[1]
+    # The bar's title says which engine runs the job, in the page's language.
+    assert '"celery:demo.timer": "Timed process on Celery"' in page
+    spanish = (await client.get("/progress/", headers={"Accept-Language": "es"})).content.decode()
+    assert "Ejecutarlo en" in spanish and "Ejecutor propio de liveprogress" in spanish
+    assert '"celery:demo.timer": "Proceso temporizado en Celery"' in spanish
+    # ?engine= chooses one set up on this site, and nothing else.
+    chosen = (await client.get("/progress/?engine=celery")).content.decode()
+    assert re.search(r'<option value="celery"[^>]* selected>', chosen)
+    unknown = (await client.get("/progress/?engine=rq")).content.decode()
+    assert " selected>" not in unknown
+
+
 def test_the_bar_tag_renders_an_accessible_bar_for_a_job(db):
     job = Job(
         kind="demo.timer",

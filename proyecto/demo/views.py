@@ -6,6 +6,8 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
+from django.urls import reverse
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import ensure_csrf_cookie
 
@@ -13,6 +15,7 @@ from liveprogress import JobDefinition, aowner_of
 from liveprogress.exceptions import RequestError
 from liveprogress.views import kind_titles
 
+from .engines import ENGINES, engines, timer_kind
 from .jobs import csv_max_bytes, timer
 
 #: Labels of the timed process's parameters in the page's form.
@@ -48,18 +51,44 @@ def _form_fields(definition: JobDefinition, query: QueryDict) -> list[dict[str, 
     ]
 
 
+def _engine_choices(query: QueryDict) -> list[dict[str, Any]]:
+    """The engines set up on this site that the page offers the timed process on, after
+    liveprogress's own runner: each one's name, label, job kind and start URL, the one
+    named in the query (``/progress/?engine=celery``) chosen."""
+    return [
+        {
+            "name": name,
+            "label": ENGINES[name][0],
+            "kind": timer_kind(name),
+            "url": reverse("demo:engine-start", args=[name]),
+            "chosen": query.get("engine") == name,
+        }
+        for name in engines()
+    ]
+
+
 @ensure_csrf_cookie
 async def progress_page(request: HttpRequest) -> HttpResponse:
     """The original example's page: a timed process whose bar fills live.
 
-    The page's script resumes the visitor's running timed process, or starts one.
+    The page's script resumes the visitor's running timed process, or starts one:
+    with liveprogress's own runner, or on the engine chosen when the site has any.
     """
     # The socket that the page opens needs the visitor's session to own jobs.
     await aowner_of(request)
+    choices = _engine_choices(request.GET)
+    titles = kind_titles()
+    for engine in choices:
+        # The bar's title says which engine runs the job.
+        titles[engine["kind"]] = gettext("%(process)s on %(engine)s") % {
+            "process": timer.kind.title,
+            "engine": engine["label"],
+        }
     context = {
         "kind": timer.kind,
         "fields": _form_fields(timer, request.GET),
-        "titles": kind_titles(),
+        "engines": choices,
+        "titles": titles,
     }
     return render(request, "demo/progress.html", context)
 

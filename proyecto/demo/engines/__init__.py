@@ -17,7 +17,8 @@ from django.utils.translation import gettext as _
 
 from liveprogress import Progress
 
-#: Each engine by its name in the demo: its label, and the module of its timer task.
+#: Each engine by its name in the demo, which is also its adapter's engine name (the
+#: first part of its jobs' kind): its label, and the module of its timer task.
 ENGINES = {
     "celery": ("Celery", "proyecto.demo.engines.celery_tasks"),
 }
@@ -31,6 +32,16 @@ def engines() -> list[str]:
 def timer_task(engine: str) -> Any:
     """The timed process's task on ``engine`` (set up on this site)."""
     return import_module(ENGINES[engine][1]).timer
+
+
+#: The timed process's task name on every engine.
+TIMER_NAME = "demo.timer"
+
+
+def timer_kind(engine: str) -> str:
+    """The kind of the timed process's jobs on ``engine``: liveprogress names another
+    engine's task ``<engine>:<task name>``."""
+    return f"{engine}:{TIMER_NAME}"
 
 
 def count_steps(progress: Progress, steps: int, interval: float) -> dict[str, int]:

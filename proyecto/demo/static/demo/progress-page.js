@@ -2,6 +2,9 @@
  * The /progress/ page: the original example's timed process, grown up.
  * On load it resumes your running timed process, or starts one; Cancel while it
  * runs, Run again (with the form's steps and interval) when it has ended.
+ * When the site has other engines set up (Celery...), the form's "Run it on"
+ * choice starts the process on one of them (POST /api/engines/<engine>/) instead
+ * of liveprogress's own runner, and the bar follows that job the same way.
  */
 (function () {
   "use strict";
@@ -10,11 +13,16 @@
   const form = document.getElementById("lp-demo-form");
   const againButton = form.querySelector(".lp-again");
   const startButton = form.querySelector(".lp-start");
+  const engineChoice = form.querySelector('select[name="engine"]'); // none: no engine set up
+  const engineOptions = engineChoice ? Array.from(engineChoice.options) : [];
   const titles = JSON.parse(document.getElementById("lp-titles").textContent);
   const bar = new LiveProgress.Bar(card.querySelector(".lp-job"), {titles: titles});
   const isActive = (state) => !LiveProgress.TERMINAL.includes(state.status);
+  // The timed process's job, on liveprogress's own runner or on an engine.
+  const isTimer = (state) =>
+    state.kind === kind || engineOptions.some((option) => option.dataset.kind === state.kind);
   let current = null; // the id of the job this page shows
-  let starting = false; // a start is on its way; its first state will be adopted
+  let starting = null; // the kind of a start on its way; its first state will be adopted
 
   function show(state) {
     bar.update(state);
@@ -27,42 +35,59 @@
 
   function adopt(state) {
     current = state.id;
-    starting = false;
+    starting = null;
     client.subscribe(state.id);
-    show(state);
+    // The choice names where the job shown runs (a reload may resume one on an engine).
+    const engine = engineOptions.find((option) => option.dataset.kind === state.kind);
+    if (engineChoice) engineChoice.value = engine ? engine.value : "";
+    show(client.jobs.get(state.id) || state);
   }
 
   function params() {
     const values = {};
-    for (const input of form.querySelectorAll("input[name]")) {
+    for (const input of form.querySelectorAll('input[type="number"]')) {
       const number = Number(input.value);
       values[input.name] = input.value === "" || Number.isNaN(number) ? input.value : number;
     }
     return values;
   }
 
+  function refused(frame) {
+    // The form's and the server's refusals show in the card, not as a dead page.
+    starting = null;
+    bar.parts.outcome.textContent = frame.detail;
+  }
+
   function start() {
-    starting = true;
-    client.start(kind, params());
+    const engine = engineChoice ? engineChoice.selectedOptions[0] : null;
+    if (!engine || !engine.value) {
+      starting = kind;
+      client.start(kind, params());
+      return;
+    }
+    starting = engine.dataset.kind;
+    client.http("POST", engine.dataset.url, params()).then(
+      (state) => {
+        client.keep(state);
+        if (state.id !== current) adopt(state);
+      },
+      (error) => refused(error.type === "error" ? error : {detail: String(error)})
+    );
   }
 
   const client = new LiveProgress(
     Object.assign(LiveProgress.indicator(document.querySelector("[data-lp-connection]")), {
       onWatching(states) {
         if (current || starting) return;
-        const running = states.find((s) => s.kind === kind && isActive(s));
+        const running = states.find((s) => isTimer(s) && isActive(s));
         if (running) adopt(running);
         else start();
       },
       onJob(state) {
         if (state.id === current) show(state);
-        else if (starting && state.kind === kind && isActive(state)) adopt(state);
+        else if (state.kind === starting && isActive(state)) adopt(state);
       },
-      onError(frame) {
-        // The form's and the server's refusals show in the card, not as a dead page.
-        starting = false;
-        bar.parts.outcome.textContent = frame.detail;
-      },
+      onError: refused,
     })
   );
   client.watchMine();
