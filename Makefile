@@ -107,7 +107,7 @@ format: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check --fix .
 
 bench: $(VENV)/.stamp-test
-	@# Quick pass (< 3 min); FULL=1 runs the whole matrix (see BENCHMARKS.md).
+	@# Quick pass (~4 min); FULL=1 runs the whole matrix (see BENCHMARKS.md).
 	$(VENV)/bin/$(PIP) -e '.[bench]'
 	$(VENV)/bin/python -m bench $(if $(FULL),--full)
 

@@ -1,6 +1,6 @@
 """``python -m bench [--full] [--only NAME ...]``: run the scenarios, print tables, write JSON.
 
-The quick pass (default) runs every scenario at small sizes in under 3 minutes;
+The quick pass (default) runs every scenario at small sizes in about 4 minutes;
 ``--full`` runs the whole matrix of BENCHMARKS.md. Each scenario prints its table
 and writes ``bench/results/<scenario>.json`` with the figures, the machine, and the
 machine's load before it started (other work on the machine skews the figures).
@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import alternatives, fanout, harness, nonblocking, throughput
+from . import alternatives, engines, fanout, harness, nonblocking, throughput
 
 SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
     fanout.NAME: fanout.run,
     nonblocking.NAME: nonblocking.run,
     throughput.NAME: throughput.run,
     alternatives.NAME: alternatives.run,
+    engines.NAME: engines.run,
 }
 
 
