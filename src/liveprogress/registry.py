@@ -141,7 +141,8 @@ def register_task(
     kind = JobKind(
         name=kind_name,
         function=function,
-        title=title or name,
+        # Untitled, the kind's name says which engine runs it.
+        title=title or kind_name,
         is_async=False,
         params_model=_EngineParams,
         public=False,

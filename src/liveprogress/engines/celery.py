@@ -53,6 +53,9 @@ class ProgressTask(Task):  # type: ignore[misc]  # Celery is untyped
 
     #: Who owns the jobs of sends that name no owner (``delay``, a canvas, beat).
     default_owner = "system:celery"
+    #: The jobs' title on ``/jobs/`` and in the admin (None: the kind's name,
+    #: ``celery:<task name>``); a task sets it as ``@shared_task(..., liveprogress_title=...)``.
+    liveprogress_title: str | None = None
 
     @property
     def jobs(self) -> TaskJobs:
@@ -128,7 +131,8 @@ def jobs_of(task: Task) -> TaskJobs:
     process, and kept on the task)."""
     jobs: TaskJobs | None = task.__dict__.get("_liveprogress_jobs")
     if jobs is None:
-        jobs = TaskJobs("celery", task.name, task.run, revoke=task.app.control.revoke)
+        title = getattr(task, "liveprogress_title", None)
+        jobs = TaskJobs("celery", task.name, task.run, title=title, revoke=task.app.control.revoke)
         task.__dict__["_liveprogress_jobs"] = jobs
     return jobs
 
