@@ -20,6 +20,7 @@ from liveprogress import Progress
 #: Each engine by its name in the demo: its label, and the module of its timer task.
 ENGINES = {
     "celery": ("Celery", "proyecto.demo.engines.celery_tasks"),
+    "dramatiq": ("Dramatiq", "proyecto.demo.engines.dramatiq_tasks"),
 }
 
 
