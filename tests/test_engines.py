@@ -47,6 +47,17 @@ WORKERS = {
         "--loglevel",
         "INFO",
     ),
+    "dramatiq": (
+        "-m",
+        "dramatiq",
+        "proyecto.dramatiq",
+        "proyecto.demo.engines.dramatiq_tasks",
+        "tests.engine_tasks.dramatiq",
+        "--processes",
+        "1",
+        "--threads",
+        "2",
+    ),
 }
 
 
@@ -68,6 +79,7 @@ class EngineSite:
             "DATABASE_URL": self.database.url,
             "REDIS_URL": self.redis.url,
             "CELERY_BROKER_URL": self.redis.url.replace("/0", "/1"),
+            "DRAMATIQ_REDIS_URL": self.redis.url.replace("/0", "/2"),
         }
 
     def start(self) -> None:
