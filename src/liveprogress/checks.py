@@ -256,6 +256,8 @@ def _name(application: Any) -> str:
 
 #: The settings that show a site runs another engine's workers (docs/engines.md).
 ENGINE_SETTINGS = {"CELERY_BROKER_URL": "Celery", "RQ_QUEUES": "RQ", "DRAMATIQ_BROKER": "Dramatiq"}
+#: The engines by the names their kinds carry (``celery:...``).
+ENGINE_LABELS = {"celery": "Celery", "rq": "RQ", "dramatiq": "Dramatiq", "tasks": "Django's Tasks"}
 
 
 def check_engines_layer(**kwargs: Any) -> list[CheckMessage]:
@@ -265,7 +267,9 @@ def check_engines_layer(**kwargs: Any) -> list[CheckMessage]:
     if not (isinstance(backend, type) and issubclass(backend, InMemoryChannelLayer)):
         return []
     engines = {label for name, label in ENGINE_SETTINGS.items() if getattr(settings, name, None)}
-    engines |= {kind.engine for kind in kinds().values() if kind.engine}
+    engines |= {
+        ENGINE_LABELS.get(kind.engine, kind.engine) for kind in kinds().values() if kind.engine
+    }
     if not engines:
         return []
     return [
