@@ -457,8 +457,10 @@ def watchjob(job_id: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 def test_watchjob_follows_a_job_that_another_process_runs(process_env):
     db_file, env = process_env
+    # ~5 s of work: the watcher (a Django process of its own) starts well before its end,
+    # even on a loaded machine.
     runner = manage(
-        "runjob", "demo.timer", "--param", "steps=10", "--param", "interval=0.2", env=env
+        "runjob", "demo.timer", "--param", "steps=10", "--param", "interval=0.5", env=env
     )
     try:
         job_id = wait_for_job(db_file, runner, "running")
