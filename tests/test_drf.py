@@ -108,6 +108,10 @@ async def test_a_visitor_starts_reads_lists_and_cancels_their_job(runtime):
     assert (await ended(visitor, state["id"]))["status"] == "cancelled"
     assert (await visitor.get(JOBS, {"status": "active"})).json() == []
 
+    # OPTIONS describes the start (REST framework's metadata, from its serializer).
+    described = (await visitor.options(JOBS)).json()["actions"]["POST"]
+    assert list(described) == ["kind", "params"]
+
     # Routed without a router, a start has no address to give: no Location.
     by_hand = await post(visitor, "/rest/by-hand/", timer_start())
     assert by_hand.status_code == 201 and "Location" not in by_hand

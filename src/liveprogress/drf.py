@@ -115,6 +115,8 @@ class StartJobSerializer(serializers.Serializer[JobHandle]):
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # Checked here so that is_valid() refuses before a session or a job is
+        # made; the start checks them again, as every start does.
         try:
             get_kind(attrs["kind"], public_only=True).validate(attrs["params"])
         except BadRequest as refusal:
@@ -166,7 +168,12 @@ class JobViewSet(JobAPIView, viewsets.GenericViewSet[Job]):
     filter_backends: list[type[BaseFilterBackend]] = []
 
     def get_serializer_class(self) -> type[serializers.BaseSerializer[Any]]:
-        return StartJobSerializer if self.action == "create" else JobStateSerializer
+        # REST framework's metadata (OPTIONS) asks for a POST's serializer by the
+        # method alone, not the action.
+        method = getattr(self.request, "method", None)
+        if self.action == "create" or (method == "POST" and not self.detail):
+            return StartJobSerializer
+        return JobStateSerializer
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         # Before authentication: checking a session's CSRF token parses the body,
