@@ -67,9 +67,10 @@ async def request_owner(request: HttpRequest, *, create: bool = True) -> str | N
 def as_request(who: Any) -> HttpRequest | None:
     """The Django request ``who`` is, or wraps; None for a user or an owner key.
 
-    Django REST framework's ``Request`` wraps one (as ``_request``, the name DRF
-    documents) and authenticates its own ``user``: read from the wrapper, the
-    owner of a client that signed in with a token is that token's user.
+    Django REST framework's ``Request`` wraps one (as ``_request``: DRF has no
+    public name for it) and authenticates its own ``user``: read from the
+    wrapper, the owner of a client that signed in with a token is that token's
+    user. Duck-typed: liveprogress never imports DRF outside ``liveprogress.drf``.
     """
     if isinstance(who, HttpRequest):
         return who
