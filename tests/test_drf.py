@@ -359,7 +359,7 @@ except ImportError as error:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """The REST framework site of tests/drf_site.py, paginated two states a page by
-    its settings (tests/drf_settings.py), with a user who signs in by password."""
+    its settings (tests/drf_settings.py), with a user ``api``."""
     db = tmp_path_factory.mktemp("drf") / "drf.sqlite3"
     env = {"DJANGO_SETTINGS_MODULE": "tests.drf_settings"}
     with DaphneServer(db, env, liveprogress={"MAX_ACTIVE_PER_ADDRESS": 50}) as running:
@@ -381,6 +381,21 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             check=True,
         )
         yield running
+
+
+@pytest.fixture(scope="module")
+def api_token(server: DaphneServer) -> str:
+    """The token the user ``api`` signs in with, made by REST framework's command."""
+    created = subprocess.run(  # noqa: S603
+        [sys.executable, "manage.py", "drf_create_token", "api"],
+        cwd=REPO_ROOT,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return created.stdout.split()[2]  # "Generated token KEY for user api"
 
 
 @pytest.mark.integration
@@ -413,7 +428,7 @@ async def test_over_daphne_a_drf_start_is_followed_on_the_socket(server):
 
 
 @pytest.mark.integration
-def test_over_daphne_the_list_pages_as_the_site_s_settings_say(server):
+def test_over_daphne_the_list_pages_as_the_site_s_settings_say(server, api_token):
     visitor = Visitor(server)
     visitor.visit()
     started = [visitor.post_json(JOBS, timer_start())[1]["id"] for _ in range(3)]
@@ -424,15 +439,17 @@ def test_over_daphne_the_list_pages_as_the_site_s_settings_say(server):
     status, second = visitor.get(f"{JOBS}?page=2")
     assert [each["id"] for each in second["results"]] == [started[0]]
 
-    # A client that signs in with its password: no cookie, its user's jobs.
+    # A client that signs in with a token: no cookie, no CSRF token, its user's jobs.
     client = Visitor(server)
-    body = json.dumps(timer_start()).encode()
-    headers = {**basic("api"), "Content-Type": "application/json"}
-    status, state = client.request("POST", JOBS, body, headers)
+    token = {"Authorization": f"Token {api_token}"}
+    body, as_json = json.dumps(timer_start()).encode(), {"Content-Type": "application/json"}
+    status, state = client.request("POST", JOBS, body, {**token, **as_json})
     assert status == 201, state
     assert client.cookie("sessionid") is None
-    status, mine = client.get(JOBS, headers=basic("api"))
+    status, mine = client.get(JOBS, headers=token)
     assert [each["id"] for each in mine["results"]] == [state["id"]]
+    status, cancelled = client.request("POST", f"{JOBS}{state['id']}/cancel/", None, token)
+    assert status in (200, 202), cancelled
     assert visitor.get(f"{JOBS}{state['id']}/")[0] == 404
 
     # REST framework's browsable API offers the start's form.
