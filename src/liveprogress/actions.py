@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db.models import QuerySet
 
 from . import conf
 from .cascade import end_children
@@ -149,11 +151,24 @@ async def log_lines(job: Job, after: int) -> tuple[list[dict[str, Any]], int]:
     return lines, job.log_dropped if job.log_dropped > after else 0
 
 
-async def list_jobs(owner: str, *, limit: int, active_only: bool = False) -> list[Job]:
-    """The caller's jobs, newest first, live where they run in this process."""
-    runtime = await get_runtime()
+def owner_jobs(owner: str, *, active_only: bool = False) -> QuerySet[Job]:
+    """The caller's jobs, newest first, as stored: a query to slice or paginate,
+    then to bring up to date with :func:`live_jobs`."""
     jobs = Job.objects.filter(owner=owner)
     if active_only:
         jobs = jobs.filter(status__in=ACTIVE_STATUSES)
-    found = [job async for job in jobs.order_by("-created_at")[:limit]]
-    return [runtime.runner.newest(job) for job in found]
+    return jobs.order_by("-created_at")
+
+
+async def live_jobs(jobs: Iterable[Job]) -> list[Job]:
+    """``jobs`` as they are now: live where they run in this process."""
+    runtime = await get_runtime()
+    return [runtime.runner.newest(job) for job in jobs]
+
+
+async def list_jobs(owner: str, *, limit: int, active_only: bool = False) -> list[Job]:
+    """The caller's jobs, newest first, live where they run in this process."""
+    # The runtime first: its start settles the jobs a dead process left running.
+    await get_runtime()
+    found = owner_jobs(owner, active_only=active_only)[:limit]
+    return await live_jobs([job async for job in found])

@@ -76,22 +76,30 @@ def api_view(*methods: str) -> Callable[[View], View]:
     return decorate
 
 
+def _too_large() -> TooLarge:
+    return TooLarge(f"Bodies may be at most {conf.get('MAX_FRAME_BYTES')} bytes")
+
+
+def refuse_large_body(request: HttpRequest) -> None:
+    """``TooLarge`` for a body declared longer than ``MAX_FRAME_BYTES``, before a
+    byte of it is read."""
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if not declared.isdecimal() or int(declared) > conf.get("MAX_FRAME_BYTES"):
+        raise _too_large()
+
+
 def _body(request: HttpRequest) -> dict[str, Any]:
-    limit = conf.get("MAX_FRAME_BYTES")
-    too_large = TooLarge(f"Bodies may be at most {limit} bytes")
     # The content type first: a form body may already be consumed (the CSRF check
     # reads request.POST), so request.body is only touched for JSON.
     if request.content_type != "application/json":
         raise BadRequest("Send the body as application/json")
-    declared = request.META.get("CONTENT_LENGTH") or "0"
-    if not declared.isdecimal() or int(declared) > limit:
-        raise too_large
+    refuse_large_body(request)
     try:
         raw = request.body
     except RequestDataTooBig:
-        raise too_large from None
-    if len(raw) > limit:
-        raise too_large
+        raise _too_large() from None
+    if len(raw) > conf.get("MAX_FRAME_BYTES"):
+        raise _too_large()
     return decode_object(raw or b"{}", "body")
 
 

@@ -15,7 +15,7 @@ from django.utils.functional import Promise
 
 from . import actions, bridge
 from .handles import JobHandle
-from .owner import astarter_of
+from .owner import as_request, astarter_of
 from .registry import JobFunction, JobKind, register
 from .runners import unrunnable_reason
 
@@ -46,21 +46,12 @@ class JobDefinition:
         """Start a job of this kind for ``owner`` and return its handle.
 
         ``owner``: a request (its logged-in user, else its session, created when
-        needed), a user, or an owner key such as ``"system:nightly"``. ``params``
+        needed; a REST framework request's user is the one its authentication
+        found), a user, or an owner key such as ``"system:nightly"``. ``params``
         are validated against the function's signature (``BadRequest`` if not).
         The per-owner and total caps apply as to any start (``LimitReached``).
         """
-        starter = await astarter_of(owner)
-        job = await actions.start_job(
-            starter.owner,
-            self.name,
-            params,
-            language=starter.language,
-            internal=True,
-            unrunnable=unrunnable_reason(owner),
-            address=starter.address,
-        )
-        return JobHandle.of(job)
+        return await astart_kind(owner, self.name, params)
 
     def start(self, owner: Any, /, **params: Any) -> JobHandle:
         """:meth:`astart` for sync code (a sync view, a management command).
@@ -69,6 +60,25 @@ class JobDefinition:
         in this process: call ``handle.wait()`` before the process exits.
         """
         return bridge.call(lambda: self.astart(owner, **params))
+
+
+async def astart_kind(
+    owner: Any, kind: Any, params: Any, *, public_only: bool = False
+) -> JobHandle:
+    """Start a job of the kind named ``kind`` for ``owner``, as
+    :meth:`JobDefinition.astart` does. With ``public_only`` (a client named the
+    kind) a kind clients may not start is refused as unknown."""
+    starter = await astarter_of(owner)
+    job = await actions.start_job(
+        starter.owner,
+        kind,
+        params,
+        language=starter.language,
+        internal=not public_only,
+        unrunnable=unrunnable_reason(as_request(owner) or owner),
+        address=starter.address,
+    )
+    return JobHandle.of(job)
 
 
 def job(

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest
@@ -63,11 +64,26 @@ async def request_owner(request: HttpRequest, *, create: bool = True) -> str | N
     return session_owner(session.session_key)
 
 
+def as_request(who: Any) -> HttpRequest | None:
+    """The Django request ``who`` is, or wraps; None for a user or an owner key.
+
+    Django REST framework's ``Request`` wraps one (as ``_request``: DRF has no
+    public name for it) and authenticates its own ``user``: read from the
+    wrapper, the owner of a client that signed in with a token is that token's
+    user. Duck-typed: liveprogress never imports DRF outside ``liveprogress.drf``.
+    """
+    if isinstance(who, HttpRequest):
+        return who
+    wrapped = getattr(who, "_request", None)
+    return wrapped if isinstance(wrapped, HttpRequest) else None
+
+
 def owner_of(who: Any) -> str:
     """The owner key for ``who``: a request (its user, else its session, created
     when needed), a user, or an owner key (returned as it is once checked)."""
-    if isinstance(who, HttpRequest):
-        return _request_owner_sync(who)
+    request = as_request(who)
+    if request is not None:
+        return _request_owner_sync(request, getattr(who, "user", None))
     return _named_owner(who)
 
 
@@ -77,6 +93,10 @@ async def aowner_of(who: Any) -> str:
         owner = await request_owner(who)
         assert owner is not None  # noqa: S101 (create=True always gives one)
         return owner
+    if as_request(who) is not None:
+        # A wrapper's user is its own authentication's (a token looked up in the
+        # database, say): read by sync code, in a thread.
+        return await sync_to_async(owner_of)(who)
     return _named_owner(who)
 
 
@@ -104,8 +124,9 @@ def _named_owner(who: Any) -> str:
 def existing_owner_of(who: Any) -> str | None:
     """:func:`owner_of` for looking up, not starting: a request whose visitor has no
     session owns nothing (None), and none is made for it."""
-    if isinstance(who, HttpRequest):
-        return _request_owner_sync(who, create=False)
+    request = as_request(who)
+    if request is not None:
+        return _request_owner_sync(request, getattr(who, "user", None), create=False)
     return _named_owner(who)
 
 
@@ -113,16 +134,21 @@ async def aexisting_owner_of(who: Any) -> str | None:
     """:func:`existing_owner_of` for async code."""
     if isinstance(who, HttpRequest):
         return await request_owner(who, create=False)
+    if as_request(who) is not None:
+        return await sync_to_async(existing_owner_of)(who)
     return _named_owner(who)
 
 
 @overload
-def _request_owner_sync(request: HttpRequest, *, create: Literal[True] = True) -> str: ...
+def _request_owner_sync(
+    request: HttpRequest, user: Any, *, create: Literal[True] = True
+) -> str: ...
 @overload
-def _request_owner_sync(request: HttpRequest, *, create: bool) -> str | None: ...
-def _request_owner_sync(request: HttpRequest, *, create: bool = True) -> str | None:
-    """:func:`request_owner` for sync code: same steps, sync calls."""
-    owner = user_owner(getattr(request, "user", None))
+def _request_owner_sync(request: HttpRequest, user: Any, *, create: bool) -> str | None: ...
+def _request_owner_sync(request: HttpRequest, user: Any, *, create: bool = True) -> str | None:
+    """:func:`request_owner` for sync code: same steps, sync calls. ``user``: the
+    request's, or its wrapper's (which authenticates its own)."""
+    owner = user_owner(user)
     if owner is not None:
         return owner
     session = request.session
@@ -236,7 +262,8 @@ class Starter:
 async def astarter_of(who: Any) -> Starter:
     """The :class:`Starter` for ``who``, as :func:`aowner_of` takes it; a request
     gives its language and address, anything else the active language."""
-    if isinstance(who, HttpRequest):
-        language = getattr(who, "LANGUAGE_CODE", "")
-        return Starter(await aowner_of(who), language, request_address(who))
+    request = as_request(who)
+    if request is not None:
+        language = getattr(request, "LANGUAGE_CODE", "")
+        return Starter(await aowner_of(who), language, request_address(request))
     return Starter(_named_owner(who), translation.get_language() or "", "")
