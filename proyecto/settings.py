@@ -20,6 +20,8 @@ Scale-out, each optional (docs/scaling.md):
 Other engines, each optional: the demo runs its timed process on each one set up
 (docs/engines.md):
 - CELERY_BROKER_URL: Celery, with this broker (`celery -A proyecto worker`).
+- RQ_REDIS_URL: RQ, django-rq's default queue on this Redis (`manage.py rqworker
+  --with-scheduler`).
 - DRAMATIQ_REDIS_URL: Dramatiq, with this Redis as its broker (`dramatiq proyecto.dramatiq
   proyecto.demo.engines.dramatiq_tasks`; needs `pip install "dramatiq[redis]"`).
 """
@@ -177,6 +179,10 @@ if os.environ.get("CELERY_BROKER_URL"):
     CELERY_TASK_IGNORE_RESULT = True
     CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
     DEMO_ENGINES.append("celery")
+if os.environ.get("RQ_REDIS_URL"):
+    INSTALLED_APPS += ["django_rq"]
+    RQ_QUEUES = {"default": {"URL": os.environ["RQ_REDIS_URL"]}}
+    DEMO_ENGINES.append("rq")
 if os.environ.get("DRAMATIQ_REDIS_URL"):
     # Read by proyecto/dramatiq.py, which sets the broker up.
     DRAMATIQ_REDIS_URL = os.environ["DRAMATIQ_REDIS_URL"]

@@ -105,7 +105,9 @@ class Worker:
     ``manage.py db_worker`` (django-tasks-db's worker, running liveprogress jobs).
 
     It leads a process group of its own: :meth:`kill` is SIGKILL to the whole group
-    (a worker's children too, as when its machine dies), :meth:`stop` SIGTERM to it.
+    and to the children that left it (RQ's work horse leads a group of its own), as
+    when its machine dies; :meth:`stop` SIGTERM to the group (RQ's worker waits for
+    its horse).
     """
 
     #: The command of django-tasks-db's worker.
@@ -142,8 +144,12 @@ class Worker:
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            strays = descendants(self.process.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
+            for pid in strays:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.process.wait(timeout=STOP_TIMEOUT)
 
     def stop(self) -> None:
@@ -162,3 +168,22 @@ class Worker:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes under ``pid``, at any depth, read from Linux's /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The fields after the command, which is in parentheses: state, parent.
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found: list[int] = []
+    waiting = [pid]
+    while waiting:
+        below = children.get(waiting.pop(), [])
+        found += below
+        waiting += below
+    return found

@@ -21,6 +21,7 @@ from liveprogress import Progress
 #: first part of its jobs' kind): its label, and the module of its timer task.
 ENGINES = {
     "celery": ("Celery", "proyecto.demo.engines.celery_tasks"),
+    "rq": ("RQ", "proyecto.demo.engines.rq_tasks"),
     "dramatiq": ("Dramatiq", "proyecto.demo.engines.dramatiq_tasks"),
 }
 
