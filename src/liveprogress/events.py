@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -35,10 +36,11 @@ from django.http.response import HttpResponseBase
 from . import actions, conf
 from .api import api_view, existing_owner
 from .exceptions import Forbidden, LimitReached
-from .hub import Outbox
+from .hub import Hub, Outbox
 from .models import TERMINAL_STATUSES
 from .owner import request_owner
 from .runtime import get_runtime
+from .state import JobState
 from .watching import follow_job, follow_owner, parse_after
 
 #: A comment line this often keeps proxies from closing an idle stream.
@@ -103,19 +105,30 @@ class _Position:
         return str(self.state) if self.log is None else f"{self.state}-{self.log}"
 
 
+#: The line ends of Server-Sent Events, and only those (str.splitlines knows more).
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def _sse(event: str, data: str, event_id: str | None = None) -> str:
+    """One event: each line of ``data`` a ``data:`` line (the browser joins them
+    back with newlines)."""
+    lines = [] if event_id is None else [f"id: {event_id}"]
+    lines.append(f"event: {event}")
+    lines += [f"data: {line}" for line in _LINE_END.split(data)]
+    return "\n".join(lines) + "\n\n"
+
+
 def _event(frame: str, position: _Position | None) -> tuple[str, dict[str, Any]]:
     """One SSE event for a frame, and the frame parsed."""
     parsed = json.loads(frame)
-    lines = [f"event: {parsed.get('type', 'message')}"]
     event_id = position.event_id(parsed) if position is not None else None
-    if event_id is not None:
-        lines.insert(0, f"id: {event_id}")
-    # The frame is compact JSON: one line, no newline to split on.
-    lines.append(f"data: {frame}")
-    return "\n".join(lines) + "\n\n", parsed
+    # The frame is compact JSON: one line.
+    return _sse(parsed.get("type", "message"), frame, event_id), parsed
 
 
 Step = Callable[[Outbox], Awaitable[Any]]
+#: An outbox frame as its SSE event's text ("": none), and the frame parsed.
+EventFormat = Callable[[str], tuple[str, dict[str, Any]]]
 
 
 async def _stream(
@@ -123,11 +136,13 @@ async def _stream(
     begin: Step,
     end: Step,
     until_final_of: str | None,
-    position: _Position | None = None,
+    format_event: EventFormat,
+    after_final: Callable[[JobState], str] | None = None,
 ) -> AsyncIterator[str]:
     """The stream's events. Nothing is taken (a stream's place, an outbox on the hub)
     until the response starts to send them: a client gone before that (Django then
-    never starts the stream) leaves nothing behind."""
+    never starts the stream) leaves nothing behind. ``after_final`` gives the last
+    event, sent after the final state of ``until_final_of``."""
     feed = _Feed()
     _take_stream(owner)
     try:
@@ -142,21 +157,27 @@ async def _stream(
             except TimeoutError:
                 yield ": keepalive\n\n"
                 continue
-            text, parsed = _event(frame, position)
-            yield text
+            text, parsed = format_event(frame)
+            if text:
+                yield text
             if (
                 until_final_of is not None
                 and parsed.get("type") == "job"
                 and parsed["job"]["id"] == until_final_of
                 and parsed["job"]["status"] in TERMINAL_STATUSES
             ):
+                final: JobState = parsed["job"]
                 # What is already queued (the last log lines) goes out, then the end.
                 while feed.outbox.busy or not feed.frames.empty():
                     try:
                         frame = await asyncio.wait_for(feed.frames.get(), 1.0)
                     except TimeoutError:
                         break
-                    yield _event(frame, position)[0]
+                    text = format_event(frame)[0]
+                    if text:
+                        yield text
+                if after_final is not None:
+                    yield after_final(final)
                 return
     finally:
         # The client went away (Django cancels the response) or the job ended.
@@ -211,7 +232,16 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
     if request.method == "HEAD":
         return _head()
     _check_stream_room(owner)
-    hub = (await get_runtime()).hub
+    begin, end = _following_job((await get_runtime()).hub, owner, job_id, after, log_after)
+    position = _Position(after, log_after)
+    return _response(_stream(owner, begin, end, job_id, lambda frame: _event(frame, position)))
+
+
+def _following_job(
+    hub: Hub, owner: str, job_id: str, after: int | None, log_after: int | None
+) -> tuple[Step, Step]:
+    """A per-job stream's first and last steps: follow the job on the outbox (its
+    snapshot, with ``log_after`` its log), then leave it."""
 
     async def begin(outbox: Outbox) -> None:
         async def join(job: str) -> None:
@@ -222,7 +252,7 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
     async def end(outbox: Outbox) -> None:
         await hub.unwatch_job(job_id, outbox)
 
-    return _response(_stream(owner, begin, end, job_id, _Position(after, log_after)))
+    return begin, end
 
 
 @api_view("GET")
@@ -242,4 +272,4 @@ async def owner_events(request: HttpRequest) -> HttpResponseBase:
     async def end(outbox: Outbox) -> None:
         await hub.detach(outbox, (), owner)
 
-    return _response(_stream(owner, begin, end, None))
+    return _response(_stream(owner, begin, end, None, lambda frame: _event(frame, None)))

@@ -31,11 +31,10 @@ from django.templatetags.static import static
 from django.urls import reverse
 from django.utils.html import format_html
 
-from ..exceptions import RequestError
+from ..fragments import bar_context
 from ..handles import JobHandle
-from ..models import Job, Status
+from ..models import Job
 from ..owner import session_owner, user_owner
-from ..registry import get_kind
 from ..state import JobState, job_state
 
 register = template.Library()
@@ -61,19 +60,11 @@ def liveprogress_assets(autowire: bool = True) -> str:
     )
 
 
-def kind_title(kind: str) -> str:
-    """A kind's human title, or its name when it is not registered here."""
-    try:
-        return str(get_kind(kind).title)
-    except RequestError:
-        return kind
-
-
 #: The context variable a view may set to the viewer's owner key.
 VIEWER = "liveprogress_viewer"
 
 
-def _viewer(context: Context) -> str | None:
+def _viewer(context: Context, tag: str) -> str | None:
     """The owner key of whoever the page is rendered for (None: nobody's)."""
     if VIEWER in context:
         viewer = context[VIEWER]
@@ -82,7 +73,7 @@ def _viewer(context: Context) -> str | None:
     request = context.get("request")
     if request is None:
         raise ImproperlyConfigured(
-            "{% liveprogress_bar %} needs the request in the template context (the "
+            f"{{% {tag} %}} needs the request in the template context (the "
             "'django.template.context_processors.request' context processor) or "
             f"the viewer's owner key as {VIEWER!r}"
         )
@@ -90,11 +81,23 @@ def _viewer(context: Context) -> str | None:
         owner = user_owner(getattr(request, "user", None))
     except SynchronousOnlyOperation:
         raise ImproperlyConfigured(
-            "{% liveprogress_bar %} in an async view: pass the viewer in the context, "
+            f"{{% {tag} %}} in an async view: pass the viewer in the context, "
             f"{{{VIEWER!r}: await liveprogress.aowner_of(request)}}"
         ) from None
     session = getattr(request, "session", None)
     return owner or session_owner(session.session_key if session is not None else None)
+
+
+def _viewers_state(context: Context, job: Job | JobHandle, tag: str) -> JobState | None:
+    """The state of ``job`` if the viewer owns it; None for someone else's job, of
+    which nothing is shown (as the API answers not_found)."""
+    if isinstance(job, Job):
+        state, owner = job_state(job), job.owner
+    elif isinstance(job, JobHandle):
+        state, owner = job.state, job.owner
+    else:
+        raise TypeError(f"{{% {tag} %}} takes a Job or a JobHandle, not {type(job).__name__}")
+    return state if owner == _viewer(context, tag) else None
 
 
 @register.simple_tag(takes_context=True)
@@ -104,30 +107,7 @@ def liveprogress_bar(context: Context, job: Job | JobHandle | None, cancel: bool
     new rows)."""
     if job is None:
         return render_to_string("liveprogress/bar.html", {"state": None, "cancel": cancel})
-    if isinstance(job, Job):
-        state: JobState = job_state(job)
-        owner = job.owner
-    elif isinstance(job, JobHandle):
-        state, owner = job.state, job.owner
-    else:
-        raise TypeError(
-            f"{{% liveprogress_bar %}} takes a Job or a JobHandle, not {type(job).__name__}"
-        )
-    if owner != _viewer(context):
-        # Someone else's job: nothing of it, as the API answers not_found.
+    state = _viewers_state(context, job, "liveprogress_bar")
+    if state is None:
         return ""
-    percent = state["percent"]
-    return render_to_string(
-        "liveprogress/bar.html",
-        {
-            "state": state,
-            "cancel": cancel,
-            "title": kind_title(state["kind"]),
-            "status_label": Status(state["status"]).label,
-            "percent": percent,
-            # Whole percent, rounded down as the script does: 100 only when done.
-            "whole": None if percent is None else int(percent),
-            "width": 100 if percent is None else percent,
-            "is_active": state["status"] in (Status.QUEUED, Status.RUNNING),
-        },
-    )
+    return render_to_string("liveprogress/bar.html", bar_context(state, cancel=cancel))
