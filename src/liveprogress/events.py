@@ -15,6 +15,11 @@ reader skips superseded states and always gets the final one):
   resumes both without a gap or a repeat.
 - ``GET /api/jobs/events/``: every job of the caller, as ``watch_mine`` on the
   socket: first ``event: watching`` (recent and active jobs), then every state.
+- ``GET /api/jobs/<id>/fragments/``: one job for htmx's SSE extension
+  (``{% liveprogress_htmx_bar %}``): ``event: job`` with the bar as HTML for each
+  state, then ``event: end`` with how it ended, in words (what ``sse-close``
+  waits for), and the stream ends. Each event is the whole bar, so it needs no
+  ids: a reconnect starts again from the job's state then.
 
 Errors before the stream starts are the API's JSON errors with their status.
 """
@@ -26,16 +31,20 @@ import json
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import lru_cache
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.utils import translation
+from django.utils.html import escape
 
 from . import actions, conf
 from .api import api_view, existing_owner
-from .exceptions import Forbidden, LimitReached
+from .exceptions import BadRequest, Forbidden, LimitReached
+from .fragments import htmx_bar, outcome
 from .hub import Hub, Outbox
 from .models import TERMINAL_STATUSES
 from .owner import request_owner
@@ -124,6 +133,35 @@ def _event(frame: str, position: _Position | None) -> tuple[str, dict[str, Any]]
     event_id = position.event_id(parsed) if position is not None else None
     # The frame is compact JSON: one line.
     return _sse(parsed.get("type", "message"), frame, event_id), parsed
+
+
+class _Fragments:
+    """A fragment stream's events: each state as the htmx bar, in the language of
+    the request that opened the stream."""
+
+    def __init__(self, language: str | None, cancel: bool) -> None:
+        self.language = language
+        self.cancel = cancel
+
+    def event(self, frame: str) -> tuple[str, dict[str, Any]]:
+        parsed = json.loads(frame)
+        if parsed.get("type") != "job":
+            return "", parsed
+        return _bar_event(frame, self.language, self.cancel), parsed
+
+    def end(self, state: JobState) -> str:
+        with translation.override(self.language):
+            # Swapped in as HTML: the sentence holds the job's error text.
+            return _sse("end", escape(outcome(state)))
+
+
+@lru_cache(maxsize=128)
+def _bar_event(frame: str, language: str | None, cancel: bool) -> str:
+    """The bar event of a state frame. Rendering a bar costs ~20 times what its JSON
+    event does, and the hub hands every stream of a job the same frame text: its
+    watchers share one rendering (per language) instead of each making its own."""
+    with translation.override(language):
+        return _sse("job", htmx_bar(json.loads(frame)["job"], cancel=cancel))
 
 
 Step = Callable[[Outbox], Awaitable[Any]]
@@ -235,6 +273,25 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
     begin, end = _following_job((await get_runtime()).hub, owner, job_id, after, log_after)
     position = _Position(after, log_after)
     return _response(_stream(owner, begin, end, job_id, lambda frame: _event(frame, position)))
+
+
+@api_view("GET")
+async def job_fragments(request: HttpRequest, job_id: str) -> HttpResponseBase:
+    """One job's bar as HTML for htmx's SSE extension, for each state until its
+    final one, then how it ended. ``?cancel=0`` leaves the Cancel button out."""
+    job_id = actions.parse_job_id(job_id)
+    owner = await existing_owner(request)
+    cancel = request.GET.get("cancel", "1")
+    if cancel not in ("0", "1"):
+        raise BadRequest("cancel must be 0 or 1", field="cancel")
+    # A stranger's job answers as a missing one, before any stream starts.
+    await actions.get_job(owner, job_id)
+    if request.method == "HEAD":
+        return _head()
+    _check_stream_room(owner)
+    begin, end = _following_job((await get_runtime()).hub, owner, job_id, None, None)
+    fragments = _Fragments(translation.get_language(), cancel == "1")
+    return _response(_stream(owner, begin, end, job_id, fragments.event, fragments.end))
 
 
 def _following_job(

@@ -12,6 +12,11 @@ client (liveprogress-client.js) and the widgets (liveprogress-widgets.js, with
 title, status, percent, message, elapsed time and ETA, and a Cancel button
 while it runs (``cancel=False`` leaves it out).
 
+A site that uses htmx needs none of the scripts: ``liveprogress_htmx_assets``
+links the stylesheet, htmx and its SSE extension (as django-htmx serves them),
+and ``liveprogress_htmx_bar`` renders a bar that htmx keeps live from the job's
+fragment stream, HTML rendered on the server.
+
 A bar renders only for its job's owner: the viewer is the request's (its user,
 else its session; none is created), and a job that is not the viewer's renders
 nothing. An async view passes the viewer in the context,
@@ -21,9 +26,11 @@ can't be read from async code.
 
 from __future__ import annotations
 
+import json
 import time
 
 from django import template
+from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured, SynchronousOnlyOperation
 from django.template.context import Context
 from django.template.loader import render_to_string
@@ -31,11 +38,11 @@ from django.templatetags.static import static
 from django.urls import reverse
 from django.utils.html import format_html
 
-from ..fragments import bar_context
+from ..fragments import bar_context, htmx_bar, outcome
 from ..handles import JobHandle
 from ..models import Job
 from ..owner import session_owner, user_owner
-from ..state import JobState, job_state
+from ..state import JobState, is_terminal, job_state
 
 register = template.Library()
 
@@ -111,3 +118,66 @@ def liveprogress_bar(context: Context, job: Job | JobHandle | None, cancel: bool
     if state is None:
         return ""
     return render_to_string("liveprogress/bar.html", bar_context(state, cancel=cancel))
+
+
+@register.simple_tag(takes_context=True)
+def liveprogress_htmx_assets(context: Context) -> str:
+    """The stylesheet, then htmx and its SSE extension: the files django-htmx ships
+    (self-hosted, no CDN), with the page's CSP nonce when it has one."""
+    try:
+        from django_htmx.jinja import htmx_script
+    except ImportError:
+        raise ImproperlyConfigured(
+            "{% liveprogress_htmx_assets %} serves htmx from django-htmx, which is not "
+            "installed: pip install 'django-liveprogress[htmx]'"
+        ) from None
+    if not apps.is_installed("django_htmx"):
+        raise ImproperlyConfigured(
+            "{% liveprogress_htmx_assets %} serves htmx from django-htmx's static files: "
+            "add 'django_htmx' to INSTALLED_APPS"
+        )
+    return format_html(
+        '<link rel="stylesheet" href="{}">\n{}',
+        static("liveprogress/liveprogress.css"),
+        htmx_script(extensions=["hx-sse"], nonce=context.get("csp_nonce")),
+    )
+
+
+@register.simple_tag(takes_context=True)
+def liveprogress_htmx_bar(context: Context, job: Job | JobHandle, cancel: bool = True) -> str:
+    """A bar for ``job`` that htmx keeps live (no script of liveprogress's), shown
+    only to its owner: rendered here, then swapped for each new state the job's
+    fragment stream sends, until the final one. An ended job's bar opens no stream.
+
+    Its Cancel button posts with the page's CSRF token (``cancel=False`` leaves
+    it out).
+    """
+    state = _viewers_state(context, job, "liveprogress_htmx_bar")
+    if state is None:
+        return ""
+    stream_url = headers = ""
+    if not is_terminal(state):
+        stream_url = reverse("liveprogress:job-fragments", args=[state["id"]])
+        if cancel:
+            headers = json.dumps({"X-CSRFToken": str(_csrf_token(context))})
+        else:
+            stream_url += "?cancel=0"
+    return render_to_string(
+        "liveprogress/htmx/live_bar.html",
+        {
+            "stream_url": stream_url,
+            "headers": headers,
+            "bar": htmx_bar(state, cancel=cancel),
+            "outcome": outcome(state),
+        },
+    )
+
+
+def _csrf_token(context: Context) -> object:
+    token = context.get("csrf_token")
+    if token is None:
+        raise ImproperlyConfigured(
+            "{% liveprogress_htmx_bar %} needs the CSRF token for its Cancel button: "
+            "render the template with the request (render(request, ...)), or pass cancel=False"
+        )
+    return token
