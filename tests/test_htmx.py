@@ -2,7 +2,8 @@
 
 The tags' HTML in-process; the fragment stream against a real Daphne (the same
 guarantees as the JSON streams: the owner's only, the final state always, then
-the event that closes it).
+the event that closes it); and in Debian's headless Chromium, the demo's
+``/htmx/`` page, which runs no script but htmx's, filling live.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from liveprogress.owner import session_owner
 from liveprogress.state import encode, job_state, state_frame
 
 from .servers import DaphneServer, EventStream, Visitor
+
+WAIT_MS = 30_000
 
 
 def render(source: str, **context: object) -> str:
@@ -301,3 +304,145 @@ async def test_fragment_streams_count_toward_the_owner_s_stream_cap(runtime, set
     assert _open_streams[owner] == 1
     assert (await client.get(f"/api/jobs/{long.id}/fragments/")).status_code == 200
     await actions.cancel_job(owner, str(long.id))
+
+
+# -- the demo's page ------------------------------------------------------------------
+
+
+async def test_the_demo_s_htmx_page_follows_the_visitor_s_timer_and_starts_another(runtime):
+    client = AsyncClient(headers={"Accept-Language": "en"})
+    page = (await client.get("/htmx/?steps=50&interval=0.1")).content.decode()
+    followed = re.search(r'sse-connect="/api/jobs/([0-9a-f-]+)/fragments/"', page)
+    assert followed is not None and 'name="steps" value="50"' in page
+    # A reload follows the same job; it doesn't start another.
+    assert (
+        f"/api/jobs/{followed.group(1)}/fragments/" in (await client.get("/htmx/")).content.decode()
+    )
+
+    # The form posts: a new job, then the page (post, redirect, get) follows it.
+    posted = await client.post("/htmx/", {"steps": "40", "interval": "0.1"})
+    assert posted.status_code == 302 and posted["Location"] == "/htmx/"
+    page = (await client.get("/htmx/")).content.decode()
+    newer = re.search(r'sse-connect="/api/jobs/([0-9a-f-]+)/fragments/"', page)
+    assert newer is not None and newer.group(1) != followed.group(1)
+    owner = session_owner(client.cookies["sessionid"].value)
+    assert (await actions.get_job(owner, newer.group(1))).total == 40
+    # A value out of bounds is refused on the page, beside the job it follows.
+    refused = await client.post("/htmx/", {"steps": "0", "interval": "0.1"})
+    assert refused.status_code == 400
+    assert re.search(r'<p class="lp-refused" role="alert">[^<]*steps', refused.content.decode())
+    assert f"/api/jobs/{newer.group(1)}/fragments/" in refused.content.decode()
+    for job_id in (followed.group(1), newer.group(1)):
+        await actions.cancel_job(owner, job_id)
+
+
+# -- the demo's page, in a browser -------------------------------------------------------
+
+# Records every value the htmx bar shows, from the first one on (the test's own
+# instrument: the page itself runs no script but htmx's).
+RECORD_HTMX_BAR = """
+window.__bar = [];
+window.__streams = 0;
+const RealEventSource = window.EventSource;
+window.EventSource = function (...args) {
+  window.__streams += 1;
+  return new RealEventSource(...args);
+};
+Object.assign(window.EventSource, {CONNECTING: 0, OPEN: 1, CLOSED: 2});
+document.addEventListener("DOMContentLoaded", () => {
+  const root = document.querySelector(".lp-htmx");
+  if (!root) return;
+  const note = () => {
+    const job = root.querySelector(".lp-job");
+    const bar = root.querySelector(".lp-bar");
+    window.__bar.push({status: job.dataset.status,
+      value: bar.hasAttribute("aria-valuenow") ? Number(bar.getAttribute("aria-valuenow")) : null,
+      message: root.querySelector(".lp-message").textContent});
+  };
+  note();
+  new MutationObserver(note).observe(root, {childList: true, subtree: true});
+});
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.browser
+@pytest.mark.parametrize(
+    ("locale", "progress_text", "done_text", "done_outcome", "nav_label"),
+    [
+        ("es-ES", r"Progreso: \d+%", "¡Proceso completado!", "Completado.", "Con htmx"),
+        ("en-US", r"Progress: \d+%", "Process completed!", "Completed.", "With htmx"),
+    ],
+    ids=["es", "en"],
+)
+def test_a_page_of_htmx_attributes_only_fills_live_to_the_end(
+    browser, server, locale, progress_text, done_text, done_outcome, nav_label
+):
+    pytest.importorskip("playwright.sync_api")
+    context = browser.new_context(locale=locale, viewport={"width": 390, "height": 844})
+    context.add_init_script(RECORD_HTMX_BAR)
+    page = context.new_page()
+    fragment_requests: list[str] = []
+    page.on("request", lambda request: fragment_requests.append(request.url))
+    page.goto(server.url("/htmx/?steps=6&interval=0.4"))
+    assert page.get_attribute("html", "lang") == locale[:2]
+    assert page.get_attribute('.lp-nav a[aria-current="page"]', "href") == "/htmx/"
+    assert page.inner_text('.lp-nav a[aria-current="page"]') == nav_label
+    # No script but htmx and its SSE extension, both served by the site.
+    scripts = page.eval_on_selector_all("script", "nodes => nodes.map(n => n.src)")
+    assert scripts == [
+        server.url("/static/django_htmx/htmx-2.min.js"),
+        server.url("/static/django_htmx/ext/hx-sse-2.min.js"),
+    ]
+
+    page.wait_for_selector('.lp-htmx .lp-job[data-status="succeeded"]', timeout=WAIT_MS)
+    bar = page.locator(".lp-htmx .lp-bar")
+    assert bar.get_attribute("role") == "progressbar"
+    assert bar.get_attribute("aria-valuenow") == "100"
+    assert page.inner_text(".lp-htmx .lp-message") == done_text
+    assert page.inner_text(".lp-htmx .lp-outcome") == done_outcome
+    assert not page.is_visible(".lp-htmx .lp-cancel")
+    history = page.evaluate("window.__bar")
+    values = [entry["value"] for entry in history if entry["value"] is not None]
+    assert values == sorted(values), values
+    # It arrived step by step, not only at the end.
+    assert len({value for value in values if 0 < value < 100}) >= 2, history
+    running = [e["message"] for e in history if e["status"] == "running" and e["value"]]
+    assert running and all(re.fullmatch(progress_text, text) for text in running), running
+    # sse-close: the end closed the stream, and nothing opens another.
+    page.wait_for_timeout(1500)
+    assert page.evaluate("window.__streams") == 1
+    assert len([url for url in fragment_requests if "/fragments/" in url]) == 1
+    context.close()
+
+
+@pytest.mark.integration
+@pytest.mark.browser
+def test_the_htmx_bar_s_cancel_button_cancels_the_job(browser, server):
+    context = browser.new_context(locale="en-US")
+    page = context.new_page()
+    page.goto(server.url("/htmx/?steps=200&interval=0.2"))
+    page.wait_for_function(
+        "Number(document.querySelector('.lp-htmx .lp-bar').getAttribute('aria-valuenow')) > 0",
+        timeout=WAIT_MS,
+    )
+    job_id = re.search(r"/api/jobs/([0-9a-f-]+)/", page.get_attribute(".lp-htmx", "sse-connect"))
+    assert job_id is not None
+    page.click(".lp-htmx .lp-cancel")
+    page.wait_for_selector('.lp-htmx .lp-job[data-status="cancelled"]', timeout=WAIT_MS)
+    assert page.inner_text(".lp-htmx .lp-outcome") == "Cancelled: it was stopped on request."
+    response = context.request.get(server.url(f"/api/jobs/{job_id.group(1)}/"))
+    assert response.json()["status"] == "cancelled"
+
+    # The form starts another (post, redirect, get), which the page then follows.
+    page.fill("input[name=steps]", "3")
+    page.fill("input[name=interval]", "0.2")
+    page.click("#lp-htmx-demo button[type=submit]")
+    page.wait_for_selector('.lp-htmx .lp-job[data-status="succeeded"]', timeout=WAIT_MS)
+    assert page.url == server.url("/htmx/")
+    listed = context.request.get(server.url("/api/jobs/")).json()["jobs"]
+    assert [(job["id"] == job_id.group(1), job["status"]) for job in listed] == [
+        (False, "succeeded"),
+        (True, "cancelled"),
+    ]
+    context.close()
