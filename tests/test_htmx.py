@@ -125,7 +125,14 @@ def test_the_htmx_assets_are_the_stylesheet_htmx_and_its_sse_extension_served_he
     assert nonced.count('nonce="n0nce"') == 2
 
 
-def test_the_htmx_assets_say_when_django_htmx_is_missing(db, settings):
+def test_the_htmx_assets_say_what_django_htmx_they_need(db, settings, monkeypatch):
+    from django_htmx import jinja
+
+    # A django-htmx before 1.29 ships no SSE extension.
+    with monkeypatch.context() as patched:
+        patched.delattr(jinja, "EXTENSIONS")
+        with pytest.raises(ImproperlyConfigured, match=r"pip install 'django-htmx>=1.29'"):
+            render("{% liveprogress_htmx_assets %}")
     settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django_htmx"]
     with pytest.raises(ImproperlyConfigured, match="add 'django_htmx' to INSTALLED_APPS"):
         render("{% liveprogress_htmx_assets %}")

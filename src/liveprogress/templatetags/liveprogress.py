@@ -125,12 +125,18 @@ def liveprogress_htmx_assets(context: Context) -> str:
     """The stylesheet, then htmx and its SSE extension: the files django-htmx ships
     (self-hosted, no CDN), with the page's CSP nonce when it has one."""
     try:
-        from django_htmx.jinja import htmx_script
+        from django_htmx import jinja as django_htmx
     except ImportError:
         raise ImproperlyConfigured(
             "{% liveprogress_htmx_assets %} serves htmx from django-htmx, which is not "
             "installed: pip install 'django-liveprogress[htmx]'"
         ) from None
+    # Feature, not version: the extensions table came with the SSE extension (1.29).
+    if "hx-sse" not in getattr(django_htmx, "EXTENSIONS", {}):
+        raise ImproperlyConfigured(
+            "{% liveprogress_htmx_assets %} needs htmx's SSE extension, which django-htmx "
+            "ships from version 1.29 on: pip install 'django-htmx>=1.29'"
+        )
     if not apps.is_installed("django_htmx"):
         raise ImproperlyConfigured(
             "{% liveprogress_htmx_assets %} serves htmx from django-htmx's static files: "
@@ -139,7 +145,7 @@ def liveprogress_htmx_assets(context: Context) -> str:
     return format_html(
         '<link rel="stylesheet" href="{}">\n{}',
         static("liveprogress/liveprogress.css"),
-        htmx_script(extensions=["hx-sse"], nonce=context.get("csp_nonce")),
+        django_htmx.htmx_script(extensions=["hx-sse"], nonce=context.get("csp_nonce")),
     )
 
 
