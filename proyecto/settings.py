@@ -74,6 +74,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # htmx and its SSE extension, for the /htmx/ page ({% liveprogress_htmx_assets %}).
+    "django_htmx",
     # Before liveprogress: its templates override liveprogress's navigation.
     "proyecto.demo",
     "liveprogress",

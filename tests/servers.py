@@ -420,17 +420,22 @@ class Visitor:
     # -- Server-Sent Events --------------------------------------------------------
 
     def events(
-        self, path: str, headers: Mapping[str, str] | None = None, timeout: float = 10
+        self,
+        path: str,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10,
+        parse: Callable[[str], Any] = json.loads,
     ) -> EventStream:
         """Open an event stream (``with visitor.events(path) as stream:``) with this
-        visitor's cookies; every read waits at most ``timeout`` seconds."""
+        visitor's cookies; every read waits at most ``timeout`` seconds. ``parse``
+        reads each event's data (``str``: as it came, e.g. HTML)."""
         all_headers = {"Accept": "text/event-stream"}
         if self.cookie_header():
             all_headers["Cookie"] = self.cookie_header()
         if self.language:
             all_headers["Accept-Language"] = self.language
         all_headers.update(headers or {})
-        return EventStream(self.server, path, all_headers, timeout)
+        return EventStream(self.server, path, all_headers, timeout, parse)
 
     # -- WebSocket -----------------------------------------------------------------
 
@@ -469,14 +474,20 @@ class EventStream:
     """One ``text/event-stream`` response, read event by event (a real HTTP client).
 
     ``status``, ``headers`` and, for a response that is not a stream, ``json``;
-    ``next_event()`` answers ``{"event", "id", "data"}`` (data parsed as JSON),
+    ``next_event()`` answers ``{"event", "id", "data"}`` (data read by ``parse``),
     or None once the server has ended the stream. Comments and ``retry:`` lines
     are kept in ``comments``/``retry``.
     """
 
     def __init__(
-        self, server: DaphneServer, path: str, headers: Mapping[str, str], timeout: float
+        self,
+        server: DaphneServer,
+        path: str,
+        headers: Mapping[str, str],
+        timeout: float,
+        parse: Callable[[str], Any] = json.loads,
     ) -> None:
+        self.parse = parse
         self.connection = http.client.HTTPConnection(HOST, server.port, timeout=timeout)
         self.connection.request("GET", path, headers=dict(headers))
         self.response = self.connection.getresponse()
@@ -508,7 +519,7 @@ class EventStream:
             line = raw.decode("utf-8").rstrip("\r\n")
             if not line:
                 if data:
-                    event["data"] = json.loads("\n".join(data))
+                    event["data"] = self.parse("\n".join(data))
                     return event
                 continue
             field, _, value = line.partition(":")

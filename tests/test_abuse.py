@@ -64,7 +64,9 @@ def raw_exchange(server: DaphneServer, requests: bytes, wait: float = 2.0) -> by
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("path", ["/api/jobs/events/", "/api/jobs/{job}/events/"])
+@pytest.mark.parametrize(
+    "path", ["/api/jobs/events/", "/api/jobs/{job}/events/", "/api/jobs/{job}/fragments/"]
+)
 def test_head_on_a_stream_sends_headers_only_and_the_next_request_is_answered(server, path):
     """A HEAD answered with a stream's body desyncs a keep-alive connection: the next
     response read would be event data."""

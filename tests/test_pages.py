@@ -214,7 +214,7 @@ def test_the_assets_tag_serves_everything_from_the_site_itself(db):
     assert re.search(r'<meta name="liveprogress-now" content="\d+\.\d+">', html)
 
 
-@pytest.mark.parametrize("path", ["/progress/", "/jobs/"])
+@pytest.mark.parametrize("path", ["/progress/", "/htmx/", "/jobs/"])
 async def test_pages_load_nothing_from_elsewhere(runtime, path):
     page = (await AsyncClient().get(path)).content.decode()
     for url in re.findall(r'(?:src|href)="([^"]*)"', page):

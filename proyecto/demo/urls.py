@@ -16,6 +16,7 @@ urlpatterns = [
         "progress",
         RedirectView.as_view(pattern_name="demo:progress", permanent=True, query_string=True),
     ),
+    path("htmx/", views.htmx_page, name="htmx"),
     path("import/", views.import_page, name="import"),
     path("api/imports/", uploads.csv_import_upload, name="csv-import"),
     path("api/engines/<str:engine>/", engine_views.start_on_engine, name="engine-start"),

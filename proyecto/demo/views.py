@@ -1,18 +1,22 @@
-"""The demo's pages: ``/progress/`` (the original example's) and ``/import/``."""
+"""The demo's pages: ``/progress/`` (the original example's), ``/htmx/`` (the same
+with htmx, no script of its own) and ``/import/``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, QueryDict
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_http_methods
 
-from liveprogress import JobDefinition, aowner_of
+from liveprogress import JobDefinition, JobHandle, aget_job, aowner_of
 from liveprogress.exceptions import RequestError
+from liveprogress.models import ACTIVE_STATUSES, Job
+from liveprogress.templatetags.liveprogress import VIEWER
 from liveprogress.views import kind_titles
 
 from .engines import ENGINES, engines, timer_kind
@@ -29,15 +33,8 @@ def _form_fields(definition: JobDefinition, query: QueryDict) -> list[dict[str, 
     Values in the query string (``/progress/?steps=3&interval=0.5``) replace the
     defaults when they are valid: the page starts its process with them.
     """
-    kind = definition.kind
-    schema = kind.params_model.model_json_schema()["properties"]
-    chosen: dict[str, Any] = {}
-    given = {name: query[name] for name in schema if name in query}
-    if given:
-        try:
-            chosen = kind.validate(given, from_strings=True)
-        except RequestError:
-            chosen = {}
+    schema = definition.kind.params_model.model_json_schema()["properties"]
+    chosen = _chosen(definition, query)
     return [
         {
             "name": name,
@@ -65,6 +62,21 @@ def _engine_choices(query: QueryDict) -> list[dict[str, Any]]:
         }
         for name in engines()
     ]
+
+
+def _given(definition: JobDefinition, query: QueryDict) -> dict[str, str]:
+    """The job's parameters that ``query`` names, as text."""
+    schema = definition.kind.params_model.model_json_schema()["properties"]
+    return {name: query[name] for name in schema if name in query}
+
+
+def _chosen(definition: JobDefinition, query: QueryDict) -> dict[str, Any]:
+    """The parameters ``query`` gives, validated; none when any is invalid."""
+    given = _given(definition, query)
+    try:
+        return definition.kind.validate(given, from_strings=True) if given else {}
+    except RequestError:
+        return {}
 
 
 @ensure_csrf_cookie
@@ -99,3 +111,50 @@ async def import_page(request: HttpRequest) -> HttpResponse:
     await aowner_of(request)
     context = {"titles": kind_titles(), "limit": csv_max_bytes()}
     return render(request, "demo/import.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+async def htmx_page(request: HttpRequest) -> HttpResponse:
+    """The timed process kept live by htmx alone: the server renders the bar, and
+    htmx's SSE extension swaps in each new one. No script of the demo's or of
+    liveprogress's.
+
+    Like ``/progress/``, it shows the visitor's running timed process, or starts
+    one (with the query's steps and interval when valid); the form posts to start
+    another.
+    """
+    owner = await aowner_of(request)
+    try:
+        if request.method == "POST":
+            params = timer.kind.validate(_given(timer, request.POST), from_strings=True)
+            await timer.astart(request, **params)
+            # Post, redirect, get: a reload shows the new job, it doesn't start another.
+            return redirect("demo:htmx")
+        handle = await _running_timer(owner) or await timer.astart(
+            request, **_chosen(timer, request.GET)
+        )
+    except RequestError as error:
+        # Refused (a bad value, a limit reached): said on the page, beside the running job.
+        handle, refused = await _running_timer(owner), error
+    else:
+        refused = None
+    context = {
+        "kind": timer.kind,
+        "job": handle,
+        "fields": _form_fields(timer, request.POST if refused else request.GET),
+        "refused": refused,
+        # An async view names the viewer: the bar renders for its owner only.
+        VIEWER: owner,
+    }
+    status = refused.http_status if refused else 200
+    return render(request, "demo/htmx.html", context, status=status)
+
+
+async def _running_timer(owner: str) -> JobHandle | None:
+    """The visitor's newest timed process that still runs."""
+    running = (
+        await Job.objects.filter(owner=owner, kind=timer.name, status__in=ACTIVE_STATUSES)
+        .order_by("-created_at")
+        .afirst()
+    )
+    return None if running is None else await aget_job(owner, running.id)

@@ -15,6 +15,11 @@ reader skips superseded states and always gets the final one):
   resumes both without a gap or a repeat.
 - ``GET /api/jobs/events/``: every job of the caller, as ``watch_mine`` on the
   socket: first ``event: watching`` (recent and active jobs), then every state.
+- ``GET /api/jobs/<id>/fragments/``: one job for htmx's SSE extension
+  (``{% liveprogress_htmx_bar %}``): ``event: job`` with the bar as HTML for each
+  state, then ``event: end`` with how it ended, in words (what ``sse-close``
+  waits for), and the stream ends. Each event is the whole bar, so it needs no
+  ids: a reconnect starts again from the job's state then.
 
 Errors before the stream starts are the API's JSON errors with their status.
 """
@@ -23,22 +28,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import lru_cache
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.utils import translation
+from django.utils.html import escape
 
 from . import actions, conf
 from .api import api_view, existing_owner
-from .exceptions import Forbidden, LimitReached
-from .hub import Outbox
+from .exceptions import BadRequest, Forbidden, LimitReached
+from .fragments import htmx_bar, outcome
+from .hub import Hub, Outbox
 from .models import TERMINAL_STATUSES
 from .owner import request_owner
 from .runtime import get_runtime
+from .state import JobState
 from .watching import follow_job, follow_owner, parse_after
 
 #: A comment line this often keeps proxies from closing an idle stream.
@@ -103,19 +114,59 @@ class _Position:
         return str(self.state) if self.log is None else f"{self.state}-{self.log}"
 
 
+#: The line ends of Server-Sent Events, and only those (str.splitlines knows more).
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def _sse(event: str, data: str, event_id: str | None = None) -> str:
+    """One event: each line of ``data`` a ``data:`` line (the browser joins them
+    back with newlines)."""
+    lines = [] if event_id is None else [f"id: {event_id}"]
+    lines.append(f"event: {event}")
+    lines += [f"data: {line}" for line in _LINE_END.split(data)]
+    return "\n".join(lines) + "\n\n"
+
+
 def _event(frame: str, position: _Position | None) -> tuple[str, dict[str, Any]]:
     """One SSE event for a frame, and the frame parsed."""
     parsed = json.loads(frame)
-    lines = [f"event: {parsed.get('type', 'message')}"]
     event_id = position.event_id(parsed) if position is not None else None
-    if event_id is not None:
-        lines.insert(0, f"id: {event_id}")
-    # The frame is compact JSON: one line, no newline to split on.
-    lines.append(f"data: {frame}")
-    return "\n".join(lines) + "\n\n", parsed
+    # The frame is compact JSON: one line.
+    return _sse(parsed.get("type", "message"), frame, event_id), parsed
+
+
+class _Fragments:
+    """A fragment stream's events: each state as the htmx bar, in the language of
+    the request that opened the stream."""
+
+    def __init__(self, language: str | None, cancel: bool) -> None:
+        self.language = language
+        self.cancel = cancel
+
+    def event(self, frame: str) -> tuple[str, dict[str, Any]]:
+        parsed = json.loads(frame)
+        if parsed.get("type") != "job":
+            return "", parsed
+        return _bar_event(frame, self.language, self.cancel), parsed
+
+    def end(self, state: JobState) -> str:
+        with translation.override(self.language):
+            # Swapped in as HTML: the sentence holds the job's error text.
+            return _sse("end", escape(outcome(state)))
+
+
+@lru_cache(maxsize=128)
+def _bar_event(frame: str, language: str | None, cancel: bool) -> str:
+    """The bar event of a state frame. Rendering a bar costs ~20 times what its JSON
+    event does, and the hub hands every stream of a job the same frame text: its
+    watchers share one rendering (per language) instead of each making its own."""
+    with translation.override(language):
+        return _sse("job", htmx_bar(json.loads(frame)["job"], cancel=cancel))
 
 
 Step = Callable[[Outbox], Awaitable[Any]]
+#: An outbox frame as its SSE event's text ("": none), and the frame parsed.
+EventFormat = Callable[[str], tuple[str, dict[str, Any]]]
 
 
 async def _stream(
@@ -123,11 +174,13 @@ async def _stream(
     begin: Step,
     end: Step,
     until_final_of: str | None,
-    position: _Position | None = None,
+    format_event: EventFormat,
+    after_final: Callable[[JobState], str] | None = None,
 ) -> AsyncIterator[str]:
     """The stream's events. Nothing is taken (a stream's place, an outbox on the hub)
     until the response starts to send them: a client gone before that (Django then
-    never starts the stream) leaves nothing behind."""
+    never starts the stream) leaves nothing behind. ``after_final`` gives the last
+    event, sent after the final state of ``until_final_of``."""
     feed = _Feed()
     _take_stream(owner)
     try:
@@ -142,21 +195,27 @@ async def _stream(
             except TimeoutError:
                 yield ": keepalive\n\n"
                 continue
-            text, parsed = _event(frame, position)
-            yield text
+            text, parsed = format_event(frame)
+            if text:
+                yield text
             if (
                 until_final_of is not None
                 and parsed.get("type") == "job"
                 and parsed["job"]["id"] == until_final_of
                 and parsed["job"]["status"] in TERMINAL_STATUSES
             ):
+                final: JobState = parsed["job"]
                 # What is already queued (the last log lines) goes out, then the end.
                 while feed.outbox.busy or not feed.frames.empty():
                     try:
                         frame = await asyncio.wait_for(feed.frames.get(), 1.0)
                     except TimeoutError:
                         break
-                    yield _event(frame, position)[0]
+                    text = format_event(frame)[0]
+                    if text:
+                        yield text
+                if after_final is not None:
+                    yield after_final(final)
                 return
     finally:
         # The client went away (Django cancels the response) or the job ended.
@@ -211,7 +270,35 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
     if request.method == "HEAD":
         return _head()
     _check_stream_room(owner)
-    hub = (await get_runtime()).hub
+    begin, end = _following_job((await get_runtime()).hub, owner, job_id, after, log_after)
+    position = _Position(after, log_after)
+    return _response(_stream(owner, begin, end, job_id, lambda frame: _event(frame, position)))
+
+
+@api_view("GET")
+async def job_fragments(request: HttpRequest, job_id: str) -> HttpResponseBase:
+    """One job's bar as HTML for htmx's SSE extension, for each state until its
+    final one, then how it ended. ``?cancel=0`` leaves the Cancel button out."""
+    job_id = actions.parse_job_id(job_id)
+    owner = await existing_owner(request)
+    cancel = request.GET.get("cancel", "1")
+    if cancel not in ("0", "1"):
+        raise BadRequest("cancel must be 0 or 1", field="cancel")
+    # A stranger's job answers as a missing one, before any stream starts.
+    await actions.get_job(owner, job_id)
+    if request.method == "HEAD":
+        return _head()
+    _check_stream_room(owner)
+    begin, end = _following_job((await get_runtime()).hub, owner, job_id, None, None)
+    fragments = _Fragments(translation.get_language(), cancel == "1")
+    return _response(_stream(owner, begin, end, job_id, fragments.event, fragments.end))
+
+
+def _following_job(
+    hub: Hub, owner: str, job_id: str, after: int | None, log_after: int | None
+) -> tuple[Step, Step]:
+    """A per-job stream's first and last steps: follow the job on the outbox (its
+    snapshot, with ``log_after`` its log), then leave it."""
 
     async def begin(outbox: Outbox) -> None:
         async def join(job: str) -> None:
@@ -222,7 +309,7 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
     async def end(outbox: Outbox) -> None:
         await hub.unwatch_job(job_id, outbox)
 
-    return _response(_stream(owner, begin, end, job_id, _Position(after, log_after)))
+    return begin, end
 
 
 @api_view("GET")
@@ -242,4 +329,4 @@ async def owner_events(request: HttpRequest) -> HttpResponseBase:
     async def end(outbox: Outbox) -> None:
         await hub.detach(outbox, (), owner)
 
-    return _response(_stream(owner, begin, end, None))
+    return _response(_stream(owner, begin, end, None, lambda frame: _event(frame, None)))

@@ -1,7 +1,8 @@
 """HTTP routes of liveprogress: include them at the site's root.
 
-The JSON API and its event streams under ``api/jobs/``, the ``/jobs/`` page and the
-scripts' translations. Nothing else: no demo, no upload endpoint.
+The JSON API and its event streams under ``api/jobs/`` (htmx's fragment stream
+too), the ``/jobs/`` page and the scripts' translations. Nothing else: no demo, no
+upload endpoint, no htmx page.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ urlpatterns = [
     path("api/jobs/<str:job_id>/", api.job, name="job"),
     path("api/jobs/<str:job_id>/cancel/", api.cancel, name="cancel"),
     path("api/jobs/<str:job_id>/events/", events.job_events, name="job-events"),
+    path("api/jobs/<str:job_id>/fragments/", events.job_fragments, name="job-fragments"),
     path("api/jobs/<str:job_id>/logs/", api.job_logs, name="job-logs"),
     path("api/jobs/<str:job_id>/files/<str:name>", api.job_file, name="job-file"),
     # The translations of the pages' and the template tag's scripts.
