@@ -24,6 +24,8 @@ Other engines, each optional: the demo runs its timed process on each one set up
   --with-scheduler`).
 - DRAMATIQ_REDIS_URL: Dramatiq, with this Redis as its broker (`dramatiq proyecto.dramatiq
   proyecto.demo.engines.dramatiq_tasks`; needs `pip install "dramatiq[redis]"`).
+- DEMO_DJANGO_TASKS=1: Django's Tasks framework, on django-tasks-db's database queue
+  (set up as for LIVEPROGRESS_RUNNER=tasks; `manage.py db_worker`).
 """
 
 import json
@@ -164,8 +166,11 @@ else:
 LIVEPROGRESS: dict[str, object] = json.loads(os.environ.get("LIVEPROGRESS_SETTINGS_JSON", "{}"))
 if os.environ.get("LIVEPROGRESS_RUNNER"):
     LIVEPROGRESS["RUNNER"] = os.environ["LIVEPROGRESS_RUNNER"]
-if LIVEPROGRESS.get("RUNNER") == "tasks":
-    # django-tasks-db: the queue is a table of this database, workers claim rows
+# The demo's timed process as a task of Django's Tasks framework (an engine below).
+_DEMO_DJANGO_TASKS = os.environ.get("DEMO_DJANGO_TASKS") == "1"
+if LIVEPROGRESS.get("RUNNER") == "tasks" or _DEMO_DJANGO_TASKS:
+    # django-tasks-db, for liveprogress's own jobs (the tasks runner) and for the
+    # demo's task alike: the queue is a table of this database, workers claim rows
     # with SELECT ... FOR UPDATE SKIP LOCKED. Below Django 6 it runs on the
     # django-tasks backport.
     INSTALLED_APPS += ["django_tasks_db"]
@@ -189,6 +194,8 @@ if os.environ.get("DRAMATIQ_REDIS_URL"):
     # Read by proyecto/dramatiq.py, which sets the broker up.
     DRAMATIQ_REDIS_URL = os.environ["DRAMATIQ_REDIS_URL"]
     DEMO_ENGINES.append("dramatiq")
+if _DEMO_DJANGO_TASKS:
+    DEMO_ENGINES.append("tasks")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

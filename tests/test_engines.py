@@ -9,12 +9,22 @@ queued, the worker killed mid-task, the engine's retries shown as attempts.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import DaphneServer, Visitor, frames_until, is_state, is_terminal, send_json
+from tests.servers import (
+    REPO_ROOT,
+    DaphneServer,
+    Visitor,
+    frames_until,
+    is_state,
+    is_terminal,
+    send_json,
+)
 from tests.topology import PostgresDatabase, RedisServer, Worker
 
 pytestmark = pytest.mark.integration
@@ -61,6 +71,8 @@ WORKERS = {
         "--threads",
         "2",
     ),
+    # django-tasks-db's worker: one task at a time, polling every 0.1 s.
+    "tasks": Worker.DB_WORKER,
 }
 #: Engines whose revoke takes a job cancelled while queued off the queue itself, with
 #: no worker running (RQ's, in Redis): no worker ever takes its message.
@@ -87,6 +99,7 @@ class EngineSite:
             "CELERY_BROKER_URL": self.redis.url.replace("/0", "/1"),
             "DRAMATIQ_REDIS_URL": self.redis.url.replace("/0", "/2"),
             "RQ_REDIS_URL": self.redis.url.replace("/0", "/3"),
+            "DEMO_DJANGO_TASKS": "1",
         }
 
     def start(self) -> None:
@@ -104,13 +117,15 @@ class EngineSite:
         self.worker.start()
 
     def row(self, job_id: str) -> dict:
+        return self.query("SELECT * FROM liveprogress_job WHERE id = %s", job_id)
+
+    def query(self, sql: str, *params) -> dict:
+        """The first row ``sql`` finds in the site's database."""
         import psycopg
         from psycopg.rows import dict_row
 
         with psycopg.connect(self.database.url, row_factory=dict_row) as connection:
-            return connection.execute(
-                "SELECT * FROM liveprogress_job WHERE id = %s", [job_id]
-            ).fetchone()
+            return connection.execute(sql, params).fetchone()
 
     def stop(self) -> None:
         for process in (self.worker, self.server):
@@ -242,6 +257,8 @@ async def test_a_task_cancelled_while_queued_never_runs(site):
 
 
 async def test_the_engine_s_retries_show_as_attempts(site):
+    if site.engine == "tasks":
+        pytest.skip("Django's Tasks framework has no retries: a failed task stays failed")
     alice = Visitor(site.server)
     alice.visit()
     job_id = start_task(alice, site.engine, "flaky", 2)["id"]
@@ -274,6 +291,44 @@ async def test_a_killed_worker_s_job_ends_interrupted(site):
     assert final["error"]
     assert ended_in <= DEAD_WORKER_BOUND
     await asyncio.sleep(0)
+
+
+# -- Django's Tasks: enqueue() as the framework's users call it ----------------------------
+
+DB_TASKS = "django_tasks_database_dbtaskresult"
+
+
+async def test_a_django_task_enqueued_without_an_owner_is_the_system_s(site):
+    """``enqueue()`` from code that knows nothing of owners (here a management
+    command): the job is ``system:tasks``'s, and django-tasks-db's own result ends
+    as the framework tells it, the body's value kept there too."""
+    if site.engine != "tasks":
+        pytest.skip("Django's Tasks framework only")
+    code = "from tests.engine_tasks.tasks import count; print(count.enqueue(3).id)"
+    printed = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=REPO_ROOT,
+        env=site.server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    result_id = printed.split()[-1]
+    query = f"SELECT * FROM {DB_TASKS} WHERE id = %s"  # noqa: S608 (a constant table name)
+    job_id = site.query(query, result_id)["args_kwargs"]["kwargs"]["liveprogress_job"]
+    deadline = time.monotonic() + 20
+    while (task := site.query(query, result_id))["status"] != "SUCCESSFUL":
+        assert time.monotonic() < deadline, task
+        await asyncio.sleep(0.1)
+    assert task["return_value"] == {"steps": 3}
+    job = site.row(job_id)
+    assert (job["owner"], job["kind"], job["status"], job["result"]) == (
+        "system:tasks",
+        "tasks:tests.count",
+        "succeeded",
+        {"steps": 3},
+    )
 
 
 # -- celery-progress's users, switched by one import -------------------------------------

@@ -33,7 +33,10 @@ ENGINE = [
     "runtime",
     "writebehind",
 ]
-MODULES = ["actions", *ENGINE]
+#: Other engines' adapters, on top of the engine as actions is. Each imports its engine:
+#: Django's Tasks is in Django 6, and the backport in requirements-scale.txt for 5.2.
+ADAPTERS = ["engines.base", "engines.django_tasks"]
+MODULES = ["actions", *ENGINE, *ADAPTERS]
 
 
 def source_of(module: str) -> Path:

@@ -23,6 +23,7 @@ ENGINES = {
     "celery": ("Celery", "proyecto.demo.engines.celery_tasks"),
     "rq": ("RQ", "proyecto.demo.engines.rq_tasks"),
     "dramatiq": ("Dramatiq", "proyecto.demo.engines.dramatiq_tasks"),
+    "tasks": ("Django's Tasks", "proyecto.demo.engines.django_tasks"),
 }
 
 
