@@ -271,7 +271,8 @@ async def test_the_engine_s_retries_show_as_attempts(site):
     assert final["attempt"] == 3 and final["max_attempts"] == 3
     retries = [state for state in states if state["status"] == "queued" and state["error"]]
     assert [state["error"] for state in retries][:2] == ["attempt 1 failed", "attempt 2 failed"]
-    assert "attempt 2 of 3" in retries[0]["message"]
+    # In the enqueuer's language (the demo's default, Spanish): "attempt 2 of 3".
+    assert "intento 2 de 3" in retries[0]["message"]
     assert retries[0]["retry_at"] is not None
 
 

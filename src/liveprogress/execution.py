@@ -359,6 +359,15 @@ class Execution:
         if self.on_publish is not None:
             self.on_publish(self.job)
 
+    async def _take_last_progress(self) -> None:
+        """Into the job, as its run ends (or is released for a retry): the lines it
+        logged last, stored and sent, and its progress as it left it."""
+        try:
+            await self._publish_logs()
+        except Exception:
+            logger.warning("last log lines lost job=%s", self.job.id, exc_info=True)
+        self._apply(self.progress.snapshot())
+
     async def _finish(self, status: Status, result: Any, error: str) -> None:
         """Persist the final state, then publish it: terminal states are never lost."""
         async with self._publish_lock:
@@ -366,11 +375,7 @@ class Execution:
                 self._finished = True
                 return
             job = self.job
-            try:
-                await self._publish_logs()
-            except Exception:
-                logger.warning("last log lines lost job=%s", job.id, exc_info=True)
-            self._apply(self.progress.snapshot())
+            await self._take_last_progress()
             now = timezone.now()
             job.status, job.result, job.error = status, result, error
             if job.stages:
@@ -408,11 +413,7 @@ class Execution:
                 self._finished = True
                 return
             job = self.job
-            try:
-                await self._publish_logs()
-            except Exception:
-                logger.warning("log lines lost job=%s", job.id, exc_info=True)
-            self._apply(self.progress.snapshot())
+            await self._take_last_progress()
             now = timezone.now()
             due = None if retrying.delay is None else now + timedelta(seconds=retrying.delay)
             with translation.override(job.language or settings.LANGUAGE_CODE):

@@ -96,6 +96,16 @@ def reporting_to(progress: Progress) -> Iterator[Progress]:
         _progress.reset(token)
 
 
+def job_id_of(engine_id: Any) -> str | None:
+    """The job id an engine's id for a task names, or None if it names none. Celery's
+    task id, RQ's job id and Dramatiq's message id of a task sent through an adapter
+    are the job's id itself."""
+    try:
+        return str(uuid.UUID(str(engine_id)))
+    except ValueError:
+        return None
+
+
 def params_of(args: Any, kwargs: Any) -> dict[str, Any]:
     """A task's arguments as its job keeps them (shown in the admin): JSON, values
     JSON can't hold by their ``repr``, and only a note of their size when large."""

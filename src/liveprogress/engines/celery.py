@@ -22,7 +22,6 @@ next attempt ("attempt 2 of 4"). No result backend is needed.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -35,17 +34,9 @@ from ..execution import Retrying
 from ..handles import JobHandle
 from ..models import Job
 from ..progress import Progress
-from .base import TaskJobs, current_progress, params_of
+from .base import TaskJobs, current_progress, job_id_of, params_of
 
 __all__ = ["ProgressTask"]
-
-
-def job_id_of(task_id: Any) -> str | None:
-    """The job id a Celery task id names (the same UUID), or None if it names none."""
-    try:
-        return str(uuid.UUID(str(task_id)))
-    except ValueError:
-        return None
 
 
 class ProgressTask(Task):  # type: ignore[misc]  # Celery is untyped

@@ -27,7 +27,6 @@ threads' old database connections after each message.
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import timedelta
@@ -47,7 +46,7 @@ from .. import bridge
 from ..execution import Retrying
 from ..handles import JobHandle
 from ..progress import Progress
-from .base import TaskJobs, params_of
+from .base import TaskJobs, job_id_of, params_of
 
 __all__ = ["LiveprogressMiddleware", "ProgressActor", "current_message", "progress_actor"]
 
@@ -68,14 +67,6 @@ def current_message() -> MessageProxy | None:
     """The message this worker thread is processing (its ``options["retries"]`` counts
     the retries before this attempt), or None outside of one."""
     return _message.get()
-
-
-def job_id_of(message_id: Any) -> str | None:
-    """The job id a Dramatiq message id names (the same UUID), or None if it names none."""
-    try:
-        return str(uuid.UUID(str(message_id)))
-    except ValueError:
-        return None
 
 
 class _TimeLimited(Exception):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-import uuid
 from collections.abc import Callable
 from typing import Any, overload
 
@@ -40,7 +39,7 @@ from rq.queue import Queue
 from .. import bridge
 from ..execution import Retrying, RetryPolicy
 from ..handles import JobHandle
-from .base import TaskJobs, params_of
+from .base import TaskJobs, job_id_of, params_of
 
 __all__ = ["ProgressJob", "progress_job"]
 
@@ -56,14 +55,6 @@ _WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
 _enqueuing: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "liveprogress_rq_enqueuing", default=False
 )
-
-
-def job_id_of(rq_job_id: str) -> str | None:
-    """The job id an RQ job id names (the same UUID), or None if it names none."""
-    try:
-        return str(uuid.UUID(rq_job_id))
-    except ValueError:
-        return None
 
 
 class ProgressJob:

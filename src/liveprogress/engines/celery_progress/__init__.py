@@ -33,8 +33,8 @@ from celery.backends.base import DisabledBackend
 from celery.signals import task_postrun
 
 from ...progress import Progress
-from ..base import AttachedRun, current_progress
-from ..celery import ProgressTask, job_id_of, jobs_of, retry_of
+from ..base import AttachedRun, current_progress, job_id_of
+from ..celery import ProgressTask, jobs_of, retry_of
 
 __all__ = ["PROGRESS_STATE", "UNCLAIMED_OWNER", "ProgressRecorder"]
 

@@ -24,7 +24,7 @@ from ...models import Job, Status
 from ...owner import request_owner
 from ...publish import publish
 from ...state import job_state
-from ..celery import job_id_of
+from ..base import job_id_of
 from . import UNCLAIMED_OWNER
 
 #: celery-progress's ``progress`` of a task that has ended, and of one not begun.
