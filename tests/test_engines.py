@@ -194,6 +194,39 @@ async def test_progress_reaches_the_enqueuer_s_socket_in_order(site):
     assert status == 200
 
 
+async def test_sse_and_the_command_line_follow_the_job_too(site):
+    alice = Visitor(site.server)
+    alice.visit()
+    job_id = start_timer(alice, site.engine, steps=8, interval=0.3)["id"]
+    watching = asyncio.create_task(
+        asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "manage.py", "watchjob", job_id, "--interval", "0.1"],
+            cwd=REPO_ROOT,
+            env=site.server.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    )
+    with alice.events(f"/api/jobs/{job_id}/events/", timeout=30) as stream:
+        events = await asyncio.to_thread(
+            stream.events_until,
+            lambda event: event["event"] == "job"
+            and event["data"]["job"]["status"] not in ("queued", "running"),
+        )
+    states = [event["data"]["job"] for event in events if event["event"] == "job"]
+    assert [int(event["id"]) for event in events if event["event"] == "job"] == [
+        state["seq"] for state in states
+    ]
+    assert states[-1]["status"] == "succeeded" and states[-1]["result"] == {"steps": 8}
+    assert any(state["status"] == "running" for state in states)
+    watched = await watching
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout == 'succeeded: {"steps": 8}\n'
+
+
 async def test_nobody_else_sees_or_cancels_the_job(site):
     alice, mallory = Visitor(site.server), Visitor(site.server)
     alice.visit()
