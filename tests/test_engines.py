@@ -213,8 +213,10 @@ async def test_sse_and_the_command_line_follow_the_job_too(site):
     with alice.events(f"/api/jobs/{job_id}/events/", timeout=30) as stream:
         events = await asyncio.to_thread(
             stream.events_until,
-            lambda event: event["event"] == "job"
-            and event["data"]["job"]["status"] not in ("queued", "running"),
+            lambda event: (
+                event["event"] == "job"
+                and event["data"]["job"]["status"] not in ("queued", "running")
+            ),
         )
     states = [event["data"]["job"] for event in events if event["event"] == "job"]
     assert [int(event["id"]) for event in events if event["event"] == "job"] == [

@@ -138,7 +138,7 @@ class Execution:
                 value = await self._call_async()
             else:
                 value = await self._call_sync_with(self._call_sync)
-            status, result = Status.SUCCEEDED, _json_ready(value)
+            status = Status.SUCCEEDED
         except (JobCancelled, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError) and self._task is not None:
                 self._task.uncancel()
@@ -148,8 +148,12 @@ class Execution:
                 # Cancelled by the server's shutdown, not by anyone's request.
                 status, error, shutdown = Status.INTERRUPTED, "The server stopped", True
         except Exception as exc:
-            retrying = self._will_retry(exc) if self._will_retry is not None else None
-            if retrying is None:
+            retrying = self._retrying_after(exc)
+            if self.progress.cancelled:
+                # The cancel reached the job, which ended on it, whatever the error
+                # says (an engine may wrap the cancel in one of its own).
+                status = Status.CANCELLED
+            elif retrying is None:
                 logger.warning(
                     "job failed job=%s kind=%s", self.job.id, self.kind.name, exc_info=True
                 )
@@ -158,6 +162,13 @@ class Execution:
             # From here on, nothing cancels this task: its ending must be written.
             self._function_done = True
             publisher.cancel()
+        if status == Status.SUCCEEDED:
+            # Outside the try above: a result that can't be kept fails the job, and is
+            # no error for its engine to retry.
+            try:
+                result = _json_ready(value)
+            except (TypeError, ValueError) as exc:
+                status, error = Status.FAILED, cut(str(exc), MESSAGE_MAX)
         # Shielded: a shutdown that cancels the runner still lets the ending be written.
         if retrying is not None:
             await asyncio.shield(self._release(retrying, retrying.cause or error))
@@ -165,6 +176,18 @@ class Execution:
             await asyncio.shield(self._finish(status, result, error))
         if shutdown:
             raise asyncio.CancelledError
+
+    def _retrying_after(self, error: Exception) -> Retrying | None:
+        """The engine's retry after ``error``, if it will retry; never for a job
+        someone cancelled (its error may be the cancel itself, which an engine that
+        retries every error would retry), nor when the policy itself fails."""
+        if self._will_retry is None or self.progress.cancelled or self.job.cancel_requested:
+            return None
+        try:
+            return self._will_retry(error)
+        except Exception:
+            logger.warning("retry policy failed job=%s; not retried", self.job.id, exc_info=True)
+            return None
 
     async def _call_async(self) -> Any:
         with translation.override(self.job.language or settings.LANGUAGE_CODE):
@@ -374,46 +397,55 @@ class Execution:
             if self.ended_elsewhere:
                 self._finished = True
                 return
-            job = self.job
             await self._take_last_progress()
-            now = timezone.now()
-            job.status, job.result, job.error = status, result, error
-            if job.stages:
-                job.stages, job.fraction = _ended_stages(job.stages, status)
-            job.finished_at, job.updated_at, job.eta_s, job.rate = now, now, None, None
-            job.seq += 1
-            self._finished = True
-            for delay in (*_FINAL_RETRY_DELAYS, None):
-                try:
-                    persisted = await self._persist(_FINAL_FIELDS, final=True)
-                    break
-                except Exception:
-                    if delay is None:
-                        # Its heartbeat stops with it: a sweep ends it `interrupted`.
-                        logger.error("final state lost job=%s status=%s", job.id, status)
-                        return
-                    logger.warning(
-                        "final write failed job=%s; retrying in %s s", job.id, delay, exc_info=True
-                    )
-                    await aclose_old_connections()
-                    await asyncio.sleep(delay)
-            if persisted:
-                await self._send()
-                try:
-                    await end_children(job)
-                except Exception:
-                    # Their own heartbeats go on; a cancel of the parent cascades again.
-                    logger.warning("children not stopped job=%s", job.id, exc_info=True)
+            await self._write_end(status, result, error)
+
+    async def _write_end(self, status: Status, result: Any, error: str) -> None:
+        """The ending of :meth:`_finish`, under the publish lock with the last progress
+        taken: written (retried while the database is away), then published, then
+        the children it left stopped."""
+        job = self.job
+        now = timezone.now()
+        job.status, job.result, job.error = status, result, error
+        if job.stages:
+            job.stages, job.fraction = _ended_stages(job.stages, status)
+        job.finished_at, job.updated_at, job.eta_s, job.rate = now, now, None, None
+        job.seq += 1
+        self._finished = True
+        for delay in (*_FINAL_RETRY_DELAYS, None):
+            try:
+                persisted = await self._persist(_FINAL_FIELDS, final=True)
+                break
+            except Exception:
+                if delay is None:
+                    # Its heartbeat stops with it: a sweep ends it `interrupted`.
+                    logger.error("final state lost job=%s status=%s", job.id, status)
+                    return
+                logger.warning(
+                    "final write failed job=%s; retrying in %s s", job.id, delay, exc_info=True
+                )
+                await aclose_old_connections()
+                await asyncio.sleep(delay)
+        if persisted:
+            await self._send()
+            try:
+                await end_children(job)
+            except Exception:
+                # Their own heartbeats go on; a cancel of the parent cascades again.
+                logger.warning("children not stopped job=%s", job.id, exc_info=True)
 
     async def _release(self, retrying: Retrying, error: str) -> None:
         """Give the job back to the queue for its engine's next attempt, saying when
-        and why; written, then published (the next attempt claims it anew)."""
+        and why; written, then published (the next attempt claims it anew). A job
+        whose cancel was asked meanwhile (its flag set through another process) is
+        not given back: it ends `cancelled`, and the next attempt finds it ended."""
         async with self._publish_lock:
             if self.ended_elsewhere:
                 self._finished = True
                 return
-            job = self.job
             await self._take_last_progress()
+            job = self.job
+            seq, message, worker = job.seq, job.message, job.worker
             now = timezone.now()
             due = None if retrying.delay is None else now + timedelta(seconds=retrying.delay)
             with translation.override(job.language or settings.LANGUAGE_CODE):
@@ -423,16 +455,19 @@ class Execution:
             if retrying.max_attempts is not None:
                 job.max_attempts = retrying.max_attempts
             job.seq += 1
-            self._finished = True
             fields = [*BEHIND_FIELDS, "error", "retry_at", "max_attempts", "started_at"]
             values = {field: getattr(job, field) for field in fields}
-            released = await Job.objects.release(job.pk, job.worker, values)
-            job.worker, job.heartbeat_at = "", None
-            if released:
+            if await Job.objects.release(job.pk, worker, values):
+                self._finished = True
+                job.worker, job.heartbeat_at = "", None
                 logger.info("job retried job=%s attempt=%s", job.id, retrying.attempt)
                 await self._send()
-            else:
-                self._note_ended_elsewhere()
+                return
+            # Not given back: cancelled meanwhile (or ended elsewhere: the write below
+            # then changes nothing, and says so).
+            job.status, job.seq, job.message, job.retry_at = Status.RUNNING, seq, message, None
+            job.cancel_requested = True
+            await self._write_end(Status.CANCELLED, None, "")
 
 
 def _retry_message(retrying: Retrying) -> str:

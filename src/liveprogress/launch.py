@@ -20,7 +20,7 @@ from .exceptions import LimitReached
 from .models import ACTIVE_STATUSES, Job, Status
 from .owner import is_anonymous
 from .publish import publish
-from .registry import JobKind
+from .registry import JobKind, kinds
 from .runners import Dispatcher
 
 logger = logging.getLogger(__name__)
@@ -60,31 +60,17 @@ def new_job(
     )
 
 
-async def launch(runtime: Launcher, job: Job) -> Job:
+async def launch(runtime: Launcher, job: Job, *, capped: bool = True) -> Job:
     """Check the caps, save, publish and dispatch a :func:`new_job`; returns it live.
 
     ``LimitReached`` if its owner, or the server, runs as many jobs as allowed. A
-    job the queue refuses ends `failed`, saying why.
+    job the queue refuses ends `failed`, saying why. Not ``capped``: another
+    engine's task sent by the site's code, which that engine admits (its jobs run
+    in its workers, not here).
     """
     async with runtime.admission:
-        anonymous = Q(owner__startswith="session:")
-        counts = await Job.objects.filter(status__in=ACTIVE_STATUSES).aaggregate(
-            mine=Count("id", filter=Q(owner=job.owner)),
-            total=Count("id"),
-            anonymous=Count("id", filter=anonymous),
-            from_address=Count("id", filter=anonymous & Q(address=job.address)),
-        )
-        per_owner = conf.get("MAX_ACTIVE_PER_OWNER")
-        if counts["mine"] >= per_owner:
-            raise LimitReached(
-                f"You already have {per_owner} jobs queued or running, the most allowed; "
-                "wait for one to end or cancel one"
-            )
-        total = conf.get("MAX_ACTIVE_TOTAL")
-        if counts["total"] >= total:
-            raise LimitReached("The server is running as many jobs as it may; try again soon")
-        if is_anonymous(job.owner):
-            _admit_anonymous(job, counts, total)
+        if capped:
+            await _admit(job)
         runtime.dispatcher.prepare(job)
         await job.asave(force_insert=True)
     await publish(job)
@@ -95,6 +81,30 @@ async def launch(runtime: Launcher, job: Job) -> Job:
         logger.exception("dispatch failed job=%s", job.id)
         await end_unclaimed(job, Status.FAILED, f"The job could not be queued: {exc}")
     return job
+
+
+async def _admit(job: Job) -> None:
+    """The caps: its owner's, the server's (jobs of other engines run in their workers
+    and don't count there), and those of visitors who are not signed in."""
+    anonymous = Q(owner__startswith="session:")
+    elsewhere = [name for name, kind in kinds().items() if kind.engine]
+    counts = await Job.objects.filter(status__in=ACTIVE_STATUSES).aaggregate(
+        mine=Count("id", filter=Q(owner=job.owner)),
+        total=Count("id", filter=~Q(kind__in=elsewhere)),
+        anonymous=Count("id", filter=anonymous),
+        from_address=Count("id", filter=anonymous & Q(address=job.address)),
+    )
+    per_owner = conf.get("MAX_ACTIVE_PER_OWNER")
+    if counts["mine"] >= per_owner:
+        raise LimitReached(
+            f"You already have {per_owner} jobs queued or running, the most allowed; "
+            "wait for one to end or cancel one"
+        )
+    total = conf.get("MAX_ACTIVE_TOTAL")
+    if counts["total"] >= total:
+        raise LimitReached("The server is running as many jobs as it may; try again soon")
+    if is_anonymous(job.owner):
+        _admit_anonymous(job, counts, total)
 
 
 def _admit_anonymous(job: Job, counts: dict[str, int], total: int) -> None:

@@ -43,7 +43,9 @@ class JobQuerySet(models.QuerySet["Job"]):
     async def claim(self, job_id: Any, worker: str) -> bool:
         """``worker`` claims a queued job to run it; False if it ended meanwhile (a
         cancel while queued) or another worker claimed it first."""
-        claimed = await self.filter(pk=job_id, status=Status.QUEUED, worker="").aupdate(
+        claimed = await self.filter(
+            pk=job_id, status=Status.QUEUED, worker="", cancel_requested=False
+        ).aupdate(
             worker=worker, heartbeat_at=timezone.now(), attempts=F("attempts") + 1, retry_at=None
         )
         return bool(claimed)
@@ -128,11 +130,12 @@ class JobQuerySet(models.QuerySet["Job"]):
 
     async def release(self, job_id: Any, worker: str, values: dict[str, Any]) -> bool:
         """``worker`` gives a job it runs back to the queue (its engine will run it
-        again: a retry), with ``values``; only while it is active and still that
-        worker's. The next attempt claims it like a new job."""
-        released = await self.filter(pk=job_id, status__in=ACTIVE_STATUSES, worker=worker).aupdate(
-            **values, status=Status.QUEUED, worker="", heartbeat_at=None
-        )
+        again: a retry), with ``values``; only while it is active, still that
+        worker's, and nobody asked to cancel it. The next attempt claims it like a
+        new job."""
+        released = await self.filter(
+            pk=job_id, status__in=ACTIVE_STATUSES, worker=worker, cancel_requested=False
+        ).aupdate(**values, status=Status.QUEUED, worker="", heartbeat_at=None)
         return bool(released)
 
     async def reopen(self, job_id: Any, message: str) -> bool:

@@ -181,6 +181,12 @@ def is_anonymous(owner: str) -> bool:
     return owner.startswith("session:")
 
 
+def is_client(owner: str) -> bool:
+    """True for a person's owner key (a user, or a visitor's session), False for a
+    name the site's code chose (``system:nightly``)."""
+    return owner.startswith(("user:", "session:"))
+
+
 def _forwarded(value: str) -> str:
     # The last address: the one the site's own proxy saw (earlier ones the client
     # may have written itself).

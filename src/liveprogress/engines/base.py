@@ -44,11 +44,11 @@ from django.utils.translation import gettext
 
 from .. import bridge, conf
 from ..exceptions import JobCancelled
-from ..execution import RetryPolicy
+from ..execution import Retrying, RetryPolicy
 from ..handles import JobHandle
-from ..launch import launch, new_job
+from ..launch import end_unclaimed, launch, new_job
 from ..models import ACTIVE_STATUSES, Job, Status
-from ..owner import astarter_of
+from ..owner import astarter_of, is_client
 from ..progress import Progress
 from ..publish import publish
 from ..recovery import sweep_stale
@@ -145,35 +145,95 @@ class _Launch:
 
 class _InWorkerThread:
     """Runs a job's function in the engine worker's thread waiting in :meth:`serve`,
-    for the job's execution on liveprogress's loop (a ``SyncCaller``)."""
+    for the job's execution on liveprogress's loop (:meth:`call` is its
+    ``SyncCaller``).
 
-    def __init__(self) -> None:
+    The engine's retry policy is asked there too, as the error is raised: an
+    engine's state of the running task (Celery's request) is the worker thread's.
+    A worker thread that leaves before serving (a time limit, a signal while the
+    claim waited) :meth:`abandon` s it: the call then fails, and the job ends
+    instead of staying claimed by a process that heartbeats it for ever.
+    """
+
+    def __init__(self, will_retry: RetryPolicy | None) -> None:
+        self._will_retry = will_retry
         self._calls: queue.SimpleQueue[
             tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop] | None
         ] = queue.SimpleQueue()
-        self.value: Any = None
+        self._lock = threading.Lock()
+        self._abandoned = False
+        #: What the task's body returned, as the engine gets it (the job keeps
+        #: :func:`storable_result` of it).
+        self.result: Any = None
         self.error: BaseException | None = None
+        self._retrying: Retrying | None = None
 
     async def call(self, call: Callable[[], Any]) -> Any:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
-        self._calls.put((call, done, loop))
+        with self._lock:
+            if self._abandoned:
+                raise RuntimeError("The worker stopped the task before it began")
+            self._calls.put((call, done, loop))
         return await done
+
+    def retrying_after(self, error: BaseException) -> Retrying | None:
+        """The execution's retry policy: the one asked in the worker thread."""
+        return self._retrying if error is self.error else None
 
     def finish(self) -> None:
         """The execution has ended (its final state written): :meth:`serve` returns."""
         self._calls.put(None)
 
+    def abandon(self) -> None:
+        """No worker thread will serve: a call waiting, or to come, fails."""
+        with self._lock:
+            self._abandoned = True
+            while True:
+                try:
+                    item = self._calls.get_nowait()
+                except queue.Empty:
+                    return
+                if item is not None:
+                    _call, done, loop = item
+                    stopped = RuntimeError("The worker stopped the task before it began")
+                    loop.call_soon_threadsafe(_settle, done, None, stopped)
+
     def serve(self) -> None:
         while (item := self._calls.get()) is not None:
             call, done, loop = item
             try:
-                self.value = call()
+                value = call()
             except BaseException as exc:
                 self.error = exc
+                self._retrying = self._ask_policy(exc)
                 loop.call_soon_threadsafe(_settle, done, None, exc)
             else:
-                loop.call_soon_threadsafe(_settle, done, self.value, None)
+                loop.call_soon_threadsafe(_settle, done, value, None)
+
+    def _ask_policy(self, error: BaseException) -> Retrying | None:
+        if self._will_retry is None or not isinstance(error, Exception):
+            return None
+        try:
+            return self._will_retry(error)
+        except Exception:
+            logger.warning("retry policy failed; not retried", exc_info=True)
+            return None
+
+
+def storable_result(value: Any) -> Any:
+    """What the job keeps of a task's return value: the value itself when it is JSON
+    of at most ``MAX_RESULT_BYTES``; else its ``repr``, or a note of its size. An
+    engine carries values a job can't hold (pickled, or large): the task still
+    succeeded, and its engine still gets the value."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text, value = json.dumps(repr(value), ensure_ascii=False), repr(value)
+    size = len(text.encode())
+    if size > conf.get("MAX_RESULT_BYTES"):
+        return {"note": f"a result of {size} bytes, not kept"}
+    return value
 
 
 def _settle(done: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
@@ -193,11 +253,14 @@ class AttachedRun:
     made inside the body), reported as its job from there to :meth:`finish`.
 
     Its execution's function is :meth:`body`, which hands over the Progress and
-    waits, in a thread of the loop's, for the task's end that :meth:`finish` tells.
+    waits, in a thread of its own, for the task's end that :meth:`finish` tells
+    from the worker's thread (which asks the engine's retry policy there).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, will_retry: RetryPolicy | None) -> None:
         self.progress: Progress | None = None
+        self._will_retry = will_retry
+        self._retrying: Retrying | None = None
         self._ready = threading.Event()
         self._outcome: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._ended: Callable[[], None] = lambda: None
@@ -205,7 +268,7 @@ class AttachedRun:
     def body(self, progress: Progress, **_params: Any) -> Any:
         self.progress = progress
         self._ready.set()
-        return self._outcome.result()
+        return storable_result(self._outcome.result())
 
     def wait_started(self) -> Progress | None:
         """The job's Progress once its execution has started (None: it ended first,
@@ -222,19 +285,41 @@ class AttachedRun:
         _watchers.add(watcher)
         watcher.add_done_callback(_watchers.discard)
 
+    def retrying_after(self, error: BaseException) -> Retrying | None:
+        """The execution's retry policy: the one asked in the worker thread."""
+        return self._retrying
+
     def finish(self, value: Any = None, error: BaseException | None = None) -> None:
         """The task ended with ``value``, or ``error``: end the job the same way, and
         return once its final state (or its retry) is written."""
         if error is None:
             self._outcome.set_result(value)
         else:
+            if self._will_retry is not None and isinstance(error, Exception):
+                try:
+                    self._retrying = self._will_retry(error)
+                except Exception:
+                    logger.warning("retry policy failed; not retried", exc_info=True)
             self._outcome.set_exception(error)
         self._ended()
 
 
-async def _in_a_thread(call: Callable[[], Any]) -> Any:
-    # An attached run's function only waits for the task's end: any thread will do.
-    return await sync_to_async(call, thread_sensitive=False)()
+async def _in_a_thread_of_its_own(call: Callable[[], Any]) -> Any:
+    # An attached run's function only waits for the task's end, as long as the task
+    # runs: a thread of its own, not one of the loop's few shared ones.
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def wait() -> None:
+        try:
+            value = call()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_settle, done, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, done, value, None)
+
+    threading.Thread(target=wait, name="liveprogress-attached", daemon=True).start()
+    return await done
 
 
 #: What a worker's claim found: run the job, leave it (ended, or another worker's),
@@ -288,7 +373,11 @@ class TaskJobs:
         job.max_attempts = max_attempts
         sender = _Sender(send)
         runtime = await get_runtime()
-        await launch(_Launch(runtime.admission, sender), job)
+        # The caps are for what clients start (a request's user or session); a task
+        # the site's code sends for itself (`delay`, a system owner) is its engine's
+        # to admit: a backlog of them must not refuse the next one.
+        capped = is_client(starter.owner)
+        await launch(_Launch(runtime.admission, sender), job, capped=capped)
         if sender.error is not None:
             raise sender.error
         return JobHandle.of(job)
@@ -330,24 +419,28 @@ class TaskJobs:
         horse); liveprogress's runtime in it stops with the task.
         """
         if job_id is None:
-            return call(Progress())
-        thread = _InWorkerThread()
+            return _unreported(call)
+        thread = _InWorkerThread(will_retry)
+        served = False
         try:
-            claim = bridge.call(lambda: self._begin(job_id, call, thread, will_retry))
+            claim = bridge.call(lambda: self._begin(job_id, call, thread))
             if claim == "missing":
                 logger.warning("task run without its job kind=%s job=%s", self.kind.name, job_id)
-                return call(Progress())
+                return _unreported(call)
             if claim == "ended":
                 return None
             thread.serve()
+            served = True
         finally:
+            if not served:
+                thread.abandon()
             if own_runtime:
                 bridge.call(stop_runtime)
         if thread.error is not None:
             if isinstance(thread.error, JobCancelled):
                 return None
             raise thread.error
-        value: T = thread.value
+        value: T = thread.result
         return value
 
     async def _begin(
@@ -355,7 +448,6 @@ class TaskJobs:
         job_id: str,
         call: Callable[[Progress], Any],
         thread: _InWorkerThread,
-        will_retry: RetryPolicy | None,
     ) -> Claim:
         """Claim the job and start its execution on this loop, its function called in
         ``thread``; what the claim found."""
@@ -369,10 +461,13 @@ class TaskJobs:
             # The task's own arguments reach it from its engine (``call`` holds them);
             # the job's params are only their rendering.
             with reporting_to(progress):
-                return call(progress)
+                thread.result = call(progress)
+            return storable_result(thread.result)
 
         kind = dataclasses.replace(self.kind, function=body)
-        runtime.runner.submit(job, kind=kind, call_sync=thread.call, will_retry=will_retry)
+        runtime.runner.submit(
+            job, kind=kind, call_sync=thread.call, will_retry=thread.retrying_after
+        )
 
         async def release_thread() -> None:
             try:
@@ -392,15 +487,13 @@ class TaskJobs:
         making the job (for ``owner``) if its send made none; None if the job has
         ended or runs elsewhere. The caller tells the task's end to
         :meth:`AttachedRun.finish`."""
-        run = AttachedRun()
-        claim = bridge.call(lambda: self._attach(job_id, owner, run, will_retry))
+        run = AttachedRun(will_retry)
+        claim = bridge.call(lambda: self._attach(job_id, owner, run))
         if claim != "run":
             return None
         return run if run.wait_started() is not None else None
 
-    async def _attach(
-        self, job_id: str, owner: Any, run: AttachedRun, will_retry: RetryPolicy | None
-    ) -> Claim:
+    async def _attach(self, job_id: str, owner: Any, run: AttachedRun) -> Claim:
         runtime = await get_runtime(adopts=False)
         if not await Job.objects.filter(pk=job_id).aexists():
             starter = await astarter_of(owner)
@@ -417,9 +510,17 @@ class TaskJobs:
             return claim
         job = await Job.objects.aget(pk=job_id)
         kind = dataclasses.replace(self.kind, function=run.body)
-        runtime.runner.submit(job, kind=kind, call_sync=_in_a_thread, will_retry=will_retry)
+        runtime.runner.submit(
+            job, kind=kind, call_sync=_in_a_thread_of_its_own, will_retry=run.retrying_after
+        )
         run.follow(lambda: runtime.runner.wait(job_id))
         return "run"
+
+
+def _unreported(call: Callable[[Progress], T]) -> T:
+    """Run a task's body with a Progress that reports nowhere (no job)."""
+    with reporting_to(Progress()) as progress:
+        return call(progress)
 
 
 async def _claim(job_id: str, worker: str) -> Claim:
@@ -441,6 +542,10 @@ async def _claim(job_id: str, worker: str) -> Claim:
         if row.status == Status.INTERRUPTED and not row.cancel_requested:
             if await Job.objects.reopen(job_id, gettext("Delivered again; starting again")):
                 await publish(await Job.objects.aget(pk=job_id))
+            continue
+        if row.status == Status.QUEUED and not row.worker and row.cancel_requested:
+            # Cancelled while given back for a retry: it ends here, never runs again.
+            await end_unclaimed(row, Status.CANCELLED, "")
             continue
         if row.status not in ACTIVE_STATUSES:
             logger.info("task not run: its job has ended job=%s status=%s", job_id, row.status)

@@ -22,7 +22,7 @@ next attempt ("attempt 2 of 4"). No result backend is needed.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
@@ -30,6 +30,7 @@ from celery.exceptions import Retry
 from django.utils import timezone
 
 from .. import bridge
+from ..exceptions import JobCancelled
 from ..execution import Retrying
 from ..handles import JobHandle
 from ..models import Job
@@ -131,10 +132,12 @@ def jobs_of(task: Task) -> TaskJobs:
 def retry_of(task: Task, error: BaseException) -> Retrying | None:
     """Celery retries ``task`` when its body raised ``Retry`` (``self.retry()``,
     ``autoretry_for``): the next attempt, when it is due, and of how many."""
-    if not isinstance(error, Retry):
+    if not isinstance(error, Retry) or isinstance(error.exc, JobCancelled):
         return None
     when = error.when
     if isinstance(when, datetime):
+        if timezone.is_naive(when):
+            when = timezone.make_aware(when, UTC)  # Celery's etas are UTC
         delay: float | None = max((when - timezone.now()).total_seconds(), 0.0)
     elif isinstance(when, int | float):
         delay = float(when)

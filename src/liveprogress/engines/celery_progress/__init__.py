@@ -22,7 +22,6 @@ celery-progress").
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from decimal import Decimal
@@ -107,8 +106,14 @@ class ProgressRecorder:
         if job_id is None:
             return None
         owner = getattr(request, "liveprogress_owner", None) or UNCLAIMED_OWNER
-        jobs = jobs_of(self.task)
-        run = jobs.attach(job_id, owner, will_retry=lambda error: retry_of(self.task, error))
+        try:
+            run = jobs_of(self.task).attach(
+                job_id, owner, will_retry=lambda error: retry_of(self.task, error)
+            )
+        except Exception:
+            # celery-progress never failed a task over its progress: nor does this.
+            logger.warning("progress of task %s not reported", request.id, exc_info=True)
+            return None
         if run is not None:
             with _attached_lock:
                 _attached[str(request.id)] = run
@@ -126,7 +131,7 @@ def _end_attached(
     if run is None:
         return
     if state == "SUCCESS":
-        run.finish(value=_json_or_repr(retval))
+        run.finish(value=retval)
     elif isinstance(retval, BaseException):
         run.finish(error=retval)
     else:
@@ -134,12 +139,3 @@ def _end_attached(
 
 
 task_postrun.connect(_end_attached, weak=False)
-
-
-def _json_or_repr(value: Any) -> Any:
-    # A Celery result may be anything its serializer carries; the job keeps JSON.
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
