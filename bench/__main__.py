@@ -21,6 +21,7 @@ from . import alternatives, engines, fanout, harness, nonblocking, throughput
 
 SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
     fanout.NAME: fanout.run,
+    fanout.FINALE_NAME: fanout.run_finale,
     nonblocking.NAME: nonblocking.run,
     throughput.NAME: throughput.run,
     alternatives.NAME: alternatives.run,
@@ -71,7 +72,23 @@ def main(argv: list[str] | None = None) -> int:
         metavar="MODULE:ATTR",
         help="our server's ASGI application, e.g. a prototype (default: %(default)s)",
     )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        metavar="N",
+        help="finale: N runs on each database (default: 1 quick, 3 full)",
+    )
+    parser.add_argument(
+        "--database",
+        action="append",
+        choices=["SQLite", "PostgreSQL"],
+        help="finale: only on this database (repeatable; default: both)",
+    )
     args = parser.parse_args(argv)
+    if args.database:
+        fanout.FINALE_DATABASES = args.database
+    if args.runs:
+        fanout.FINALE_RUNS = {False: args.runs, True: args.runs}
     # SIGTERM unwinds like Ctrl-C, so every server and load generator is stopped.
     signal.signal(signal.SIGTERM, _interrupt)
     harness.OUR_APP = args.asgi_app

@@ -1,5 +1,9 @@
 """Scenario 1, fan-out: W watchers over J jobs, each job updating R times a second.
 
+``finale`` (issue #14): 100 jobs x 20 watchers, 50 steps of 0.2 s, every job
+ending at the same moment on its own, on SQLite and on PostgreSQL: the
+terminal-state lag (a watcher's receive time minus the job's ``finished_at``).
+
 Per row: frames delivered per second (against W x R expected), publish-to-receive
 latency p50/p99 (from ``job.updated_at``), server CPU and RSS (held: W sockets
 open, no job yet; peak: during the run), terminal states lost (must be 0), and
@@ -8,11 +12,13 @@ the load generators' own CPU (a saturated client makes the figures a floor).
 
 from __future__ import annotations
 
+import gzip
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import harness, watchers
+from . import finaltrace, harness, throughput, watchers
 from .watchers import Load
 
 NAME = "fanout"
@@ -66,6 +72,7 @@ def measure_ours(kind: str, load: Load, workdir: Path, *, probe: bool = False) -
             end_jobs=watchers.our_ender(server, visitor),
             probe=("/progress/", {"Cookie": prober.cookie_header}) if probe else None,
         )
+    row.pop("terminal_times", None)
     MEASURED[key] = row
     return row
 
@@ -81,3 +88,105 @@ def run(full: bool) -> dict[str, Any]:
         f"Fan-out: W watchers over J jobs at R updates/s (window {window:.0f} s)", COLUMNS, rows
     )
     return {"rows": rows, "table": text}
+
+
+# -- finale: final states of jobs that end together (issue #14) ---------------------------
+
+FINALE_NAME = "finale"
+#: 100 jobs x 20 watchers, a step every 0.2 s, all ending at the same moment,
+#: SPAN s after the first start: connecting and subscribing 2,000 sockets to
+#: running jobs takes 10-15 s here, so each job runs at least its last 50 steps
+#: (10 s) with every watcher subscribed, in the measured window.
+FINALE_LOAD = Load(watchers=2000, jobs=100, rate=5.0, window=10.0, span=30.0)
+FINALE_DATABASES = ["SQLite", "PostgreSQL"]
+FINALE_RUNS = {False: 1, True: 3}
+FINALE_COLUMNS = [
+    ("database", "database"),
+    ("run", "run"),
+    ("frames_per_s", "frames/s"),
+    ("server_cpu", "srv CPU"),
+    ("terminal_n", "finals"),
+    ("terminal_p50_ms", "final p50 ms"),
+    ("terminal_p95_ms", "final p95 ms"),
+    ("terminal_p99_ms", "final p99 ms"),
+    ("terminal_max_ms", "final max ms"),
+    ("terminal_lost", "lost"),
+    ("client_cpu_max", "client CPU"),
+    ("other_load", "other load"),
+    ("loadavg", "load avg"),
+]
+
+
+def measure_finale(database: str, url: str, workdir: Path, run_index: int) -> dict[str, Any]:
+    """One run of the finale on ``url``; with the traced app, the parts of the lag."""
+    load = FINALE_LOAD
+    loadavg = "/".join(f"{x:.2f}" for x in __import__("os").getloadavg())
+    with harness.our_server("daphne", url, workdir) as server:
+        visitor = watchers.our_visitor(server)
+        row = watchers.run(
+            server, load, headers=visitor.ws_headers(), start_jobs=watchers.our_starter(visitor)
+        )
+        traced = harness.OUR_APP.startswith("bench.finaltrace_app")
+        trace = finaltrace.fetch(server.port) if traced else None
+    received = row.pop("terminal_times")
+    row |= {"database": database, "run": run_index, "loadavg": loadavg}
+    if trace is not None:
+        row["parts"] = finaltrace.analyze(trace, received)
+        raw = harness.RESULTS / "traces"
+        raw.mkdir(parents=True, exist_ok=True)
+        name = f"finale-{database}-{run_index}" + (f"-{harness.TAG}" if harness.TAG else "")
+        with gzip.open(raw / f"{name}.json.gz", "wt") as out:
+            json.dump({"server": trace, "received": received}, out)
+    return row
+
+
+def run_finale(full: bool) -> dict[str, Any]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lp-bench-") as tmp:
+        for index in range(1, FINALE_RUNS[full] + 1):
+            if "SQLite" in FINALE_DATABASES:
+                url = harness.sqlite_url(Path(tmp), f"finale-{index}")
+                rows.append(measure_finale("SQLite", url, Path(tmp), index))
+            postgres = throughput.postgres_database() if "PostgreSQL" in FINALE_DATABASES else None
+            if postgres is not None:
+                try:
+                    harness.migrate(postgres)
+                    rows.append(measure_finale("PostgreSQL", postgres, Path(tmp), index))
+                finally:
+                    throughput.drop_postgres(postgres)
+    text = harness.table(
+        "Finale: 100 jobs x 20 watchers, 50 steps of 0.2 s, ending together; terminal-state "
+        "lag = receive - finished_at",
+        FINALE_COLUMNS,
+        rows,
+    )
+    for row in rows:
+        parts = row.get("parts")
+        if parts:
+            text += "\n" + _parts_text(row, parts)
+    return {"rows": rows, "table": text}
+
+
+def _parts_text(row: dict[str, Any], parts: dict[str, Any]) -> str:
+    lines = [f"  {row['database']} run {row['run']}: where the final states' time went (ms)"]
+    for group in ("job_parts", "watcher_parts"):
+        for name, p in parts[group].items():
+            lines.append(
+                f"    {name:<34} n={p['n']:<5} p50 {p['p50']}  p95 {p['p95']}  "
+                f"p99 {p['p99']}  max {p['max']}"
+            )
+    lines.append(f"    total {parts['total']}")
+    lines.append(
+        f"    ending span {parts['ending_span_ms']} ms; last final written "
+        f"{parts['last_final_written_after_first_finish_ms']} ms and last received "
+        f"{parts['last_received_after_first_finish_ms']} ms after the first finish"
+    )
+    lines.append(f"    database thread during the ending: {parts['db_thread_during_ending']}")
+    lines.append(
+        f"    loop lateness steady {parts['loop_lateness_steady']}, ending "
+        f"{parts['loop_lateness_ending']}, ready max {parts['loop_ready_steady_max']} / "
+        f"{parts['loop_ready_ending_max']}"
+    )
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text

@@ -136,6 +136,11 @@ class Watchers:
         self.last_seq = [0] * self.n
         self.window = Window()
         self.hist = Histogram()
+        # Terminal-state lag: receive time minus the job's ``finished_at`` (the
+        # server's stamp as the ending begins, after the function returned), for
+        # final states that came as a publish (not as a subscribe's snapshot).
+        self.terminal_hist = Histogram()
+        self.terminal_times: list[tuple[str, float, float]] = []
         self.frames_window = 0
         self.frames_total = 0
         self.duplicates = 0
@@ -227,6 +232,9 @@ class Watchers:
                     self.frames_window += 1
                     self.hist.add(now - stamp)
                 if final and not self.terminal[index]:
+                    if not example and job.get("finished_at"):
+                        self.terminal_hist.add(now - job["finished_at"])
+                        self.terminal_times.append((job["id"], job["finished_at"], now))
                     self._final(index)
         except Exception as exc:
             # A socket the server closed or reset: counted, never retried.
@@ -251,6 +259,9 @@ class Watchers:
             "frames_total": self.frames_total,
             "window_s": self.window.t1 - self.window.t0,
             "hist": self.hist.to_dict(),
+            "terminal_hist": self.terminal_hist.to_dict(),
+            # (job id, finished_at, received) of each final state received as a publish.
+            "terminal_times": self.terminal_times,
             "terminal": self.done,
             "terminal_lost": live - self.done,
             # job id -> watchers of it that got no terminal state (the driver tells a

@@ -70,6 +70,9 @@ class Load:
     # Seconds more before the window may open: loops that start at connect (the
     # example's) must outlast the whole connect phase.
     settle_extra: float = 0.0
+    # Seconds from the first job's start to the jobs' common end, for jobs that end
+    # on their own (0: settle + window + 2 s).
+    span: float = 0.0
 
     @property
     def generator_count(self) -> int:
@@ -88,7 +91,7 @@ class Load:
 
     @property
     def job_seconds(self) -> float:
-        return self.settle + self.window + 2.0
+        return self.span or self.settle + self.window + 2.0
 
     @property
     def steps(self) -> int:
@@ -227,12 +230,16 @@ def run(
                 log(f"{server.name}: jobs ended in {row['jobs_end_s']} s ({len(unended)} not)")
                 until = time.time() + grace
             else:
-                until = max(time.time(), last_end) + grace
+                # A saturated loop stretches every step's sleep: jobs with a span may
+                # end well after the moment they were given (the watchers stop early
+                # once every final state has come).
+                until = max(time.time(), last_end) + grace + load.span
             workers.send({"until": until})
             results = workers.wait("result", until - time.time() + 60)
     finally:
         meter.close()
     row |= summarize(results, load, meter.between(start, end), poll_interval)
+    row["terminal_times"] = [one for result in results for one in result.get("terminal_times", [])]
     if end_jobs is not None:
         # A watcher without the terminal state of a job that had not ended is no loss.
         missing: dict[str, int] = {}
@@ -258,6 +265,10 @@ def summarize(
     expected = connected * load.rate
     clients = client_cpu(results)
     latency = hist.summary_ms()
+    terminal = Histogram()
+    for result in results:
+        if "terminal_hist" in result:
+            terminal.merge(result["terminal_hist"])
     row: dict[str, Any] = {
         "window_s": round(window_s, 2),
         "frames_per_s": round(fps, 1),
@@ -267,6 +278,12 @@ def summarize(
         "p99_ms": latency["p99_ms"],
         "max_ms": latency["max_ms"],
         "terminal_lost": sum(result["terminal_lost"] for result in results),
+        # Receive time minus the job's finished_at, for every final state published.
+        "terminal_n": terminal.n,
+        "terminal_p50_ms": _ms(terminal.percentile(50)),
+        "terminal_p95_ms": _ms(terminal.percentile(95)),
+        "terminal_p99_ms": _ms(terminal.percentile(99)),
+        "terminal_max_ms": _ms(terminal.max if terminal.n else None),
         "duplicates": sum(result.get("duplicates", 0) for result in results),
         "closed_early": sum(result.get("closed_early", 0) for result in results),
         "errors": _sum_dicts(result.get("errors", {}) for result in results),
@@ -298,6 +315,10 @@ def summarize(
             row["cpu_ms_per_request"] = round(per_request * 1000, 3)
             row["cpu_ms_per_watcher_s_at_rate"] = round(per_request * 1000 / poll_interval, 3)
     return row
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def _sum_dicts(dicts: Any) -> dict[str, int]:
