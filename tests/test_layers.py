@@ -33,9 +33,18 @@ ENGINE = [
     "runtime",
     "writebehind",
 ]
-#: Other engines' adapters, on top of the engine as actions is. Each imports its engine:
-#: Django's Tasks is in Django 6, and the backport in requirements-scale.txt for 5.2.
-ADAPTERS = ["engines.base", "engines.django_tasks"]
+#: Other engines' adapters, on top of the engine as actions is. Each imports its engine,
+#: all of them in the test extra: Django's Tasks is in Django 6, and the backport in
+#: requirements-scale.txt for 5.2.
+ADAPTERS = [
+    "engines.base",
+    "engines.celery",
+    "engines.celery_progress",
+    "engines.celery_progress.views",
+    "engines.django_tasks",
+    "engines.dramatiq",
+    "engines.rq",
+]
 MODULES = ["actions", *ENGINE, *ADAPTERS]
 
 
