@@ -11,6 +11,8 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.decorators.csrf import csrf_exempt
 
+from liveprogress import aowner_of
+
 
 @csrf_exempt
 async def start_task(request: HttpRequest, engine: str, name: str) -> JsonResponse:
@@ -22,11 +24,18 @@ async def start_task(request: HttpRequest, engine: str, name: str) -> JsonRespon
 
 @csrf_exempt
 async def send_legacy(request: HttpRequest) -> JsonResponse:
-    """Send the celery-progress task the way its users do (``delay``), no owner named."""
+    """Send the celery-progress task the way its users do (``delay``), no owner named;
+    or, with ``"owned": true``, naming the visitor as its owner in a header."""
     from tests.engine_tasks.celery import legacy
 
     body = json.loads(request.body or b"{}")
-    result = await sync_to_async(legacy.delay)(body["steps"], body["interval"])
+    args = (body["steps"], body["interval"])
+    if body.get("owned"):
+        # Owned from the send: the header the celery-progress switch reads.
+        headers = {"liveprogress_owner": await aowner_of(request)}
+        result = await sync_to_async(legacy.apply_async)(args, headers=headers)
+    else:
+        result = await sync_to_async(legacy.delay)(*args)
     return JsonResponse({"task_id": result.task_id}, status=201)
 
 

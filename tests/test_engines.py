@@ -370,8 +370,9 @@ async def test_a_django_task_enqueued_without_an_owner_is_the_system_s(site):
 # -- celery-progress's users, switched by one import -------------------------------------
 
 
-def send_legacy(visitor: Visitor, steps: int, interval: float) -> str:
-    status, body = visitor.post_json("/test-legacy/", {"steps": steps, "interval": interval})
+def send_legacy(visitor: Visitor, steps: int, interval: float, *, owned: bool = False) -> str:
+    body = {"steps": steps, "interval": interval, "owned": owned}
+    status, body = visitor.post_json("/test-legacy/", body)
     assert status == 201, body
     return body["task_id"]
 
@@ -427,3 +428,26 @@ async def test_a_celery_progress_task_stops_at_its_next_set_progress_when_cancel
     assert final["status"] == "cancelled" and final["current"] < 200
     info = poll_legacy(alice, task_id)
     assert (info["state"], info["complete"]) == ("REVOKED", True)
+
+
+async def test_a_celery_progress_task_sent_with_its_owner_is_theirs_from_the_send(site):
+    if site.engine != "celery":
+        pytest.skip("celery-progress is Celery's")
+    alice, mallory = Visitor(site.server), Visitor(site.server)
+    alice.visit()
+    mallory.visit()
+    task_id = send_legacy(alice, steps=4, interval=0.25, owned=True)
+    deadline = time.monotonic() + 20
+    # Mallory asks first, and often: the job was never anyone else's to claim.
+    while (info := poll_legacy(mallory, task_id))["state"] == "PENDING":
+        status, _ = alice.get(f"/api/jobs/{task_id}/")
+        if status == 200:
+            break
+        assert time.monotonic() < deadline, info
+        await asyncio.sleep(0.1)
+    assert poll_legacy(mallory, task_id)["state"] == "PENDING"
+    async with alice.ws() as ws:
+        await send_json(ws, {"action": "subscribe", "job": task_id})
+        states = await states_until_end(ws, task_id)
+    assert states[-1]["status"] == "succeeded"
+    assert poll_legacy(mallory, task_id)["state"] == "PENDING"
