@@ -496,7 +496,6 @@ def test_the_timed_process_chosen_on_celery_runs_on_a_worker_and_its_bar_fills(
     shots.take(page, "celery-running")
 
     # A reload in the middle resumes the Celery job, and the switch says where it runs.
-    before = bar_history(page)[-1]["value"]
     page.reload()
     page.wait_for_selector(f'#lp-demo[data-job="{job_id}"]', timeout=10_000)
     assert page.get_by_label(switch).input_value() == "celery"
@@ -508,7 +507,9 @@ def test_the_timed_process_chosen_on_celery_runs_on_a_worker_and_its_bar_fills(
     assert page.inner_text("#lp-demo .lp-message") == done_text
     assert page.inner_text("#lp-demo .lp-title") == title
     history = [entry for entry in bar_history(page) if entry["job"] == job_id]
-    assert history[0]["value"] >= before
+    # (The resumed bar starts from the job's stored state, which may be a little behind
+    # what the page showed before the reload: another process runs the job and writes
+    # its progress behind it, PERSIST_INTERVAL. From there it never goes back.)
     assert_never_went_back(history)
     running = [e["message"] for e in history if e["status"] == "running" and e["value"] < 100]
     assert all(re.fullmatch(progress_text, text) for text in running), running
