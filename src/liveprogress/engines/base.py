@@ -357,8 +357,9 @@ class TaskJobs:
         ``send`` the engine's message with its id; the job's handle. ``job_id``: the
         id the engine gave the task already (a canvas's), else a new one.
 
-        The caps apply as to any start (``LimitReached``, and nothing is sent). What
-        the engine raises while sending is raised here, the job left `failed`.
+        The caps apply to a person's start (``LimitReached``, and nothing is sent),
+        not to a send of the site's own code (see below). What the engine raises
+        while sending is raised here, the job left `failed`.
         """
         starter = await astarter_of(owner)
         job = new_job(
