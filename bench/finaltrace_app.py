@@ -23,7 +23,7 @@ django.setup()
 
 from asgiref.sync import SyncToAsync  # noqa: E402
 
-from liveprogress import consumers, execution, hub, models  # noqa: E402
+from liveprogress import consumers, execution, finalwrites, hub  # noqa: E402
 from proyecto.asgi import application as _inner  # noqa: E402
 
 from .finaltrace import PATH  # noqa: E402
@@ -89,7 +89,7 @@ async def _traced_send(self: Any) -> None:
     stamps["published"] = time.time()
 
 
-_end = models.JobQuerySet.end
+_end = finalwrites.FinalWrites.end
 
 
 async def _traced_end(self: Any, job_id: Any, values: dict[str, Any]) -> bool:
@@ -181,7 +181,7 @@ async def _watch_loop() -> None:
 execution.Execution._finish = _traced_finish  # type: ignore[method-assign]
 execution.Execution._take_last_progress = _traced_take_last  # type: ignore[method-assign]
 execution.Execution._send = _traced_send  # type: ignore[method-assign]
-models.JobQuerySet.end = _traced_end  # type: ignore[method-assign]
+finalwrites.FinalWrites.end = _traced_end  # type: ignore[method-assign]
 SyncToAsync.__call__ = _traced_call  # type: ignore[method-assign]
 hub.Outbox.offer_state = _traced_offer_state  # type: ignore[method-assign]
 consumers.ProgressConsumer._send_text = _traced_send_text  # type: ignore[method-assign]

@@ -21,6 +21,8 @@ from liveprogress.publish import (
 
 # Set by a test to let `tests.blocking` return.
 release = threading.Event()
+# Set by a test to let every `tests.gated` job return, all at once.
+gate = threading.Event()
 
 
 @job("tests.sync_steps")
@@ -219,6 +221,15 @@ def attach(progress, name: str = "out.bin", size: int = 1000, count: int = 1):
     for number in range(count):
         progress.attach(name if number == 0 else f"{number}-{name}", b"x" * size)
     return count
+
+
+@job("tests.gated")
+async def gated(progress, value: int = 0):
+    """Runs until the test opens the gate, then returns ``value``."""
+    progress.message("waiting")
+    while not gate.is_set():
+        await asyncio.sleep(0.005)
+    return value
 
 
 @job("tests.abandons")

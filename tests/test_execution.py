@@ -8,6 +8,7 @@ import time
 import pytest
 
 from liveprogress import actions, execution, writebehind
+from liveprogress.finalwrites import FinalWrites
 from liveprogress.models import UNPERSISTED_SEQ_WINDOW, Job, JobQuerySet
 from liveprogress.runtime import get_runtime, stop_runtime
 from tests import jobs
@@ -62,15 +63,15 @@ async def test_sync_job_runs_in_a_thread_without_blocking_the_loop(runtime):
 
 
 def patch_own_writes(monkeypatch, around):
-    """Route a job's own writes (``JobQuerySet.write_running`` and ``end``) through
-    ``around(write, queryset, job_id, values)``."""
-    for name in ("write_running", "end"):
-        write = getattr(JobQuerySet, name)
+    """Route a job's own writes (``JobQuerySet.write_running``, and ``FinalWrites.end``
+    for its final state) through ``around(write, writer, job_id, values)``."""
+    for owner, name in ((JobQuerySet, "write_running"), (FinalWrites, "end")):
+        write = getattr(owner, name)
 
         async def routed(self, job_id, values, write=write):
             return await around(write, self, job_id, values)
 
-        monkeypatch.setattr(JobQuerySet, name, routed)
+        monkeypatch.setattr(owner, name, routed)
 
 
 def count_writes(monkeypatch):

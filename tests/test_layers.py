@@ -24,6 +24,7 @@ ENGINE = [
     "context",
     "eta",
     "execution",
+    "finalwrites",
     "launch",
     "logstore",
     "recovery",

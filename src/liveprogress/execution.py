@@ -7,7 +7,8 @@ A running job's progress is published first and written behind it (by the
 process's :class:`~liveprogress.writebehind.WriteBehind`). Status changes, final
 states, and a state that would leave the database more than
 ``UNPERSISTED_SEQ_WINDOW`` states behind are written by the execution itself
-before they are published.
+before they are published; final states of jobs that end together share one
+transaction (:class:`~liveprogress.finalwrites.FinalWrites`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from . import conf
 from .cascade import end_children
 from .eta import RateWindow
 from .exceptions import JobCancelled
+from .finalwrites import FinalWrites
 from .logstore import store_lines
 from .models import UNPERSISTED_SEQ_WINDOW, Job, Status
 from .progress import MESSAGE_MAX, JobContext, Progress, ProgressSnapshot, cut, stages_share
@@ -78,7 +80,8 @@ class Execution:
     liveprogress.testing calls it in the test's own thread; another engine's task,
     in its worker's thread). ``will_retry`` says whether an error is retried by the
     job's engine: the job then goes back to `queued` for that attempt instead of
-    ending `failed`.
+    ending `failed`. ``finals`` writes final states, shared by the process's
+    executions so that those ending together are written together.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class Execution:
         on_publish: Callable[[Job], None] | None = None,
         context: JobContext | None = None,
         will_retry: RetryPolicy | None = None,
+        finals: FinalWrites | None = None,
     ) -> None:
         self.job = job
         self._will_retry = will_retry
@@ -106,6 +110,7 @@ class Execution:
         #: Called with each batch of log lines once stored (the CLI prints them).
         self.on_log: Callable[[list[dict[str, Any]]], None] | None = None
         self._writer = writer
+        self._finals = finals or FinalWrites()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._dirty = asyncio.Event()
@@ -351,7 +356,7 @@ class Execution:
         if job.cancel_requested:
             # Only ever set: a request made through another process stays in place.
             values["cancel_requested"] = True
-        write = Job.objects.end if final else Job.objects.write_running
+        write = self._finals.end if final else Job.objects.write_running
         updated = await write(job.pk, values)
         self._persisted_seq = max(self._persisted_seq, values["seq"])
         self._persisted_status = values["status"]
@@ -403,7 +408,7 @@ class Execution:
     async def _write_end(self, status: Status, result: Any, error: str) -> None:
         """The ending of :meth:`_finish`, under the publish lock with the last progress
         taken: written (retried while the database is away), then published, then
-        the children it left stopped."""
+        the children it left stopped (if it may have any: no query otherwise)."""
         job = self.job
         now = timezone.now()
         job.status, job.result, job.error = status, result, error
@@ -428,11 +433,19 @@ class Execution:
                 await asyncio.sleep(delay)
         if persisted:
             await self._send()
+            if not self._may_have_children():
+                return
             try:
                 await end_children(job)
             except Exception:
                 # Their own heartbeats go on; a cancel of the parent cascades again.
                 logger.warning("children not stopped job=%s", job.id, exc_info=True)
+
+    def _may_have_children(self) -> bool:
+        """Whether the job may have children to end: it tried to start one, or an
+        earlier attempt of it may have (and left them running when it was retried or
+        its process died)."""
+        return self.progress.spawned or self.job.attempts > 1
 
     async def _release(self, retrying: Retrying, error: str) -> None:
         """Give the job back to the queue for its engine's next attempt, saying when

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -62,10 +62,21 @@ class JobQuerySet(models.QuerySet["Job"]):
         Only while the job is active; False: it ended elsewhere."""
         return await self._write_active(job_id, values)
 
-    async def end(self, job_id: Any, values: dict[str, Any]) -> bool:
-        """An execution's final write of its job. Only while the job is active: an
-        ending decided elsewhere (a sweep, a cancel while queued) stays; False then."""
-        return await self._write_active(job_id, values)
+    def end(self, endings: Iterable[tuple[Any, dict[str, Any]]]) -> set[Any]:
+        """Executions' final writes of their jobs (id, values), in one transaction;
+        the ids whose write took. Each only while its job is active: an ending
+        decided elsewhere (a sweep, a cancel while queued) stays.
+
+        Sync, unlike the other transitions: it runs in the database thread, where
+        :class:`~liveprogress.finalwrites.FinalWrites` gathers the endings that
+        arrive together (one commit instead of one each).
+        """
+        with transaction.atomic(using=self.db):
+            return {
+                job_id
+                for job_id, values in endings
+                if self.filter(pk=job_id, status__in=ACTIVE_STATUSES).update(**values)
+            }
 
     async def _write_active(self, job_id: Any, values: dict[str, Any]) -> bool:
         updated = await self.filter(pk=job_id, status__in=ACTIVE_STATUSES).aupdate(**values)

@@ -156,6 +156,7 @@ class Progress:
         self._child_fraction: float | None = None
         self._logs = _Logs(limit=max(log_limit, 1), seq=log_seq)
         self._cancel = threading.Event()
+        self._spawned = False
 
     # -- one counter ---------------------------------------------------------------
 
@@ -334,7 +335,14 @@ class Progress:
         if self._context is None:
             raise RuntimeError("This Progress belongs to no job: it can't start children")
         self.raise_if_cancelled()
+        # Set before: a spawn that fails midway may have left its child behind.
+        self._spawned = True
         return await self._context.spawn(kind, params)
+
+    @property
+    def spawned(self) -> bool:
+        """Whether the job has started (or tried to start) a child job."""
+        return self._spawned
 
     async def wait_children(self, poll: float = 0.25) -> list[dict[str, Any]]:
         """Report the children's combined progress until all have ended; returns

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from .. import conf
 from ..execution import Execution, RetryPolicy, SyncCaller
+from ..finalwrites import FinalWrites
 from ..models import ACTIVE_STATUSES, Job
 from ..progress import JobContext
 from ..registry import JobKind, get_kind
@@ -39,6 +40,8 @@ class InProcessRunner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         # One bulk write per PERSIST_INTERVAL for the progress of every job here.
         self.writer = WriteBehind()
+        # The final states of its jobs that end together, in one transaction.
+        self.finals = FinalWrites()
 
     def prepare(self, job: Job) -> None:
         """Claim a new job for this process before it is saved."""
@@ -72,6 +75,7 @@ class InProcessRunner:
             context=self._context_for(job),
             call_sync=call_sync or (lambda call: self.threads.run(_fairness_key(job), call)),
             will_retry=will_retry,
+            finals=self.finals,
         )
         job_id = str(job.id)
         self.executions[job_id] = execution
