@@ -3,6 +3,8 @@
 #   make run     demo site on http://127.0.0.1:8000 (venv .venv, newest Python)
 #   make scale   the scale-out topology: 2 servers, 2 workers, a Celery worker, Redis,
 #                PostgreSQL (scripts/scale)
+#   make serve   the demo site on every core: PROCS=N server processes (default: one per
+#                core) behind one port (PORT=8000), Redis between them (scripts/serve)
 #   make test    docs build, mypy, migrations check + pytest on the newest Python, the
 #                example site on the built wheel (scripts/example-test), and pytest again
 #                on 3.11 (installs Debian's chromium for the browser tests if missing)
@@ -19,7 +21,7 @@
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := test
-.PHONY: run scale test docs lint format bench clean
+.PHONY: run scale serve test docs lint format bench clean
 
 PY     := $(shell bash scripts/find-python)
 PY311  := $(shell bash scripts/find-python 3.11 2>/dev/null)
@@ -96,6 +98,10 @@ docs: $(VENV)/.stamp-docs
 
 scale: $(VENV)/.stamp-scale
 	PY=$(VENV)/bin/python exec bash scripts/scale
+
+serve: $(VENV)/.stamp-scale
+	@# PROCS, PORT, BIND, REDIS_URL, DATABASE_URL from the command line reach the script.
+	PY=$(VENV)/bin/python exec bash scripts/serve
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check .

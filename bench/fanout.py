@@ -4,6 +4,11 @@
 ending at the same moment on its own, on SQLite and on PostgreSQL: the
 terminal-state lag (a watcher's receive time minus the job's ``finished_at``).
 
+``procs`` (issue #14, every core): the fan-out through ``make serve PROCS=N`` (N
+Uvicorn processes behind one port, a Redis layer of its own between them), with
+Redis's CPU and its own cost per command beside the servers'; and one Uvicorn
+process on the in-memory layer under the same load, the baseline.
+
 Per row: frames delivered per second (against W x R expected), publish-to-receive
 latency p50/p99 (from ``job.updated_at``), server CPU and RSS (held: W sockets
 open, no job yet; peak: during the run), terminal states lost (must be 0), and
@@ -14,7 +19,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +198,107 @@ def _parts_text(row: dict[str, Any], parts: dict[str, Any]) -> str:
     text = "\n".join(lines)
     print(text, flush=True)
     return text
+
+
+# -- procs: every core (issue #14, target 3) ----------------------------------------------
+
+PROCS_NAME = "procs"
+#: Server processes to measure, each as ``make serve PROCS=N`` runs them (``--procs``).
+PROCS = [1, 2]
+#: Everyday load (1,000 watchers x 1 update/s) and a saturating one (2,000 x 5/s: one
+#: Daphne process delivers 3.2-3.5k frames/s of the 10k asked).
+PROCS_LOADS = [Load(1000, 100, 1.0, 10.0), Load(2000, 100, 5.0, 10.0)]
+
+PROCS_COLUMNS = [
+    ("procs", "procs"),
+    ("watchers", "W"),
+    ("jobs", "J"),
+    ("rate", "R/s"),
+    ("frames_per_s", "frames/s"),
+    ("delivered_pct", "deliv %"),
+    ("p50_ms", "p50 ms"),
+    ("p99_ms", "p99 ms"),
+    ("terminal_lost", "lost"),
+    ("server_cpu", "srv CPU"),
+    ("server_cpu_each", "per process"),
+    ("cpu_us_per_frame", "us/frame"),
+    ("redis_cpu", "Redis CPU"),
+    ("redis_us_per_call", "Redis us/call"),
+    ("redis_calls_per_s", "Redis calls/s"),
+    ("client_cpu_max", "client CPU"),
+    ("client_cpu_each", "clients"),
+    ("other_load", "other load"),
+    ("loadavg", "load avg"),
+]
+
+
+def redis_stats(port: int) -> tuple[int, int]:
+    """Commands Redis ran and the microseconds it spent in them, from INFO commandstats."""
+    done = subprocess.run(
+        ["redis-cli", "-h", harness.HOST, "-p", str(port), "INFO", "commandstats"],
+        capture_output=True, text=True, timeout=10, check=True,
+    )  # fmt: skip
+    calls = usec = 0
+    for line in done.stdout.splitlines():
+        if line.startswith("cmdstat_"):
+            fields = dict(part.split("=") for part in line.split(":", 1)[1].split(","))
+            calls += int(fields["calls"])
+            usec += int(fields["usec"])
+    return calls, usec
+
+
+def measure_procs(procs: int, load: Load, workdir: Path) -> dict[str, Any]:
+    """``make serve PROCS=procs`` (its own Redis, a fresh SQLite database) under ``load``."""
+    loadavg = "/".join(f"{x:.2f}" for x in os.getloadavg())
+    url = harness.sqlite_url(workdir, f"procs-{procs}-{load.watchers}")
+    with (
+        harness.Redis(workdir) as redis,
+        harness.our_serve(procs, url, redis.url, workdir) as server,
+    ):
+        visitor = watchers.our_visitor(server)
+        calls0, usec0, started = *redis_stats(redis.port), time.monotonic()
+        row = watchers.run(
+            server, load, headers=visitor.ws_headers(), start_jobs=watchers.our_starter(visitor),
+            end_jobs=watchers.our_ender(server, visitor), side={"redis": redis.pid},
+        )  # fmt: skip
+        calls1, usec1 = redis_stats(redis.port)
+    row.pop("terminal_times", None)
+    calls = max(calls1 - calls0, 1)
+    row |= {
+        "procs": procs,
+        "loadavg": loadavg,
+        # Over the whole run (connect, subscribe, window, end): Redis's own measure.
+        "redis_us_per_call": round((usec1 - usec0) / calls, 2),
+        "redis_calls_per_s": round(calls / (time.monotonic() - started)),
+    }
+    return row
+
+
+def measure_in_memory(load: Load, workdir: Path) -> dict[str, Any]:
+    """The baseline: one Uvicorn process on the in-memory layer (no Redis), same load."""
+    loadavg = "/".join(f"{x:.2f}" for x in os.getloadavg())
+    url = harness.sqlite_url(workdir, f"procs-memory-{load.watchers}")
+    with harness.our_server("uvicorn", url, workdir) as server:
+        visitor = watchers.our_visitor(server)
+        row = watchers.run(
+            server, load, headers=visitor.ws_headers(), start_jobs=watchers.our_starter(visitor),
+            end_jobs=watchers.our_ender(server, visitor),
+        )  # fmt: skip
+    row.pop("terminal_times", None)
+    return row | {"procs": "1, in-memory", "loadavg": loadavg}
+
+
+def run_procs(full: bool) -> dict[str, Any]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lp-bench-") as tmp:
+        for load in PROCS_LOADS:
+            rows.append(measure_in_memory(load, Path(tmp)))
+            for procs in PROCS:
+                rows.append(measure_procs(procs, load, Path(tmp)))
+    text = harness.table(
+        "Every core: make serve PROCS=N (Uvicorn --workers, one port, Redis layer, SQLite); "
+        "W watchers over J jobs at R updates/s, window 10 s",
+        PROCS_COLUMNS,
+        rows,
+    )
+    return {"rows": rows, "table": text}

@@ -286,6 +286,51 @@ def our_server(
     )  # fmt: skip
 
 
+def our_serve(
+    procs: int, database_url: str, redis_url: str, workdir: Path,
+    settings: Mapping[str, Any] | None = None,
+) -> Server:  # fmt: skip
+    """The demo site as ``make serve PROCS=procs`` runs it (scripts/serve: Uvicorn's
+    ``--workers``, one port, the Redis layer at ``redis_url``)."""
+    port = free_port()
+    env = server_env(database_url, settings) | {
+        "PY": sys.executable, "BIND": HOST, "PORT": str(port), "PROCS": str(procs),
+        "REDIS_URL": redis_url,
+    }  # fmt: skip
+    return Server(
+        f"serve-{procs}", ["bash", "scripts/serve"], port=port, env=env,
+        ready_path="/api/jobs/", workdir=workdir,
+    )  # fmt: skip
+
+
+class Redis:
+    """A private redis-server on a free port of ``HOST``, keeping nothing on disk; a
+    context manager (its own process, so its CPU is measured apart from the machine's)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.server = Server(
+            "redis", ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "",
+                      "--appendonly", "no", "--dir", str(workdir)],
+            port=self.port, ready="tcp", workdir=workdir,
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        return self.server.pid
+
+    def __enter__(self) -> Redis:
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+
+
 #: Set by ``python -m bench --profile``: py-spy records the server during each window.
 PROFILE = False
 PROFILES = RESULTS / "profiles"
@@ -487,11 +532,23 @@ class Meter:
                 pass
         return total
 
+    def _cpu_each(self) -> dict[int, float]:
+        """CPU seconds of each process and each of its children, by pid."""
+        each: dict[int, float] = {}
+        for process in self.processes:
+            try:
+                for one in [process, *process.children(True)]:
+                    times = one.cpu_times()
+                    each[one.pid] = times.user + times.system
+            except psutil.Error:
+                pass
+        return each
+
     def _sample(self) -> None:
         while not self._stop.wait(self.every):
             self.peak_rss = max(self.peak_rss, self._rss())
 
-    def mark(self) -> dict[str, float]:
+    def mark(self) -> dict[str, Any]:
         machine_times = psutil.cpu_times()
         steal = getattr(machine_times, "steal", 0.0)
         idle = machine_times.idle + getattr(machine_times, "iowait", 0.0)
@@ -500,6 +557,7 @@ class Meter:
         return {
             "wall": time.time(),
             "cpu": self._cpu(),
+            "cpu_each": self._cpu_each(),
             "busy": sum(machine_times) - idle - steal,
             "steal": steal,
             "softirq": getattr(machine_times, "softirq", 0.0),
@@ -507,7 +565,7 @@ class Meter:
             "rss": rss,
         }
 
-    def between(self, start: Mapping[str, float], end: Mapping[str, float]) -> dict[str, float]:
+    def between(self, start: Mapping[str, Any], end: Mapping[str, Any]) -> dict[str, Any]:
         """Cores used between two marks: by the processes, the machine, the driver.
 
         ``machine_busy`` leaves out ``steal`` (time the hypervisor gave to other
@@ -518,9 +576,15 @@ class Meter:
         def cores(key: str) -> float:
             return round((end[key] - start[key]) / wall, 3)
 
+        # Cores of each process that used any (the server processes behind one port).
+        each = [
+            round((cpu - start["cpu_each"].get(pid, 0.0)) / wall, 3)
+            for pid, cpu in end["cpu_each"].items()
+        ]
         return {
             "seconds": round(wall, 2),
             "cpu": cores("cpu"),
+            "cpu_each": sorted((x for x in each if x >= 0.01), reverse=True),
             "machine_busy": cores("busy"),
             "steal": cores("steal"),
             "softirq": cores("softirq"),

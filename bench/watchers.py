@@ -119,8 +119,13 @@ def run(
     end_jobs: JobEnder | None = None,
     probe: tuple[str, Mapping[str, str]] | None = None,
     poll_interval: float = 0.5,
+    side: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """One measured run; returns the figures of the row (see module docstring)."""
+    """One measured run; returns the figures of the row (see module docstring).
+
+    ``side``: other processes the server needs (e.g. ``{"redis": pid}``), each
+    metered apart over the window: ``<name>_cpu`` in the row.
+    """
     counts = split(load.watchers, load.generator_count)
     offsets = [sum(counts[:i]) for i in range(len(counts))]
     connect_allowance = 30.0 + load.watchers / 100
@@ -144,6 +149,8 @@ def run(
             for n, offset in zip(counts, offsets, strict=True)
         ]  # fmt: skip
     meter = Meter([server.pid])
+    side_meters = {name: Meter([pid]) for name, pid in (side or {}).items()}
+    side_marks: dict[str, dict[str, Any]] = {}
     row: dict[str, Any] = {
         "server": server.name, "watchers": load.watchers, "jobs": load.jobs,
         "rate": load.rate, "generators": len(counts),
@@ -206,9 +213,14 @@ def run(
                 )  # fmt: skip
             sleep_until(t0)
             start = meter.mark()
+            side_marks = {name: one.mark() for name, one in side_meters.items()}
             spy = Profile(server.pid, f"{server.name}-{load.watchers}-r{load.rate:g}", t1 - t0)
             sleep_until(t1)
             end = meter.mark()
+            side_cpu = {
+                f"{name}_cpu": one.between(side_marks[name], one.mark())["cpu"]
+                for name, one in side_meters.items()
+            }
             row["profile"] = spy.finish()
             if prober is not None:
                 with prober:
@@ -238,7 +250,10 @@ def run(
             results = workers.wait("result", until - time.time() + 60)
     finally:
         meter.close()
-    row |= summarize(results, load, meter.between(start, end), poll_interval)
+        for one in side_meters.values():
+            one.close()
+    row |= summarize(results, load, meter.between(start, end), poll_interval, *side_cpu.values())
+    row |= side_cpu
     row["terminal_times"] = [one for result in results for one in result.get("terminal_times", [])]
     if end_jobs is not None:
         # A watcher without the terminal state of a job that had not ended is no loss.
@@ -253,8 +268,13 @@ def run(
 
 
 def summarize(
-    results: list[dict[str, Any]], load: Load, server: dict[str, float], poll_interval: float
+    results: list[dict[str, Any]],
+    load: Load,
+    server: dict[str, Any],
+    poll_interval: float,
+    *side_cpu: float,
 ) -> dict[str, Any]:
+    """The row's figures; ``side_cpu``: cores of the server's other processes (not other load)."""
     hist = Histogram()
     for result in results:
         hist.merge(result["hist"])
@@ -288,6 +308,7 @@ def summarize(
         "closed_early": sum(result.get("closed_early", 0) for result in results),
         "errors": _sum_dicts(result.get("errors", {}) for result in results),
         "server_cpu": server["cpu"],
+        "server_cpu_each": server["cpu_each"],
         "server_rss_mb": server["rss_mb"],
         "server_peak_rss_mb": server["peak_rss_mb"],
         "cpu_us_per_frame": round(server["cpu"] / fps * 1e6, 1) if fps else None,
@@ -297,7 +318,7 @@ def summarize(
         "client_saturated": clients["saturated"],
         "machine_busy": server["machine_busy"],
         # Cores busy with neither the server nor these load generators: contention.
-        "other_load": harness.other_load(server, *clients["cpu_each"]),
+        "other_load": harness.other_load(server, *clients["cpu_each"], *side_cpu),
         "steal": server["steal"],
     }
     if "requests_window" in results[0]:
