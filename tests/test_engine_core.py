@@ -36,10 +36,10 @@ def jobs(monkeypatch, runtime):
 
 
 async def send(jobs: TaskJobs, owner: str = OWNER) -> str:
-    sent: list[str] = []
-    handle = await jobs.astart(owner, sent.append, params={})
-    assert sent == [handle.id]
-    return handle.id
+    sent = await jobs.asend(owner, lambda job_id: f"message of {job_id}", params={})
+    # The engine's send got the job's id, and what it returned comes back with it.
+    assert sent.value == f"message of {sent.handle.id}"
+    return sent.handle.id
 
 
 async def work(jobs: TaskJobs, job_id: str, body, **options):

@@ -60,8 +60,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Sends the engine's message for the job whose id it is given.
-Send = Callable[[str], None]
+#: Sends the engine's message for the job whose id it is given; returns what the
+#: engine's send returned (its AsyncResult, Message, TaskResult...).
+Send = Callable[[str], Any]
 
 #: The biggest rendering of a task's arguments kept in its job's ``params`` (bytes
 #: of JSON); larger arguments are kept as a note of their size.
@@ -118,10 +119,12 @@ def params_of(args: Any, kwargs: Any) -> dict[str, Any]:
 
 class _Sender:
     """The dispatcher of a task's job: the engine's own enqueue (in a thread: engines
-    send over the network, blocking). ``error`` keeps what the engine raised."""
+    send over the network, blocking). ``value`` keeps what the send returned,
+    ``error`` what the engine raised."""
 
     def __init__(self, send: Send) -> None:
         self.send = send
+        self.value: Any = None
         self.error: BaseException | None = None
 
     def prepare(self, job: Job) -> None:
@@ -129,10 +132,19 @@ class _Sender:
 
     async def dispatch(self, job: Job) -> None:
         try:
-            await sync_to_async(self.send, thread_sensitive=False)(str(job.id))
+            self.value = await sync_to_async(self.send, thread_sensitive=False)(str(job.id))
         except BaseException as exc:
             self.error = exc
             raise
+
+
+@dataclasses.dataclass(frozen=True)
+class Sent:
+    """A task sent with its job: the job's handle, and what the engine's send
+    returned (its own handle on the task, for the engine's API)."""
+
+    handle: JobHandle
+    value: Any
 
 
 @dataclasses.dataclass
@@ -206,19 +218,22 @@ class _InWorkerThread:
                 value = call()
             except BaseException as exc:
                 self.error = exc
-                self._retrying = self._ask_policy(exc)
+                self._retrying = _ask(self._will_retry, exc)
                 loop.call_soon_threadsafe(_settle, done, None, exc)
             else:
                 loop.call_soon_threadsafe(_settle, done, value, None)
 
-    def _ask_policy(self, error: BaseException) -> Retrying | None:
-        if self._will_retry is None or not isinstance(error, Exception):
-            return None
-        try:
-            return self._will_retry(error)
-        except Exception:
-            logger.warning("retry policy failed; not retried", exc_info=True)
-            return None
+
+def _ask(will_retry: RetryPolicy | None, error: BaseException) -> Retrying | None:
+    """The engine's retry after ``error``, asked in the worker's thread, where the
+    engine keeps the running task's state; a policy that fails means no retry."""
+    if will_retry is None or not isinstance(error, Exception):
+        return None
+    try:
+        return will_retry(error)
+    except Exception:
+        logger.warning("retry policy failed; not retried", exc_info=True)
+        return None
 
 
 def storable_result(value: Any) -> Any:
@@ -295,11 +310,7 @@ class AttachedRun:
         if error is None:
             self._outcome.set_result(value)
         else:
-            if self._will_retry is not None and isinstance(error, Exception):
-                try:
-                    self._retrying = self._will_retry(error)
-                except Exception:
-                    logger.warning("retry policy failed; not retried", exc_info=True)
+            self._retrying = _ask(self._will_retry, error)
             self._outcome.set_exception(error)
         self._ended()
 
@@ -344,7 +355,7 @@ class TaskJobs:
 
     # -- enqueue side ------------------------------------------------------------------
 
-    async def astart(
+    async def asend(
         self,
         owner: Any,
         send: Send,
@@ -352,10 +363,11 @@ class TaskJobs:
         params: dict[str, Any],
         job_id: str | None = None,
         max_attempts: int | None = None,
-    ) -> JobHandle:
+    ) -> Sent:
         """Make the task's job for ``owner`` (a request, a user or an owner key), then
-        ``send`` the engine's message with its id; the job's handle. ``job_id``: the
-        id the engine gave the task already (a canvas's), else a new one.
+        ``send`` the engine's message with its id; the job's handle and what ``send``
+        returned. ``job_id``: the id the engine gave the task already (a canvas's),
+        else a new one.
 
         The caps apply to a person's start (``LimitReached``, and nothing is sent),
         not to a send of the site's own code (see below). What the engine raises
@@ -381,9 +393,9 @@ class TaskJobs:
         await launch(_Launch(runtime.admission, sender), job, capped=capped)
         if sender.error is not None:
             raise sender.error
-        return JobHandle.of(job)
+        return Sent(JobHandle.of(job), sender.value)
 
-    def start(
+    def send(
         self,
         owner: Any,
         send: Send,
@@ -391,12 +403,10 @@ class TaskJobs:
         params: dict[str, Any],
         job_id: str | None = None,
         max_attempts: int | None = None,
-    ) -> JobHandle:
-        """:meth:`astart` for sync code."""
+    ) -> Sent:
+        """:meth:`asend` for sync code."""
         return bridge.call(
-            lambda: self.astart(
-                owner, send, params=params, job_id=job_id, max_attempts=max_attempts
-            )
+            lambda: self.asend(owner, send, params=params, job_id=job_id, max_attempts=max_attempts)
         )
 
     # -- worker side -------------------------------------------------------------------

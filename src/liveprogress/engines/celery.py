@@ -65,11 +65,12 @@ class ProgressTask(Task):  # type: ignore[misc]  # Celery is untyped
         """Send the task for ``owner`` (a request, a user or an owner key) with these
         arguments; its job's handle. Celery's options go through :meth:`apply_async`
         with ``liveprogress_owner=``."""
-        return await self.jobs.astart(
+        sent = await self.jobs.asend(
             owner,
             lambda job_id: self._send(args, kwargs, job_id, {}),
             params=params_of(args, kwargs),
         )
+        return sent.handle
 
     def start(self, owner: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
         """:meth:`astart` for sync code."""
@@ -95,13 +96,13 @@ class ProgressTask(Task):  # type: ignore[misc]  # Celery is untyped
         if task_id is not None and _job_exists(task_id):
             return super().apply_async(args, kwargs, task_id, **options)
         owner = self.default_owner if liveprogress_owner is None else liveprogress_owner
-        sent: list[Any] = []
-
-        def send(job_id: str) -> None:
-            sent.append(self._send(args, kwargs, job_id, options))
-
-        self.jobs.start(owner, send, params=params_of(args, kwargs), job_id=job_id_of(task_id))
-        return sent[0]
+        sent = self.jobs.send(
+            owner,
+            lambda job_id: self._send(args, kwargs, job_id, options),
+            params=params_of(args, kwargs),
+            job_id=job_id_of(task_id),
+        )
+        return sent.value
 
     def _send(self, args: Any, kwargs: Any, job_id: str, options: dict[str, Any]) -> Any:
         return super().apply_async(args, kwargs, job_id, **options)

@@ -121,9 +121,10 @@ class ProgressTask(_Task[P, R]):
     async def astart(self, owner: Any, /, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         """Enqueue the task for ``owner`` (a request, a user or an owner key) with these
         arguments; its job's handle. The backend's options go through :meth:`using`."""
-        return await self.jobs.astart(
-            owner, self._sender(args, kwargs, []), params=params_of(args, kwargs)
+        sent = await self.jobs.asend(
+            owner, self._sender(args, kwargs), params=params_of(args, kwargs)
         )
+        return sent.handle
 
     def start(self, owner: Any, /, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         """:meth:`astart` for sync code."""
@@ -132,30 +133,30 @@ class ProgressTask(_Task[P, R]):
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> TaskResult[P, R]:
         """The framework's enqueue, making the task's job first (owned by
         :attr:`default_owner`); the backend's result."""
-        sent: list[TaskResult[P, R]] = []
-        self.jobs.start(
-            self.default_owner, self._sender(args, kwargs, sent), params=params_of(args, kwargs)
+        sent = self.jobs.send(
+            self.default_owner, self._sender(args, kwargs), params=params_of(args, kwargs)
         )
-        return sent[0]
+        result: TaskResult[P, R] = sent.value
+        return result
 
     async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> TaskResult[P, R]:
         """:meth:`enqueue` for async code."""
-        sent: list[TaskResult[P, R]] = []
-        await self.jobs.astart(
-            self.default_owner, self._sender(args, kwargs, sent), params=params_of(args, kwargs)
+        sent = await self.jobs.asend(
+            self.default_owner, self._sender(args, kwargs), params=params_of(args, kwargs)
         )
-        return sent[0]
+        result: TaskResult[P, R] = sent.value
+        return result
 
-    def _sender(self, args: Any, kwargs: Any, sent: list[TaskResult[P, R]]) -> Send:
-        """The send of this task with these arguments, its result kept in ``sent``."""
+    def _sender(self, args: Any, kwargs: Any) -> Send:
+        """The send of this task with these arguments; it returns the backend's result."""
 
-        def send(job_id: str) -> None:
+        def send(job_id: str) -> TaskResult[P, R]:
             # In a thread of liveprogress's own (base._Sender): its database
             # connection is checked and let go as a request's would be.
             close_old_connections()
             try:
                 backend = self.get_backend()
-                sent.append(backend.enqueue(self, args, {**kwargs, JOB_KWARG: job_id}))
+                return backend.enqueue(self, args, {**kwargs, JOB_KWARG: job_id})
             finally:
                 close_old_connections()
 

@@ -150,10 +150,11 @@ class ProgressActor(Actor[P, R | None], Generic[P, R]):
         with these arguments; its job's handle. Dramatiq's options (``delay``, ...) go
         through :meth:`send_with_options` with ``liveprogress_owner=``."""
 
-        def send(job_id: str) -> None:
-            self._enqueue(job_id, args, kwargs, None, {})
+        def send(job_id: str) -> Message[R | None]:
+            return self._enqueue(job_id, args, kwargs, None, {})
 
-        return await self.jobs.astart(owner, send, params=params_of(args, kwargs))
+        sent = await self.jobs.asend(owner, send, params=params_of(args, kwargs))
+        return sent.handle
 
     def start(self, owner: Any, /, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         """:meth:`astart` for sync code."""
@@ -172,13 +173,14 @@ class ProgressActor(Actor[P, R | None], Generic[P, R]):
         ``liveprogress_owner``, else :attr:`default_owner`) with the message id as
         its id; ``send`` comes here too."""
         owner = self.default_owner if liveprogress_owner is None else liveprogress_owner
-        sent: list[Message[R | None]] = []
 
-        def send(job_id: str) -> None:
-            sent.append(self._enqueue(job_id, args, kwargs, delay, options))
+        def send(job_id: str) -> Message[R | None]:
+            return self._enqueue(job_id, args, kwargs, delay, options)
 
-        self.jobs.start(owner, send, params=params_of(args, kwargs))
-        return sent[0]
+        message: Message[R | None] = self.jobs.send(
+            owner, send, params=params_of(args, kwargs)
+        ).value
+        return message
 
     def _enqueue(
         self,

@@ -126,12 +126,13 @@ class ProgressJob:
         these arguments; its job's handle. ``retry`` (else the decorator's) and
         ``at_front`` are RQ's, as in ``enqueue``."""
         retry = self.retry if retry is None else retry
-        return await self.jobs.astart(
+        sent = await self.jobs.asend(
             owner,
             lambda job_id: self._send(args, kwargs, job_id, retry, at_front),
             params=params_of(args, kwargs),
             max_attempts=None if retry is None else retry.max + 1,
         )
+        return sent.handle
 
     def start(
         self,
