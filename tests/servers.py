@@ -611,6 +611,15 @@ def is_terminal(frame: Any, job_id: str | None = None) -> bool:
     return is_state(frame, job_id) and frame["job"]["status"] in TERMINAL
 
 
+def start_timer(who: Visitor, steps: int, interval: float) -> dict[str, Any]:
+    """Start the demo's timed process for ``who`` through the API; its first state."""
+    status, state = who.post_json(
+        "/api/jobs/", {"kind": "demo.timer", "params": {"steps": steps, "interval": interval}}
+    )
+    assert status == 201, state
+    return state
+
+
 def wait_for_http(check: Callable[[], Any], timeout: float = 10, interval: float = 0.1) -> Any:
     """Poll ``check`` until it returns something truthy; AssertionError after ``timeout`` s."""
     deadline = time.monotonic() + timeout

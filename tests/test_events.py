@@ -18,7 +18,7 @@ from django.test import AsyncClient
 from liveprogress import actions
 from liveprogress.owner import session_owner
 
-from .servers import DaphneServer, EventStream, Visitor
+from .servers import DaphneServer, EventStream, Visitor, start_timer
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +36,6 @@ def visitor(server: DaphneServer) -> Visitor:
     new = Visitor(server)
     assert new.visit() == 200
     return new
-
-
-def start_timer(who: Visitor, steps: int, interval: float) -> dict[str, Any]:
-    status, state = who.post_json(
-        "/api/jobs/", {"kind": "demo.timer", "params": {"steps": steps, "interval": interval}}
-    )
-    assert status == 201, state
-    return state
 
 
 def is_final(event: dict[str, Any]) -> bool:

@@ -28,7 +28,7 @@ from liveprogress.models import Job, Status
 from liveprogress.owner import session_owner
 from liveprogress.state import encode, job_state, state_frame
 
-from .servers import DaphneServer, EventStream, Visitor
+from .servers import DaphneServer, EventStream, Visitor, start_timer
 
 WAIT_MS = 30_000
 
@@ -174,14 +174,6 @@ def visitor(server: DaphneServer, language: str = "en") -> Visitor:
     new = Visitor(server, language=language)
     assert new.visit() == 200
     return new
-
-
-def start_timer(who: Visitor, steps: int, interval: float) -> dict[str, Any]:
-    status, state = who.post_json(
-        "/api/jobs/", {"kind": "demo.timer", "params": {"steps": steps, "interval": interval}}
-    )
-    assert status == 201, state
-    return state
 
 
 def fragments(who: Visitor, job_id: str, query: str = "") -> EventStream:
