@@ -23,7 +23,7 @@ django.setup()
 
 from asgiref.sync import SyncToAsync  # noqa: E402
 
-from liveprogress import consumers, execution, finalwrites, hub  # noqa: E402
+from liveprogress import consumers, execution, finalwrites, outbox  # noqa: E402
 from proyecto.asgi import application as _inner  # noqa: E402
 
 from .finaltrace import PATH  # noqa: E402
@@ -134,7 +134,7 @@ async def _traced_call(self: Any, *args: Any, **kwargs: Any) -> Any:
 
 # -- outboxes and sockets --------------------------------------------------------------
 
-_offer_state = hub.Outbox.offer_state
+_offer_state = outbox.Outbox.offer_state
 
 
 def _traced_offer_state(
@@ -183,7 +183,7 @@ execution.Execution._take_last_progress = _traced_take_last  # type: ignore[meth
 execution.Execution._send = _traced_send  # type: ignore[method-assign]
 finalwrites.FinalWrites.end = _traced_end  # type: ignore[method-assign]
 SyncToAsync.__call__ = _traced_call  # type: ignore[method-assign]
-hub.Outbox.offer_state = _traced_offer_state  # type: ignore[method-assign]
+outbox.Outbox.offer_state = _traced_offer_state  # type: ignore[method-assign]
 consumers.ProgressConsumer._send_text = _traced_send_text  # type: ignore[method-assign]
 
 

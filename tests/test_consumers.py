@@ -26,7 +26,9 @@ def new_session() -> str:
     return session.session_key
 
 
-async def connect(session_key: str | None = None, *, origin=ORIGIN, language=None):
+async def connect(
+    session_key: str | None = None, *, origin=ORIGIN, language=None, path="/ws/progress/"
+):
     headers = [(b"host", b"localhost")]
     if origin:
         headers.append(origin)
@@ -34,7 +36,7 @@ async def connect(session_key: str | None = None, *, origin=ORIGIN, language=Non
         headers.append((b"cookie", f"sessionid={session_key}".encode()))
     if language:
         headers.append((b"accept-language", language.encode()))
-    communicator = WebsocketCommunicator(application, "/ws/progress/", headers=headers)
+    communicator = WebsocketCommunicator(application, path, headers=headers)
     connected, _ = await communicator.connect()
     assert connected
     return communicator

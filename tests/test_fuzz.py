@@ -547,7 +547,7 @@ async def test_every_frame_gets_documented_answers_and_touches_no_foreign_job(
         check_answer(json.dumps(frame), frame, None, ids)
         assert fuzzer.mine in {state["id"] for state in frame["jobs"]}
         (outbox,) = runtime.hub._owner_watchers[fuzzer.owner]
-        assert not outbox._task.done(), "the socket's sending task died"
+        assert not outbox.closed, "the socket's outbox stopped sending"
     finally:
         await ws.disconnect()
     assert_hub_clean(runtime.hub)

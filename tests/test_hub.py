@@ -10,8 +10,9 @@ from channels.layers import get_channel_layer
 
 from liveprogress import hub as hub_module
 from liveprogress import publish as publish_module
-from liveprogress.hub import Hub, Outbox
+from liveprogress.hub import Hub
 from liveprogress.models import Job
+from liveprogress.outbox import Outbox
 from liveprogress.publish import publish
 from liveprogress.runtime import get_runtime, stop_runtime
 
@@ -226,7 +227,7 @@ async def test_a_frame_that_can_t_be_sent_closes_the_socket_once():
 
 
 async def test_a_burst_of_log_lines_is_split_under_the_frame_limit():
-    from liveprogress.hub import LogBatch
+    from liveprogress.outbox import LogBatch
     from liveprogress.state import MAX_SENT_FRAME_BYTES
 
     batch = LogBatch("job-1")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import actions, conf
 from .exceptions import BadRequest, LimitReached, RequestError, TooLarge
-from .hub import Outbox
 from .limits import TokenBucket
+from .outbox import Outbox
 from .owner import scope_address, scope_language, scope_owner
 from .runtime import Runtime, get_runtime
 from .state import decode_object, encode, error_frame
@@ -39,6 +40,12 @@ def parse_frame(text: str | None, data: bytes | None) -> dict[str, Any]:
     return decode_object(text, "frame")
 
 
+def takes_batches(scope: dict[str, Any]) -> bool:
+    """Whether the client asked for ``batch`` frames (``?batch=1`` on the socket's URL)."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return query.get("batch") == ["1"]
+
+
 class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
     # No channel of its own: the process's hub is the only channel-layer
     # subscriber and hands states to this socket directly (see hub.py).
@@ -54,7 +61,12 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         self.language = scope_language(self.scope)
         self.jobs: set[str] = set()
         self.watching_owner = False
-        self.outbox = Outbox(self._send_text, on_broken=self._broken)
+        self.outbox = Outbox(
+            self._send_text,
+            on_broken=self._broken,
+            pacer=self.runtime.hub.pacer,
+            batches=takes_batches(self.scope),
+        )
         self.rate = TokenBucket(conf.get("MAX_FRAMES_PER_SECOND"), conf.get("FRAME_BURST"))
         await self.accept()
 
@@ -68,7 +80,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         )
 
     async def _send_text(self, text: str) -> None:
-        await self.send(text_data=text)
+        # Straight to the server's ASGI send: the consumer's own send only wraps it.
+        await self.base_send({"type": "websocket.send", "text": text})
 
     async def _broken(self) -> None:
         # A frame the server would not carry: say so by closing (the client
@@ -144,7 +157,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         self.outbox.forget(job_id)
 
     def _answer(self, job: Any) -> None:
-        seq, frame = self.runtime.hub.deliver_job(job)
+        seq, frame = self.runtime.hub.deliver_job(job, answering=self.outbox)
         self.outbox.offer_state(str(job.id), seq, frame, answer=True)
 
     async def subscribe(self, frame: dict[str, Any]) -> None:

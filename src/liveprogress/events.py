@@ -45,9 +45,11 @@ from . import actions, conf
 from .api import api_view, existing_owner
 from .exceptions import BadRequest, Forbidden, LimitReached
 from .fragments import htmx_bar, outcome
-from .hub import Hub, Outbox
+from .hub import Hub
 from .models import TERMINAL_STATUSES
+from .outbox import Outbox
 from .owner import request_owner
+from .pacing import Pacer
 from .runtime import get_runtime
 from .state import JobState
 from .watching import follow_job, follow_owner, parse_after
@@ -87,9 +89,9 @@ class _Feed:
     wait in the outbox, where they replace older ones (latest wins).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pacer: Pacer, batches: bool) -> None:
         self.frames: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
-        self.outbox = Outbox(self.frames.put)
+        self.outbox = Outbox(self.frames.put, pacer=pacer, batches=batches)
 
 
 class _Position:
@@ -176,12 +178,16 @@ async def _stream(
     until_final_of: str | None,
     format_event: EventFormat,
     after_final: Callable[[JobState], str] | None = None,
+    *,
+    hub: Hub,
+    batches: bool = False,
 ) -> AsyncIterator[str]:
     """The stream's events. Nothing is taken (a stream's place, an outbox on the hub)
     until the response starts to send them: a client gone before that (Django then
     never starts the stream) leaves nothing behind. ``after_final`` gives the last
-    event, sent after the final state of ``until_final_of``."""
-    feed = _Feed()
+    event, sent after the final state of ``until_final_of``; ``batches``: the client
+    takes ``batch`` events."""
+    feed = _Feed(hub.pacer, batches)
     _take_stream(owner)
     try:
         await begin(feed.outbox)
@@ -270,9 +276,12 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
     if request.method == "HEAD":
         return _head()
     _check_stream_room(owner)
-    begin, end = _following_job((await get_runtime()).hub, owner, job_id, after, log_after)
+    hub = (await get_runtime()).hub
+    begin, end = _following_job(hub, owner, job_id, after, log_after)
     position = _Position(after, log_after)
-    return _response(_stream(owner, begin, end, job_id, lambda frame: _event(frame, position)))
+    return _response(
+        _stream(owner, begin, end, job_id, lambda frame: _event(frame, position), hub=hub)
+    )
 
 
 @api_view("GET")
@@ -289,9 +298,10 @@ async def job_fragments(request: HttpRequest, job_id: str) -> HttpResponseBase:
     if request.method == "HEAD":
         return _head()
     _check_stream_room(owner)
-    begin, end = _following_job((await get_runtime()).hub, owner, job_id, None, None)
+    hub = (await get_runtime()).hub
+    begin, end = _following_job(hub, owner, job_id, None, None)
     fragments = _Fragments(translation.get_language(), cancel == "1")
-    return _response(_stream(owner, begin, end, job_id, fragments.event, fragments.end))
+    return _response(_stream(owner, begin, end, job_id, fragments.event, fragments.end, hub=hub))
 
 
 def _following_job(
@@ -314,7 +324,8 @@ def _following_job(
 
 @api_view("GET")
 async def owner_events(request: HttpRequest) -> HttpResponseBase:
-    """Every state of every job of the caller, as an event stream."""
+    """Every state of every job of the caller, as an event stream (``?batch=1``:
+    what is pending goes as one ``batch`` event, see docs/protocol.md)."""
     owner = await request_owner(request, create=False)
     if owner is None:
         raise Forbidden("No session: load a page of this site first")
@@ -329,4 +340,9 @@ async def owner_events(request: HttpRequest) -> HttpResponseBase:
     async def end(outbox: Outbox) -> None:
         await hub.detach(outbox, (), owner)
 
-    return _response(_stream(owner, begin, end, None, lambda frame: _event(frame, None)))
+    batches = request.GET.get("batch") == "1"
+    return _response(
+        _stream(
+            owner, begin, end, None, lambda frame: _event(frame, None), hub=hub, batches=batches
+        )
+    )

@@ -4,19 +4,20 @@ The process, not each socket, subscribes to a job's group: one channel-layer
 message per state per process, encoded once, handed as the same text to every
 local socket watching that job or its owner. With the in-memory layer there are
 no job or owner groups: states published in this process come straight to the
-hub (``publish.receive_locally``). Each socket has an :class:`Outbox`
-that keeps only the newest unsent state per job, so a slow socket skips
-superseded states instead of queueing them, and still gets the final one.
+hub (``publish.receive_locally``). Each socket has an
+:class:`~liveprogress.outbox.Outbox` that keeps only the newest unsent state per
+job, so a slow socket skips superseded states instead of queueing them, and
+still gets the final one; the hub's :class:`~liveprogress.pacing.Pacer` holds
+running states back while the loop lags.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +26,8 @@ from django.utils import timezone
 
 from . import conf
 from .models import Job
+from .outbox import Outbox
+from .pacing import Pacer
 from .publish import (
     CANCEL_MESSAGE,
     CONTROL_GROUP,
@@ -36,7 +39,6 @@ from .publish import (
     receive_locally,
     state_message,
 )
-from .state import MAX_SENT_FRAME_BYTES, encode
 
 logger = logging.getLogger(__name__)
 
@@ -45,245 +47,6 @@ GROUP_RENEW_S = 3600.0
 CONTROL_MESSAGES = (CANCEL_MESSAGE, ENDED_MESSAGE)
 # Jobs per database query when reconciling.
 RECONCILE_BATCH = 500
-
-
-class _Reserved:
-    """The place of a frame reserved in an outbox and not given yet."""
-
-
-_RESERVED = _Reserved()
-
-
-class LogBatch:
-    """A job's log lines waiting to go to one socket, sent as one frame."""
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-        self.lines: list[dict[str, Any]] = []
-        self.dropped_through = 0
-
-    def add(self, lines: list[dict[str, Any]], dropped_through: int) -> None:
-        self.lines.extend(lines)
-        limit = conf.get("LOG_LIMIT")
-        if len(self.lines) > limit:
-            # The socket reads slower than the job logs: it is told what it missed.
-            cut = self.lines[: len(self.lines) - limit]
-            self.lines = self.lines[len(cut) :]
-            dropped_through = max(dropped_through, cut[-1]["seq"])
-        self.dropped_through = max(self.dropped_through, dropped_through)
-
-    def encode(self) -> list[str]:
-        """The batch as log frames, each under MAX_SENT_FRAME_BYTES (a burst of long
-        lines is several frames; what was dropped is said in the first)."""
-        frames: list[str] = []
-        lines: list[dict[str, Any]] = []
-        size = 0
-        for line in self.lines:
-            line_size = len(encode(line).encode())
-            if lines and size + line_size > MAX_SENT_FRAME_BYTES - 200:
-                frames.append(self._frame(lines, first=not frames))
-                lines, size = [], 0
-            lines.append(line)
-            size += line_size + 1
-        if lines or not frames:
-            frames.append(self._frame(lines, first=not frames))
-        return frames
-
-    def _frame(self, lines: list[dict[str, Any]], *, first: bool) -> str:
-        frame: dict[str, Any] = {"type": "log", "job": self.job_id, "lines": lines}
-        if self.dropped_through and first:
-            frame["dropped_through"] = self.dropped_through
-        return encode(frame)
-
-
-class Outbox:
-    """The frames waiting to go to one socket, sent in order by one task."""
-
-    def __init__(
-        self,
-        send: Callable[[str], Awaitable[None]],
-        on_broken: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        self._send = send
-        # Called once if a frame can't be sent: the socket is closed, not left mute.
-        self._on_broken = on_broken
-        # key -> frame, in sending order. A job's state keeps one key, so a newer
-        # state replaces an unsent older one where it stands.
-        self._pending: dict[Any, str | LogBatch | _Reserved] = {}
-        self._pending_seq: dict[str, int] = {}
-        self._sent_seq: dict[str, int] = {}
-        # What the client says it holds (``after``): trusted to skip running
-        # states, never to skip a final one it can't have seen (see offer_state).
-        self._claimed_seq: dict[str, int] = {}
-        # Log lines, for the jobs subscribed with log_after only: the newest seq
-        # queued or sent per job, and the live lines held while a replay from the
-        # database is read (see hold_log).
-        self._log_seq: dict[str, int] = {}
-        self._log_held: dict[str, list[tuple[list[dict[str, Any]], int]]] = {}
-        self._keys = itertools.count()
-        self._sending = False
-        self._ready = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(
-            self._drain(), context=contextvars.Context()
-        )
-
-    def newest_seq(self, job_id: str) -> int:
-        """The seq of the newest state of the job sent, queued or claimed by the client."""
-        return max(self.sent_seq(job_id), self._pending_seq.get(job_id, 0))
-
-    def sent_seq(self, job_id: str) -> int:
-        """The seq of the newest state of the job this socket holds: sent, or claimed
-        with ``after`` (0: none)."""
-        return max(self._sent_seq.get(job_id, 0), self._claimed_seq.get(job_id, 0))
-
-    def delivered_seq(self, job_id: str) -> int:
-        """The seq of the newest state of the job actually sent to this socket."""
-        return self._sent_seq.get(job_id, 0)
-
-    def offer_state(
-        self, job_id: str, seq: int, frame: str, *, answer: bool = False, last: bool = False
-    ) -> None:
-        """Queue a job's state unless the socket has or awaits a newer one.
-
-        ``answer`` marks a reply to the client's own request: it goes out even
-        if the socket already got that seq (a duplicate, never a step back).
-        ``last`` (a final state) queues it behind everything queued before it,
-        the job's last log lines included, instead of where its older state stood.
-        A final state goes out unless this socket was sent it or a newer state,
-        or the client claimed exactly it: no ``after`` silences a job's end.
-        """
-        if last:
-            newest = max(self.delivered_seq(job_id), self._pending_seq.get(job_id, 0))
-            held = self._claimed_seq.get(job_id) == seq
-        else:
-            newest, held = self.newest_seq(job_id), False
-        if seq < newest or (seq == newest and not answer) or (held and not answer):
-            return
-        if last:
-            self._pending.pop(("job", job_id), None)
-        self._pending[("job", job_id)] = frame
-        self._pending_seq[job_id] = seq
-        self._ready.set()
-
-    def offer(self, frame: str) -> None:
-        """Queue a frame that is not a job's state (an error, an ack)."""
-        self._pending[next(self._keys)] = frame
-        self._ready.set()
-
-    def reserve(self) -> int:
-        """Take a place in line for a frame not made yet: nothing queued after it goes
-        out before :meth:`fill` gives it (an answer that must come first)."""
-        key = next(self._keys)
-        self._pending[key] = _RESERVED
-        return key
-
-    def fill(self, key: int, frame: str | None) -> None:
-        """Give the frame of a place :meth:`reserve` took (None: give the place up)."""
-        if frame is None:
-            self._pending.pop(key, None)
-        else:
-            self._pending[key] = frame
-        self._ready.set()
-
-    def hold_log(self, job_id: str, after: int) -> None:
-        """Start a replay of the job's log after line ``after``: live lines wait
-        until :meth:`replay_log` brings the stored ones, so none is lost or repeated."""
-        self._log_held[job_id] = []
-        self._log_seq[job_id] = after
-
-    def replay_log(self, job_id: str, lines: list[dict[str, Any]], dropped_through: int) -> None:
-        """Queue the stored lines, then the live ones that came meanwhile."""
-        held = self._log_held.pop(job_id, [])
-        self._queue_log(job_id, lines, dropped_through)
-        for live, live_dropped in held:
-            self._queue_log(job_id, live, live_dropped)
-
-    def offer_log(self, job_id: str, lines: list[dict[str, Any]], dropped_through: int) -> None:
-        """Queue a job's new log lines (those past what the socket has), if it
-        asked for the job's log."""
-        if job_id not in self._log_seq:
-            return
-        held = self._log_held.get(job_id)
-        if held is not None:
-            held.append((lines, dropped_through))
-            return
-        self._queue_log(job_id, lines, dropped_through)
-
-    def _queue_log(self, job_id: str, lines: list[dict[str, Any]], dropped_through: int) -> None:
-        newest = self._log_seq.get(job_id, 0)
-        fresh = [line for line in lines if line["seq"] > newest]
-        if not fresh and dropped_through <= newest:
-            return
-        batch = self._pending.get(("log", job_id))
-        if not isinstance(batch, LogBatch):
-            batch = self._pending[("log", job_id)] = LogBatch(job_id)
-        batch.add(fresh, dropped_through if dropped_through > newest else 0)
-        self._log_seq[job_id] = max([newest, dropped_through, *(line["seq"] for line in fresh)])
-        self._ready.set()
-
-    @property
-    def unsent(self) -> int:
-        """Frames queued and not yet handed to the server."""
-        return len(self._pending)
-
-    @property
-    def busy(self) -> bool:
-        """Frames are queued, or one is being handed to the server right now."""
-        return bool(self._pending) or self._sending
-
-    def note_sent(self, job_id: str, seq: int) -> None:
-        """Record a state that reached the socket inside another frame (an older one
-        still queued is dropped: it would be a step back)."""
-        if seq > self._sent_seq.get(job_id, 0):
-            self._sent_seq[job_id] = seq
-        if 0 < self._pending_seq.get(job_id, 0) <= seq:
-            self._pending.pop(("job", job_id), None)
-            del self._pending_seq[job_id]
-
-    def note_claimed(self, job_id: str, seq: int) -> None:
-        """Record the client's word (``after``) that it holds the job's state ``seq``."""
-        if seq > self._claimed_seq.get(job_id, 0):
-            self._claimed_seq[job_id] = seq
-
-    def forget(self, job_id: str) -> None:
-        """Drop the job's unsent state (after an unsubscribe)."""
-        self._pending.pop(("job", job_id), None)
-        self._pending.pop(("log", job_id), None)
-        self._pending_seq.pop(job_id, None)
-        self._claimed_seq.pop(job_id, None)
-        self._log_held.pop(job_id, None)
-        self._log_seq.pop(job_id, None)
-
-    def close(self) -> None:
-        self._task.cancel()
-
-    async def _drain(self) -> None:
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            while self._pending:
-                key = next(iter(self._pending))
-                if isinstance(self._pending[key], _Reserved):
-                    break  # what goes first isn't ready yet: fill() wakes this up
-                pending = self._pending.pop(key)
-                if isinstance(pending, LogBatch):
-                    frames = pending.encode()
-                elif isinstance(pending, str):
-                    frames = [pending]
-                    if isinstance(key, tuple):
-                        job_id = key[1]
-                        self.note_sent(job_id, self._pending_seq.pop(job_id))
-                self._sending = True
-                try:
-                    for frame in frames:
-                        await self._send(frame)
-                except Exception:
-                    logger.warning("socket send failed; closing it", exc_info=True)
-                    if self._on_broken is not None:
-                        await self._on_broken()
-                    return
-                finally:
-                    self._sending = False
 
 
 class Hub:
@@ -302,6 +65,8 @@ class Hub:
         self._on_control: Callable[[dict[str, Any]], None] | None = None
         self._renewed_at = time.monotonic()
         self._reconciled_at = timezone.now()
+        #: When running states go out to this process's sockets.
+        self.pacer = Pacer(conf.get("PUBLISH_INTERVAL"))
 
     async def start(self, on_control: Callable[[dict[str, Any]], None] | None = None) -> None:
         """Open this process's channel and join the control group; ``on_control``
@@ -430,16 +195,30 @@ class Hub:
     # -- delivery ----------------------------------------------------------------
 
     def deliver(
-        self, job_id: str, owner: str, seq: int, frame: str, terminal: bool
+        self,
+        job_id: str,
+        owner: str,
+        seq: int,
+        frame: str,
+        terminal: bool,
+        *,
+        answering: Outbox | None = None,
     ) -> tuple[int, str]:
-        """Hand a state to the local watchers; returns the newest state of the job known here."""
+        """Hand a state to the local watchers; returns the newest state of the job known here.
+
+        ``answering``: the outbox whose request read this state; it is left out (it
+        sends the newest state as its answer, once, instead).
+        """
         latest = self._latest.get(job_id)
         if job_id in self._job_watchers and (latest is None or seq > latest[0]):
             latest = self._latest[job_id] = (seq, frame, terminal)
-        for outbox in self._job_watchers.get(job_id, ()):
-            outbox.offer_state(job_id, seq, frame, last=terminal)
-        for outbox in self._owner_watchers.get(owner, ()):
-            outbox.offer_state(job_id, seq, frame, last=terminal)
+        # Copies: a send may close a socket, which leaves these sets.
+        for outbox in tuple(self._job_watchers.get(job_id, ())):
+            if outbox is not answering:
+                outbox.offer_state(job_id, seq, frame, last=terminal)
+        for outbox in tuple(self._owner_watchers.get(owner, ())):
+            if outbox is not answering:
+                outbox.offer_state(job_id, seq, frame, last=terminal)
         if latest is not None and latest[0] > seq:
             return latest[0], latest[1]
         return seq, frame
@@ -451,14 +230,19 @@ class Hub:
 
     def deliver_log(self, job_id: str, lines: list[dict[str, Any]], dropped_through: int) -> None:
         """Hand a job's new log lines to the sockets watching that job."""
-        for outbox in self._job_watchers.get(job_id, ()):
+        for outbox in tuple(self._job_watchers.get(job_id, ())):
             outbox.offer_log(job_id, lines, dropped_through)
 
-    def deliver_job(self, job: Job) -> tuple[int, str]:
+    def deliver_job(self, job: Job, *, answering: Outbox | None = None) -> tuple[int, str]:
         """:meth:`deliver` for a job read from the database or held in memory."""
         message = state_message(job)
         return self.deliver(
-            message["job"], job.owner, job.seq, message["frame"], message["terminal"]
+            message["job"],
+            job.owner,
+            job.seq,
+            message["frame"],
+            message["terminal"],
+            answering=answering,
         )
 
     async def reconcile(self) -> None:

@@ -1,4 +1,4 @@
-"""Following jobs on an :class:`~liveprogress.hub.Outbox`: shared by the WebSocket
+"""Following jobs on an :class:`~liveprogress.outbox.Outbox`: shared by the WebSocket
 and the Server-Sent Events streams, so both keep the same guarantees.
 
 - Ownership is checked before anything joins a group: a stranger's request never
@@ -18,8 +18,8 @@ from typing import Any
 
 from . import actions, conf
 from .exceptions import BadRequest
-from .hub import Outbox
 from .models import UNPERSISTED_SEQ_WINDOW
+from .outbox import Outbox
 from .runtime import get_runtime
 from .state import MAX_SENT_FRAME_BYTES, JobState, encode, job_state, state_frame
 
@@ -76,7 +76,7 @@ async def follow_job(
     try:
         await join(job_id)
         job = await actions.get_job(owner, job_id)
-        seq, frame = (await get_runtime()).hub.deliver_job(job)
+        seq, frame = (await get_runtime()).hub.deliver_job(job, answering=outbox)
         if seq > outbox.sent_seq(job_id):
             outbox.offer_state(job_id, seq, frame, answer=True)
         elif ack:

@@ -82,7 +82,9 @@
     begin() {
       let socket;
       try {
-        socket = new WebSocket(this.client.url(this.client.options.wsPath, true));
+        // ?batch=1: what waits for this socket comes as one "batch" frame (protocol.md).
+        const path = this.client.options.wsPath;
+        socket = new WebSocket(this.client.url(path + (path.includes("?") ? "&" : "?") + "batch=1", true));
       } catch (error) {
         setTimeout(() => this.client.lost(this, false), 0);
         return;
@@ -217,6 +219,7 @@
       source.addEventListener("job", handle);
       source.addEventListener("watching", handle);
       source.addEventListener("log", handle);
+      source.addEventListener("batch", handle);
       source.onopen = () => this.markOpen();
       source.onerror = () => {
         if (this.sources.get(key) !== source) return;
@@ -265,7 +268,7 @@
     }
 
     followMine() {
-      if (!this.sources.has("mine")) this.open("mine", this.client.options.apiPath + "events/");
+      if (!this.sources.has("mine")) this.open("mine", this.client.options.apiPath + "events/?batch=1");
     }
 
     ended(state) {
@@ -393,7 +396,8 @@
     }
 
     receive(frame) {
-      if (frame.type === "job") this.keep(frame.job);
+      if (frame.type === "batch") frame.frames.forEach((each) => this.receive(each));
+      else if (frame.type === "job") this.keep(frame.job);
       else if (frame.type === "watching") {
         frame.jobs.forEach((state) => this.keep(state));
         this.options.onWatching(frame.jobs);
