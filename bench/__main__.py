@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import alternatives, engines, fanout, harness, nonblocking, throughput
+from . import alternatives, engines, fanout, harness, nonblocking, ownerlist, throughput
 
 SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
     fanout.NAME: fanout.run,
@@ -27,6 +27,7 @@ SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
     throughput.NAME: throughput.run,
     alternatives.NAME: alternatives.run,
     engines.NAME: engines.run,
+    ownerlist.NAME: ownerlist.run,
 }
 
 

@@ -29,6 +29,7 @@ from django.utils.translation import gettext
 
 from . import conf
 from .cascade import end_children
+from .eager import start_now
 from .eta import RateWindow
 from .exceptions import JobCancelled
 from .finalwrites import FinalWrites
@@ -175,10 +176,12 @@ class Execution:
             except (TypeError, ValueError) as exc:
                 status, error = Status.FAILED, cut(str(exc), MESSAGE_MAX)
         # Shielded: a shutdown that cancels the runner still lets the ending be written.
+        # Started now, not on the loop's next turn: a busy loop's turn is what a
+        # final state waited for.
         if retrying is not None:
-            await asyncio.shield(self._release(retrying, retrying.cause or error))
+            await asyncio.shield(start_now(self._release(retrying, retrying.cause or error)))
         else:
-            await asyncio.shield(self._finish(status, result, error))
+            await asyncio.shield(start_now(self._finish(status, result, error)))
         if shutdown:
             raise asyncio.CancelledError
 

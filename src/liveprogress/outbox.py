@@ -19,11 +19,11 @@ import asyncio
 import contextvars
 import itertools
 import logging
-import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from . import conf
+from .eager import start_now
 from .state import MAX_SENT_FRAME_BYTES, encode
 
 if TYPE_CHECKING:
@@ -36,17 +36,6 @@ _BATCH_TAIL = "]}"
 # A UTF-8 character is at most 4 bytes: frames whose text adds up to this many
 # characters fit in one batch without measuring their bytes.
 _SURE_CHARS = MAX_SENT_FRAME_BYTES // 4 - len(_BATCH_HEAD) - len(_BATCH_TAIL)
-
-
-def start_now(coro: Coroutine[Any, Any, None], context: contextvars.Context) -> asyncio.Task[None]:
-    """A task that runs ``coro`` at once, in the caller's turn, up to its first
-    real wait (Python 3.12+; before that, from the loop's next turn). A send the
-    server takes without waiting (Daphne's, most of Uvicorn's) then costs no
-    wake-up, no callback and no loop iteration."""
-    loop = asyncio.get_running_loop()
-    if sys.version_info >= (3, 12):
-        return asyncio.eager_task_factory(loop, coro, context=context)
-    return loop.create_task(coro, context=context)
 
 
 class _Reserved:
