@@ -17,7 +17,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import alternatives, engines, fanout, harness, nonblocking, ownerlist, throughput
+from . import (
+    alternatives,
+    engines,
+    fanout,
+    harness,
+    nonblocking,
+    ownerlist,
+    servers,
+    throughput,
+)
 
 SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
     fanout.NAME: fanout.run,
@@ -28,11 +37,13 @@ SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
     alternatives.NAME: alternatives.run,
     engines.NAME: engines.run,
     ownerlist.NAME: ownerlist.run,
+    servers.NAME: servers.run,
 }
 
 
-#: Run only when named with --only: ``procs`` starts its own Redis and takes ~6 min.
-OPT_IN = {fanout.PROCS_NAME}
+#: Run only when named with --only: ``procs`` starts its own Redis and takes ~6 min,
+#: ``servers`` runs fourteen times (six servers and the ceiling, two loads), ~5 min.
+OPT_IN = {fanout.PROCS_NAME, servers.NAME}
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -47,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         action="append",
         choices=list(SCENARIOS),
-        help="run only this scenario (repeatable; default: all but procs)",
+        help="run only this scenario (repeatable; default: all but procs and servers)",
     )
     parser.add_argument(
         "--profile",
@@ -58,7 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         "--watchers",
         type=int,
         metavar="W",
-        help="fan-out and alternatives at W watchers over W/10 jobs only (default: the matrix)",
+        help="fan-out and alternatives at W watchers over W/10 jobs only (default: the "
+        "matrix); servers at W over W/10 at 1/s and 2W over W/5 at 5/s",
+    )
+    parser.add_argument(
+        "--window",
+        type=float,
+        metavar="S",
+        help="servers: a window of S seconds (default: 5 quick, 15 full)",
     )
     parser.add_argument(
         "--server-settings",
@@ -115,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         fanout.QUICK = fanout.FULL = [(args.watchers, max(1, args.watchers // 10))]
         alternatives.QUICK = alternatives.load_for(args.watchers, fanout.QUICK_WINDOW)
         alternatives.FULL = alternatives.load_for(args.watchers, fanout.FULL_WINDOW)
+        servers.WATCHERS = args.watchers
+    if args.window:
+        servers.WINDOW = args.window
     soft, hard = harness.raise_fd_limit()
     machine = harness.machine()
     print(

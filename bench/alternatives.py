@@ -115,7 +115,8 @@ def polling(load: Load, workdir: Path) -> dict[str, Any]:
         )  # fmt: skip
 
 
-def bare(load: Load, workdir: Path) -> dict[str, Any]:
+def bare(load: Load, workdir: Path, *, probe: bool = True) -> dict[str, Any]:
+    """The ceiling; ``probe``: load its plain page meanwhile, as every row here does."""
     port = harness.free_port()
     server = harness.Server(
         "bare-websockets", [sys.executable, "-m", "bench.bare_ws", "--port", str(port)],
@@ -137,7 +138,7 @@ def bare(load: Load, workdir: Path) -> dict[str, Any]:
 
     with server:
         return watchers.run(server, load, protocol="bare", start_jobs=start, end_jobs=end,
-                            probe=("/page", {}))  # fmt: skip
+                            probe=("/page", {}) if probe else None)  # fmt: skip
 
 
 def gunicorn(load: Load, workdir: Path) -> dict[str, Any]:

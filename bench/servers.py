@@ -1,0 +1,174 @@
+"""Scenario ``servers`` (issue #14, target 2): our app under each ASGI server, against
+the bare ``websockets`` ceiling at the same load.
+
+Target: frames per server core-second >= 0.9 of the bare server's under the best
+server, >= 0.7 under Daphne, both at everyday load and saturated. The servers
+(``harness.SERVER_KINDS``): Daphne; Uvicorn with websockets, with wsproto, and with
+websockets on uvloop and httptools; Hypercorn; Granian (one worker). The ceiling is
+``alternatives.bare`` (``bench/bare_ws.py``) under the same loads.
+
+Two loads: everyday, 1,000 watchers over 100 jobs at 1 update/s; saturated, 2,000
+watchers over 200 jobs at 5 updates/s (10,000 frames/s offered). No page probe in
+these runs (the other scenarios probe a page meanwhile): a Django page's CPU would be
+counted as the frames' price, and a bare page's is not the same price.
+
+Per row: the figures of ``watchers.run``, frames per server core-second, and its
+ratio to the bare server's at the same load. A server that fails to start or to
+serve is a failed row with its reason. Run only when named (``--only servers``):
+fourteen runs take ~5 min quick, ~9 min full. ``--watchers W`` scales both loads
+(W over W/10 jobs at 1/s, 2W over W/5 at 5/s), ``--window S`` sets the window.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import alternatives, fanout, harness
+from .watchers import Load
+
+NAME = "servers"
+#: Our app's servers, in the order measured (keys of ``harness.SERVER_KINDS``).
+KINDS = ["daphne", "uvicorn", "uvicorn-wsproto", "uvicorn-fast", "hypercorn", "granian"]
+BARE = "bare websockets"
+QUICK_WINDOW = 5.0
+FULL_WINDOW = 15.0
+#: Set by ``--watchers`` and ``--window`` (None: the defaults).
+WATCHERS: int | None = None
+WINDOW: float | None = None
+#: Ratio of frames/core-s to the bare server's that target 2 asks: best server, Daphne.
+TARGET_BEST = 0.9
+TARGET_DAPHNE = 0.7
+
+COLUMNS = [
+    ("load", "load"),
+    ("variant", "server"),
+    ("watchers", "W"),
+    ("jobs", "J"),
+    ("rate", "R/s"),
+    ("frames_per_s", "frames/s"),
+    ("delivered_pct", "deliv %"),
+    ("server_cpu", "srv CPU"),
+    ("frames_per_core_s", "frames/core-s"),
+    ("ratio_to_bare", "/ bare"),
+    ("ratio_error_pct", "+-%"),
+    ("p50_ms", "p50 ms"),
+    ("p99_ms", "p99 ms"),
+    ("terminal_lost", "lost"),
+    ("server_peak_rss_mb", "RSS peak MB"),
+    ("client_cpu_max", "client CPU"),
+    ("other_load", "other load"),
+]
+
+
+def loads(full: bool) -> dict[str, Load]:
+    """The everyday and the saturated load, scaled by ``WATCHERS`` when set."""
+    window = WINDOW or (FULL_WINDOW if full else QUICK_WINDOW)
+    watchers = WATCHERS or 1000
+    return {
+        "everyday": Load(watchers, max(1, watchers // 10), 1.0, window),
+        "saturated": Load(2 * watchers, max(1, watchers // 5), 5.0, window),
+    }
+
+
+def measure(variant: str, load: Load, workdir: Path) -> dict[str, Any]:
+    if variant == BARE:
+        row = alternatives.bare(load, workdir, probe=False)
+    else:
+        row = fanout.measure_ours(variant, load, workdir)
+    row = dict(row)
+    row.pop("terminal_times", None)
+    return alternatives.with_derived(variant, row)
+
+
+def run(full: bool) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    summary: list[str] = []
+    chosen = loads(full)
+    with tempfile.TemporaryDirectory(prefix="lp-bench-") as tmp:
+        workdir = Path(tmp)
+        for load_name, load in chosen.items():
+            measured = []
+            for variant in [BARE, *KINDS]:
+                harness.log(f"servers: {load_name}, {variant}")
+                try:
+                    row = measure(variant, load, workdir)
+                except Exception as exc:
+                    harness.log(f"servers: {variant} failed: {type(exc).__name__}: {exc}")
+                    row = {
+                        "variant": variant,
+                        "failed": f"{type(exc).__name__}: {exc}",
+                        "watchers": load.watchers,
+                        "jobs": load.jobs,
+                        "rate": load.rate,
+                    }
+                row["load"] = load_name
+                measured.append(row)
+            bare = measured[0]
+            for row in measured:
+                row["ratio_to_bare"] = harness.ratio(
+                    bare.get("frames_per_core_s"), row.get("frames_per_core_s")
+                )
+                if row is not bare and row["ratio_to_bare"] is not None:
+                    row["ratio_error_pct"] = round(100 * (_cpu_error(row) + _cpu_error(bare)), 1)
+            rows += measured
+            summary.append(_verdict(load_name, measured[1:]))
+    window = next(iter(chosen.values())).window
+    text = harness.table(
+        f"Servers: our app under each server and the bare websockets ceiling (window "
+        f"{window:g} s); / bare = frames per server core-second over the bare server's",
+        COLUMNS,
+        rows,
+    )
+    for line in [f"  {row['load']}, {row['variant']}: {row['failed']}" for row in rows
+                 if row.get("failed")] + summary:  # fmt: skip
+        print(line, flush=True)
+        text += "\n" + line
+    return {
+        "loads": {name: vars(load) for name, load in chosen.items()},
+        "targets": {"best": TARGET_BEST, "daphne": TARGET_DAPHNE},
+        "rows": rows,
+        "summary": summary,
+        "table": text,
+    }
+
+
+def _cpu_error(row: dict[str, Any]) -> float:
+    """Relative error of a row's server CPU: the kernel counts it in clock ticks (10 ms),
+    user and system apart, in each process; at everyday load the ceiling spends a few
+    tenths of a CPU second in a window, so the ratio's error is printed beside it."""
+    seconds = (row.get("server_cpu") or 0.0) * (row.get("window_s") or 0.0)
+    if not seconds:
+        return 0.0
+    processes = max(1, len(row.get("server_cpu_each") or []))
+    return 2 * processes / os.sysconf("SC_CLK_TCK") / seconds
+
+
+def _verdict(load_name: str, rows: list[dict[str, Any]]) -> str:
+    """Target 2 at one load: the best server's ratio to bare, and Daphne's; a ratio whose
+    error reaches across the target is undecided."""
+    measured = {row["variant"]: row for row in rows if row.get("ratio_to_bare")}
+    if not measured:
+        return (
+            f"  {load_name}: no ratio (no server measured, or the bare server's CPU too "
+            "small to read over this window)"
+        )
+    best = max(measured, key=lambda kind: measured[kind]["ratio_to_bare"])
+
+    def verdict(kind: str, target: float) -> str:
+        row = measured.get(kind)
+        if row is None:
+            return f"{kind} not measured (target {target:g})"
+        value, error = row["ratio_to_bare"], row.get("ratio_error_pct", 0.0) / 100
+        if abs(value - target) <= value * error:
+            outcome = "undecided within the error"
+        else:
+            outcome = "met" if value >= target else "not met"
+        return (
+            f"{kind} {value:g} +-{row.get('ratio_error_pct', 0.0):g} % of bare "
+            f"(target {target:g}: {outcome})"
+        )
+
+    return f"  {load_name}: best {verdict(best, TARGET_BEST)}; {verdict('daphne', TARGET_DAPHNE)}"
