@@ -9,6 +9,7 @@ machine's load before it started (other work on the machine skews the figures).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -73,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         "matrix); servers at W over W/10 at 1/s and 2W over W/5 at 5/s",
     )
     parser.add_argument(
+        "--other-load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep N cores busy with other work meanwhile (a shared machine, reproducibly)",
+    )
+    parser.add_argument(
         "--window",
         type=float,
         metavar="S",
@@ -134,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         alternatives.QUICK = alternatives.load_for(args.watchers, fanout.QUICK_WINDOW)
         alternatives.FULL = alternatives.load_for(args.watchers, fanout.FULL_WINDOW)
         servers.WATCHERS = args.watchers
+        fanout.FINALE_LOAD = dataclasses.replace(fanout.FINALE_LOAD, watchers=args.watchers)
     if args.window:
         servers.WINDOW = args.window
     soft, hard = harness.raise_fd_limit()
@@ -153,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         loadavg = [round(x, 2) for x in os.getloadavg()]
         print(flush=True)
         try:
-            data = SCENARIOS[name](args.full)
+            with harness.busy_cores(args.other_load):
+                data = SCENARIOS[name](args.full)
         except Exception as exc:
             harness.log(f"{name} failed: {type(exc).__name__}: {exc}")
             failed.append(name)
@@ -169,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": machine,
                 "server_settings": harness.SERVER_SETTINGS,
                 "asgi_app": harness.OUR_APP,
+                "other_load_asked": args.other_load,
                 **data,
             },
         )

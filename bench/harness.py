@@ -15,6 +15,7 @@ Every wait here is bounded; every process started here is stopped here.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import http.client
 import json
 import math
@@ -30,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
@@ -132,6 +133,21 @@ def _git(*args: str) -> str:
     except OSError:
         return ""
     return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def busy_cores(count: int) -> Iterator[None]:
+    """``count`` processes that each keep a core busy meanwhile: the shared machine
+    other figures were taken on, made on purpose (``--other-load N``). Each row's
+    *other load* column then counts them."""
+    code = "import time\nwhile True: time.perf_counter()"
+    hogs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 def free_port() -> int:
