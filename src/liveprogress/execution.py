@@ -275,7 +275,7 @@ class Execution:
                 # Shielded: when the function ends, this loop is cancelled, but a
                 # publish under way finishes first (it may hold log lines it took
                 # from the Progress); the ending waits for it on the lock.
-                await asyncio.shield(self.publish_now())
+                await asyncio.shield(start_now(self.publish_now()))
                 await asyncio.sleep(interval)
             except Exception:
                 # The database is away: the job goes on, its state waits (it may not
