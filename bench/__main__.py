@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         alternatives.FULL = alternatives.load_for(args.watchers, fanout.FULL_WINDOW)
         servers.WATCHERS = args.watchers
         fanout.FINALE_LOAD = dataclasses.replace(fanout.FINALE_LOAD, watchers=args.watchers)
+        fanout.PROCS_LOADS = [fanout.Load(args.watchers, max(1, args.watchers // 10), 1.0, 10.0)]
     if args.window:
         servers.WINDOW = args.window
     soft, hard = harness.raise_fd_limit()

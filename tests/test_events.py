@@ -151,6 +151,31 @@ def test_the_owner_stream_lists_and_follows_every_job_of_the_caller_and_no_other
     assert seen <= {mine["id"], earlier["id"]}
 
 
+def test_the_owner_stream_with_batches_sends_many_states_an_event_in_order(server):
+    alice = visitor(server)
+    with alice.events("/api/jobs/events/?batch=1") as stream:
+        opening = stream.next_event()
+        assert opening is not None and opening["event"] == "watching"
+        jobs = [start_timer(alice, steps=8, interval=0.03)["id"] for _ in range(4)]
+        states: dict[str, list[dict[str, Any]]] = {job: [] for job in jobs}
+        batches = 0
+        while any(not states[job] or states[job][-1]["status"] not in TERMINAL for job in jobs):
+            event = stream.next_event()
+            assert event is not None, "the stream ended first"
+            assert event["event"] in ("job", "batch"), event
+            frames = event["data"]["frames"] if event["event"] == "batch" else [event["data"]]
+            batches += event["event"] == "batch" and len(frames) > 1
+            for frame in frames:
+                assert frame["type"] == "job", frame
+                states[frame["job"]["id"]].append(frame["job"])
+    for job in jobs:
+        seqs = [state["seq"] for state in states[job]]
+        assert seqs == sorted(set(seqs)), seqs
+        assert states[job][-1]["status"] == "succeeded"
+    # Four jobs reporting every 30 ms, sent in rounds of 0.1 s: several states an event.
+    assert batches > 0
+
+
 def test_strangers_and_bad_requests_get_json_errors(server):
     alice, mallory = visitor(server), visitor(server)
     job = start_timer(alice, steps=20, interval=0.1)

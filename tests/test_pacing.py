@@ -17,7 +17,8 @@ import pytest
 
 from liveprogress.hub import Hub
 from liveprogress.outbox import Outbox, batched
-from liveprogress.pacing import LAG_HIGH_S, PROBE_S, Pacer
+from liveprogress.pacing import HOLD_MAX_S, LAG_HIGH_S, PROBE_S, Pacer
+from liveprogress.publish import ending
 from liveprogress.state import MAX_SENT_FRAME_BYTES
 
 from .test_consumers import connect, new_session, terminal
@@ -138,6 +139,33 @@ async def test_while_the_loop_lags_running_states_wait_and_final_states_do_not()
     for outbox in outboxes:
         outbox.close()
     assert pacer.open_outboxes == 0
+
+
+async def test_running_states_give_way_to_a_final_state_being_written():
+    hub = Hub()
+    socket = Socket()
+    outbox = Outbox(socket.send, pacer=hub.pacer)
+    for job in ("a", "b"):
+        await hub.watch_job(job, outbox)
+    with ending():  # a's final state is being written
+        hub.deliver("b", "owner", 1, state("b", 1), False)
+        await asyncio.sleep(0.05)
+        assert socket.states() == []  # b's running state waits
+        hub.deliver("a", "owner", 7, state("a", 7, "cancelled"), True)
+        await turn()
+        # The final state goes at once (b's waiting state, queued before it, with it).
+        assert socket.states() == [("b", 1, "running"), ("a", 7, "cancelled")]
+        hub.deliver("b", "owner", 2, state("b", 2), False)
+        await asyncio.sleep(0.05)
+        assert socket.states()[2:] == []
+    await asyncio.sleep(0.05)
+    assert socket.states()[2:] == [("b", 2, "running")]  # out once the ending is
+    # An ending that never finishes holds nothing for long.
+    with ending():
+        hub.deliver("b", "owner", 3, state("b", 3), False)
+        await asyncio.sleep(HOLD_MAX_S + 0.2)
+        assert socket.states()[3:] == [("b", 3, "running")]
+    outbox.close()
 
 
 async def test_paced_states_of_many_jobs_never_step_back_and_every_final_arrives():

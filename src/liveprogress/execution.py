@@ -36,7 +36,7 @@ from .finalwrites import FinalWrites
 from .logstore import store_lines
 from .models import UNPERSISTED_SEQ_WINDOW, Job, Status
 from .progress import MESSAGE_MAX, JobContext, Progress, ProgressSnapshot, cut, stages_share
-from .publish import publish, publish_log
+from .publish import ending, publish, publish_log
 from .registry import JobKind
 from .writebehind import BEHIND_FIELDS, UnwrittenRow, WriteBehind
 
@@ -420,29 +420,37 @@ class Execution:
         job.finished_at, job.updated_at, job.eta_s, job.rate = now, now, None, None
         job.seq += 1
         self._finished = True
-        for delay in (*_FINAL_RETRY_DELAYS, None):
+        with ending():
+            persisted = await self._write_final()
+            if persisted:
+                await self._send()
+        if not persisted or not self._may_have_children():
+            return
+        try:
+            await end_children(job)
+        except Exception:
+            # Their own heartbeats go on; a cancel of the parent cascades again.
+            logger.warning("children not stopped job=%s", job.id, exc_info=True)
+
+    async def _write_final(self) -> bool:
+        """Write the final state, retried while the database is away; False if it
+        ended elsewhere meanwhile, or could not be written (then its heartbeat stops
+        with it, and a sweep ends it `interrupted`)."""
+        job = self.job
+        for delay in _FINAL_RETRY_DELAYS:
             try:
-                persisted = await self._persist(_FINAL_FIELDS, final=True)
-                break
+                return await self._persist(_FINAL_FIELDS, final=True)
             except Exception:
-                if delay is None:
-                    # Its heartbeat stops with it: a sweep ends it `interrupted`.
-                    logger.error("final state lost job=%s status=%s", job.id, status)
-                    return
                 logger.warning(
                     "final write failed job=%s; retrying in %s s", job.id, delay, exc_info=True
                 )
                 await aclose_old_connections()
                 await asyncio.sleep(delay)
-        if persisted:
-            await self._send()
-            if not self._may_have_children():
-                return
-            try:
-                await end_children(job)
-            except Exception:
-                # Their own heartbeats go on; a cancel of the parent cascades again.
-                logger.warning("children not stopped job=%s", job.id, exc_info=True)
+        try:
+            return await self._persist(_FINAL_FIELDS, final=True)
+        except Exception:
+            logger.error("final state lost job=%s status=%s", job.id, job.status, exc_info=True)
+            return False
 
     def _may_have_children(self) -> bool:
         """Whether the job may have children to end: it tried to start one, or an

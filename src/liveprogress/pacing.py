@@ -9,9 +9,13 @@ everything else waited behind them, final states included (BENCHMARKS.md,
 timer and, while the loop is late, holds running states back: each socket's
 newest state per job waits (older ones are replaced, as for any slow reader)
 until the next round, and rounds come further apart the later the loop runs.
-Final states, answers and errors are never held: they go at once.
+Final states, answers and errors are never held: they go at once. While a
+final state of this process's jobs is being written (``publish.ending``),
+running states wait too, for at most HOLD_MAX_S: on a busy process they
+would take the loop's turns and the sockets' buffers that the final state
+needs next.
 
-A round sends in slices of a few milliseconds, so a final state, a page or a
+A round sends in slices (a few milliseconds, a hundred sockets), so a final state, a page or a
 client's request never waits behind a whole round. Sockets that take batches
 (docs/protocol.md) always get their running states in rounds, one frame each.
 """
@@ -21,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import TYPE_CHECKING
+
+from .publish import endings_under_way
 
 if TYPE_CHECKING:
     from .outbox import Outbox
@@ -32,8 +38,16 @@ LAG_HIGH_S = 0.05
 LAG_LOW_S = 0.02
 #: The longest a running state is held while the loop lags.
 MAX_INTERVAL_S = 2.0
-#: The most one slice of a round runs before the loop gets its turn.
+#: The most one slice of a round runs, and the most sockets it sends to, before the
+#: loop gets its turn. Both: the server writes what a slice handed it in the loop's
+#: next turn (Daphne's Twisted: one callback per socket), so the turn after a slice
+#: grows with its sockets, not with its own time.
 SLICE_S = 0.005
+SLICE_OUTBOXES = 100
+#: The longest running states wait for final states being written, and how often
+#: a waiting round looks again.
+HOLD_MAX_S = 0.5
+HOLD_CHECK_S = 0.01
 
 
 class Pacer:
@@ -50,6 +64,7 @@ class Pacer:
         self._probe: asyncio.TimerHandle | None = None
         self._probe_due = 0.0
         self._open = 0
+        self._held_since: float | None = None
 
     @property
     def lagging(self) -> bool:
@@ -75,29 +90,43 @@ class Pacer:
 
     def defers(self, outbox: Outbox) -> bool:
         """Whether the outbox's running states wait for the next round."""
-        return self.interval > 0 or outbox.batches
+        return self.interval > 0 or outbox.batches or endings_under_way() > 0
 
     def defer(self, outbox: Outbox) -> None:
         self._due[outbox] = None
         if self._round is None:
+            # Held only for final states being written: as soon as they are out.
+            delay = self.round_s if self.interval or outbox.batches else HOLD_CHECK_S
             self._round = asyncio.get_running_loop().call_later(
-                max(self.interval, self.round_s), self._run_round
+                max(self.interval, delay), self._run_round
             )
 
     def forget(self, outbox: Outbox) -> None:
         self._due.pop(outbox, None)
 
     def _run_round(self) -> None:
-        """Flush the outboxes due, for at most SLICE_S; the rest in the next turn."""
+        """Flush the outboxes due, a slice of them; the rest in the loop's next turn."""
+        loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+        if endings_under_way():
+            if self._held_since is None:
+                self._held_since = now
+            if now - self._held_since < HOLD_MAX_S:
+                self._round = loop.call_later(HOLD_CHECK_S, self._run_round)
+                return
+        self._held_since = None
         self._round = None
-        deadline = time.perf_counter() + SLICE_S
-        while self._due:
+        deadline = now + SLICE_S
+        for _ in range(SLICE_OUTBOXES):
+            if not self._due:
+                return
             outbox = next(iter(self._due))
             del self._due[outbox]
             outbox.flush()
-            if time.perf_counter() > deadline and self._due:
-                self._round = asyncio.get_running_loop().call_soon(self._run_round)
-                return
+            if time.perf_counter() > deadline:
+                break
+        if self._due:
+            self._round = loop.call_soon(self._run_round)
 
     def _schedule_probe(self, loop: asyncio.AbstractEventLoop) -> None:
         self._probe_due = loop.time() + PROBE_S

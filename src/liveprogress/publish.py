@@ -12,10 +12,11 @@ source of truth and watchers reconcile from it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
@@ -52,6 +53,28 @@ def owner_group(owner: str) -> str:
 def in_process(layer: Any) -> bool:
     """True if ``layer`` reaches only this process, so states need not go through it."""
     return isinstance(layer, InMemoryChannelLayer)
+
+
+# Final states of this process's jobs being written and not yet published. While
+# any is, running states wait (pacing.py): on a busy process they would fill the
+# loop's turns and the sockets' buffers that the final states need.
+_endings_under_way = 0
+
+
+@contextlib.contextmanager
+def ending() -> Iterator[None]:
+    """Around a final state's write and publish: running states give it the way."""
+    global _endings_under_way
+    _endings_under_way += 1
+    try:
+        yield
+    finally:
+        _endings_under_way -= 1
+
+
+def endings_under_way() -> int:
+    """Final states of this process's jobs being written and not yet published."""
+    return _endings_under_way
 
 
 Receiver = Callable[[dict[str, Any]], None]
