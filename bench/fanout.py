@@ -163,8 +163,8 @@ def run_finale(full: bool) -> dict[str, Any]:
                 finally:
                     throughput.drop_postgres(postgres)
     text = harness.table(
-        "Finale: 100 jobs x 20 watchers, 50 steps of 0.2 s, ending together; terminal-state "
-        "lag = receive - finished_at",
+        f"Finale: {FINALE_LOAD.jobs} jobs x {FINALE_LOAD.watchers // FINALE_LOAD.jobs} watchers, "
+        "a step every 0.2 s, ending together; terminal-state lag = receive - finished_at",
         FINALE_COLUMNS,
         rows,
     )

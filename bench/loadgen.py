@@ -57,7 +57,8 @@ class Commands:
     """JSON commands from the driver on stdin, one a line."""
 
     def __init__(self) -> None:
-        self.reader = asyncio.StreamReader()
+        # A command may list thousands of job ids: well past the default 64 KiB line.
+        self.reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()

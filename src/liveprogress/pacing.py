@@ -15,9 +15,10 @@ running states wait too, for at most HOLD_MAX_S: on a busy process they
 would take the loop's turns and the sockets' buffers that the final state
 needs next.
 
-A round sends in slices (a few milliseconds, a hundred sockets), so a final state, a page or a
-client's request never waits behind a whole round. Sockets that take batches
-(docs/protocol.md) always get their running states in rounds, one frame each.
+A round sends in slices (a few milliseconds, a hundred sockets), so a final
+state, a page or a client's request never waits behind a whole round. Sockets
+that take batches (docs/protocol.md) always get their running states in rounds,
+one frame each.
 """
 
 from __future__ import annotations
