@@ -115,13 +115,21 @@ def polling(load: Load, workdir: Path) -> dict[str, Any]:
         )  # fmt: skip
 
 
-def bare(load: Load, workdir: Path, *, probe: bool = True) -> dict[str, Any]:
-    """The ceiling; ``probe``: load its plain page meanwhile, as every row here does."""
-    port = harness.free_port()
-    server = harness.Server(
-        "bare-websockets", [sys.executable, "-m", "bench.bare_ws", "--port", str(port)],
-        port=port, ready_path="/page", workdir=workdir,
-    )  # fmt: skip
+def bare(
+    load: Load, workdir: Path, *, probe: bool = True, server: harness.Server | None = None
+) -> dict[str, Any]:
+    """The ceiling; ``probe``: load its plain page meanwhile, as every row here does.
+
+    ``server``: another server of the same protocol instead of ``bench/bare_ws.py``
+    (``harness.bare_asgi_server``: the raw ASGI twin under one ASGI server).
+    """
+    if server is None:
+        port = harness.free_port()
+        server = harness.Server(
+            "bare-websockets", [sys.executable, "-m", "bench.bare_ws", "--port", str(port)],
+            port=port, ready_path="/page", workdir=workdir,
+        )  # fmt: skip
+    port = server.port
 
     def start(count: int, end_at: float, interval: float) -> list[str]:
         steps = max(2, math.ceil((end_at - time.time()) / interval))

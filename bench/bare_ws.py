@@ -23,6 +23,7 @@ import random
 import signal
 import time
 import uuid
+from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
 
@@ -52,13 +53,17 @@ def new_state(job_id: str, steps: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def run_job(job_id: str, steps: int, interval: float) -> None:
-    state = STATES[job_id]
+async def job_frames(
+    state: dict[str, Any], steps: int, interval: float, stop: asyncio.Event
+) -> AsyncIterator[str]:
+    """The frames of one simulated job, each encoded once: a tick every ``interval``
+    (after a random phase), then its final state, ``cancelled`` once ``stop`` is set.
+    Shared with ``bench/bare_asgi.py``."""
     await asyncio.sleep(random.uniform(0, interval))
     status = "succeeded"
     for step in range(1, steps + 1):
         try:
-            await asyncio.wait_for(STOP.wait(), interval)
+            await asyncio.wait_for(stop.wait(), interval)
             status = "cancelled"
             break
         except TimeoutError:
@@ -72,11 +77,16 @@ async def run_job(job_id: str, steps: int, interval: float) -> None:
             seq=state["seq"] + 1,
             updated_at=time.time(),
         )
-        broadcast(SUBSCRIBERS.get(job_id, ()), encode({"type": "job", "job": state}))
+        yield encode({"type": "job", "job": state})
     now = time.time()
     state.update(status=status, message="¡Proceso completado!", seq=state["seq"] + 1,
                  result={"steps": steps}, updated_at=now, finished_at=now)  # fmt: skip
-    broadcast(SUBSCRIBERS.get(job_id, ()), encode({"type": "job", "job": state}))
+    yield encode({"type": "job", "job": state})
+
+
+async def run_job(job_id: str, steps: int, interval: float) -> None:
+    async for frame in job_frames(STATES[job_id], steps, interval, STOP):
+        broadcast(SUBSCRIBERS.get(job_id, ()), frame)
 
 
 async def handler(ws: ServerConnection) -> None:

@@ -1,7 +1,8 @@
 """What every scenario shares: servers, visitors, load-generator processes, meters, output.
 
 - :class:`Server` runs one server process (ours under Daphne or Uvicorn, or one of
-  the alternatives in ``bench/``) on a free port of 127.0.0.1 and stops it.
+  the alternatives in ``bench/``) on a free port of 127.0.0.1 and stops it;
+  :func:`asgi_server` runs any ASGI application under any of :data:`SERVER_KINDS`.
 - :class:`Meter` samples a process's CPU and RSS with psutil, and the whole
   machine's CPU, so other load on the machine (contention) shows in the figures.
 - :class:`Workers` runs load generators (``python -m bench.loadgen``) in their own
@@ -283,7 +284,8 @@ def migrate(database_url: str) -> None:
     )  # fmt: skip
 
 
-#: The servers :func:`our_server` runs our app under: kind -> its command line after
+#: The servers :func:`asgi_server` runs an app under (ours: :func:`our_server`; each
+#: one's ceiling: :func:`bare_asgi_server`): kind -> its command line after
 #: ``python -m`` (``{host}``, ``{port}`` and ``{app}`` filled in). No access log, as in
 #: production. Uvicorn's ``auto`` loop and parser pick uvloop and httptools whenever
 #: they are installed (the ``bench`` extra installs them), so every Uvicorn kind names
@@ -310,19 +312,41 @@ SERVER_KINDS: dict[str, list[str]] = {
 }  # fmt: skip
 
 
+def asgi_server(
+    kind: str,
+    app: str,
+    workdir: Path,
+    *,
+    name: str,
+    env: Mapping[str, str] | None = None,
+    ready_path: str = "/",
+) -> Server:
+    """Any ASGI application (``module:attribute``) under one of :data:`SERVER_KINDS`."""
+    if kind not in SERVER_KINDS:
+        raise ValueError(f"Unknown server {kind!r}, must be one of: {', '.join(SERVER_KINDS)}")
+    port = free_port()
+    fill = {"host": HOST, "port": str(port), "app": app}
+    argv = [sys.executable, "-m", *(part.format(**fill) for part in SERVER_KINDS[kind])]
+    return Server(name, argv, port=port, env=env, ready_path=ready_path, workdir=workdir)
+
+
 def our_server(
     kind: str, database_url: str, workdir: Path, settings: Mapping[str, Any] | None = None
 ) -> Server:
     """The demo site (``proyecto``) under one of :data:`SERVER_KINDS`, as a deployment runs it."""
-    if kind not in SERVER_KINDS:
-        raise ValueError(f"Unknown server {kind!r}, must be one of: {', '.join(SERVER_KINDS)}")
-    port = free_port()
-    fill = {"host": HOST, "port": str(port), "app": OUR_APP}
-    argv = [sys.executable, "-m", *(part.format(**fill) for part in SERVER_KINDS[kind])]
-    return Server(
-        f"ours-{kind}", argv, port=port, env=server_env(database_url, settings),
-        ready_path="/api/jobs/", workdir=workdir,
+    return asgi_server(
+        kind, OUR_APP, workdir, name=f"ours-{kind}", env=server_env(database_url, settings),
+        ready_path="/api/jobs/",
     )  # fmt: skip
+
+
+#: The raw ASGI twin of the bare websockets server: each server kind's own ceiling.
+BARE_ASGI_APP = "bench.bare_asgi:application"
+
+
+def bare_asgi_server(kind: str, workdir: Path) -> Server:
+    """``bench/bare_asgi.py`` under one of :data:`SERVER_KINDS` (no database)."""
+    return asgi_server(kind, BARE_ASGI_APP, workdir, name=f"bare-asgi-{kind}", ready_path="/page")
 
 
 def our_serve(

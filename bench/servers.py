@@ -5,18 +5,24 @@ Target: frames per server core-second >= 0.9 of the bare server's under the best
 server, >= 0.7 under Daphne, both at everyday load and saturated. The servers
 (``harness.SERVER_KINDS``): Daphne; Uvicorn with websockets, with wsproto, and with
 websockets on uvloop and httptools; Hypercorn; Granian (one worker). The ceiling is
-``alternatives.bare`` (``bench/bare_ws.py``) under the same loads.
+``alternatives.bare`` (``bench/bare_ws.py``) under the same loads. Each server's own
+ceiling is ``bench/bare_asgi.py`` under it: the bare server's protocol, jobs and
+frames as a raw ASGI application (no Django, no Channels), measured the same way
+(``alternatives.bare`` with that server). Ours over it is what the library costs
+under that server; it over the bare server is what the server itself costs.
 
 Two loads: everyday, 1,000 watchers over 100 jobs at 1 update/s; saturated, 2,000
 watchers over 200 jobs at 5 updates/s (10,000 frames/s offered). No page probe in
 these runs (the other scenarios probe a page meanwhile): a Django page's CPU would be
 counted as the frames' price, and a bare page's is not the same price.
 
-Per row: the figures of ``watchers.run``, frames per server core-second, and its
-ratio to the bare server's at the same load. A server that fails to start or to
-serve is a failed row with its reason. Run only when named (``--only servers``):
-fourteen runs take ~5 min quick, ~9 min full. ``--watchers W`` scales both loads
-(W over W/10 jobs at 1/s, 2W over W/5 at 5/s), ``--window S`` sets the window.
+Per row: the figures of ``watchers.run``, frames per server core-second, its ratio
+to the bare server's at the same load and, for our app, its ratio to the ceiling of
+the same server. Each server's ceiling is measured just before our app under it. A
+server that fails to start or to serve is a failed row with its reason. Run only
+when named (``--only servers``): twenty-six runs take ~9 min quick, ~17 min full.
+``--watchers W`` scales both loads (W over W/10 jobs at 1/s, 2W over W/5 at 5/s),
+``--window S`` sets the window.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ NAME = "servers"
 #: Our app's servers, in the order measured (keys of ``harness.SERVER_KINDS``).
 KINDS = ["daphne", "uvicorn", "uvicorn-wsproto", "uvicorn-fast", "hypercorn", "granian"]
 BARE = "bare websockets"
+#: The row of ``bench/bare_asgi.py`` under one server: that server's ceiling.
+CEILING = "bare ASGI under {}"
 QUICK_WINDOW = 5.0
 FULL_WINDOW = 15.0
 #: Set by ``--watchers`` and ``--window`` (None: the defaults).
@@ -54,6 +62,8 @@ COLUMNS = [
     ("frames_per_core_s", "frames/core-s"),
     ("ratio_to_bare", "/ bare"),
     ("ratio_error_pct", "+-%"),
+    ("ratio_to_server_ceiling", "/ ceiling"),
+    ("ceiling_error_pct", "+-%"),
     ("p50_ms", "p50 ms"),
     ("p99_ms", "p99 ms"),
     ("terminal_lost", "lost"),
@@ -73,9 +83,17 @@ def loads(full: bool) -> dict[str, Load]:
     }
 
 
+def ceiling(kind: str) -> str:
+    return CEILING.format(kind)
+
+
 def measure(variant: str, load: Load, workdir: Path) -> dict[str, Any]:
+    kinds = {ceiling(kind): kind for kind in KINDS}
     if variant == BARE:
         row = alternatives.bare(load, workdir, probe=False)
+    elif variant in kinds:
+        server = harness.bare_asgi_server(kinds[variant], workdir)
+        row = alternatives.bare(load, workdir, probe=False, server=server)
     else:
         row = fanout.measure_ours(variant, load, workdir)
     row = dict(row)
@@ -91,7 +109,7 @@ def run(full: bool) -> dict[str, Any]:
         workdir = Path(tmp)
         for load_name, load in chosen.items():
             measured = []
-            for variant in [BARE, *KINDS]:
+            for variant in [BARE, *(name for kind in KINDS for name in (ceiling(kind), kind))]:
                 harness.log(f"servers: {load_name}, {variant}")
                 try:
                     row = measure(variant, load, workdir)
@@ -107,18 +125,32 @@ def run(full: bool) -> dict[str, Any]:
                 row["load"] = load_name
                 measured.append(row)
             bare = measured[0]
+            by_variant = {row["variant"]: row for row in measured}
             for row in measured:
                 row["ratio_to_bare"] = harness.ratio(
                     bare.get("frames_per_core_s"), row.get("frames_per_core_s")
                 )
                 if row is not bare and row["ratio_to_bare"] is not None:
                     row["ratio_error_pct"] = round(100 * (_cpu_error(row) + _cpu_error(bare)), 1)
+                if row["variant"] in KINDS:
+                    top = by_variant[ceiling(row["variant"])]
+                    row["ratio_to_server_ceiling"] = harness.ratio(
+                        top.get("frames_per_core_s"), row.get("frames_per_core_s")
+                    )
+                    if row["ratio_to_server_ceiling"] is not None:
+                        row["ceiling_error_pct"] = round(
+                            100 * (_cpu_error(row) + _cpu_error(top)), 1
+                        )
             rows += measured
-            summary.append(_verdict(load_name, measured[1:]))
+            ours = [row for row in measured if row["variant"] in KINDS]
+            summary.append(_verdict(load_name, ours))
+            summary.append(_ceilings(load_name, ours, by_variant))
     window = next(iter(chosen.values())).window
     text = harness.table(
-        f"Servers: our app under each server and the bare websockets ceiling (window "
-        f"{window:g} s); / bare = frames per server core-second over the bare server's",
+        f"Servers: our app under each server, each server's ceiling (bare ASGI) and the "
+        f"bare websockets ceiling (window {window:g} s); / bare = frames per server "
+        "core-second over the bare websockets server's, / ceiling = ours over the bare "
+        "ASGI app's under the same server",
         COLUMNS,
         rows,
     )
@@ -172,3 +204,34 @@ def _verdict(load_name: str, rows: list[dict[str, Any]]) -> str:
         )
 
     return f"  {load_name}: best {verdict(best, TARGET_BEST)}; {verdict('daphne', TARGET_DAPHNE)}"
+
+
+def _best(rows: list[dict[str, Any]]) -> str | None:
+    """The server under which our app's ratio to bare is highest (None: none measured)."""
+    measured = [row for row in rows if row.get("ratio_to_bare")]
+    return max(measured, key=lambda row: row["ratio_to_bare"])["variant"] if measured else None
+
+
+def _ceilings(
+    load_name: str, ours: list[dict[str, Any]], by_variant: dict[str, dict[str, Any]]
+) -> str:
+    """What the server itself costs at one load: for Daphne and for the best server
+    (ours' best ratio to bare), the server's ceiling as a fraction of the bare
+    websockets server, and ours as a fraction of that ceiling."""
+
+    def one(kind: str, label: str = "") -> str:
+        top = by_variant.get(ceiling(kind), {})
+        value = top.get("ratio_to_bare")
+        if value is None:
+            why = top.get("failed") or "no frames/core-s"
+            return f"{label}{kind}: ceiling not measured ({why})"
+        text = f"{label}{kind}: ceiling {value:g} +-{top.get('ratio_error_pct', 0.0):g} % of bare"
+        mine = by_variant.get(kind, {}).get("ratio_to_server_ceiling")
+        if mine is not None:
+            text += f", ours {mine:g} +-{by_variant[kind].get('ceiling_error_pct', 0.0):g} % of it"
+        return text
+
+    best = _best(ours)
+    parts = [one("daphne")]
+    parts.append(one(best, "best server ") if best else "best server: none measured")
+    return f"  {load_name}, server ceilings (bare ASGI / bare websockets): " + "; ".join(parts)
