@@ -80,7 +80,7 @@ def ours(kind: str, load: Load, workdir: Path) -> dict[str, Any]:
     return fanout.measure_ours(kind, load, workdir, probe=True)
 
 
-def example(load: Load, workdir: Path) -> dict[str, Any]:
+def example(load: Load, workdir: Path, *, probe: bool = True) -> dict[str, Any]:
     port = harness.free_port()
     argv = [sys.executable, "-m", "daphne", "-v", "0", "-b", harness.HOST, "-p", str(port),
             "bench.example_app:application"]  # fmt: skip
@@ -93,7 +93,7 @@ def example(load: Load, workdir: Path) -> dict[str, Any]:
     with server:
         return watchers.run(
             server, load, protocol="example", url=url,
-            headers={"Origin": server.origin}, probe=("/progress/", {}),
+            headers={"Origin": server.origin}, probe=("/progress/", {}) if probe else None,
         )  # fmt: skip
 
 

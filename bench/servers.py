@@ -9,7 +9,9 @@ websockets on uvloop and httptools; Hypercorn; Granian (one worker). The ceiling
 ceiling is ``bench/bare_asgi.py`` under it: the bare server's protocol, jobs and
 frames as a raw ASGI application (no Django, no Channels), measured the same way
 (``alternatives.bare`` with that server). Ours over it is what the library costs
-under that server; it over the bare server is what the server itself costs.
+under that server; it over the bare server is what the server itself costs. The
+original example's design (a loop in each consumer, under Daphne: what nothing of
+ours should cost more per frame than) runs at the same loads.
 
 Two loads: everyday, 1,000 watchers over 100 jobs at 1 update/s; saturated, 2,000
 watchers over 200 jobs at 5 updates/s (10,000 frames/s offered). No page probe in
@@ -20,7 +22,7 @@ Per row: the figures of ``watchers.run``, frames per server core-second, its rat
 to the bare server's at the same load and, for our app, its ratio to the ceiling of
 the same server. Each server's ceiling is measured just before our app under it. A
 server that fails to start or to serve is a failed row with its reason. Run only
-when named (``--only servers``): twenty-six runs take ~9 min quick, ~17 min full.
+when named (``--only servers``): twenty-eight runs take ~9 min quick, ~17 min full.
 ``--watchers W`` scales both loads (W over W/10 jobs at 1/s, 2W over W/5 at 5/s),
 ``--window S`` sets the window.
 """
@@ -39,6 +41,9 @@ NAME = "servers"
 #: Our app's servers, in the order measured (keys of ``harness.SERVER_KINDS``).
 KINDS = ["daphne", "uvicorn", "uvicorn-wsproto", "uvicorn-fast", "hypercorn", "granian"]
 BARE = "bare websockets"
+#: The original example's design (a loop in each consumer, Daphne): nothing of ours
+#: should cost more per frame.
+EXAMPLE = "example: loop in consumer (daphne)"
 #: The row of ``bench/bare_asgi.py`` under one server: that server's ceiling.
 CEILING = "bare ASGI under {}"
 QUICK_WINDOW = 5.0
@@ -91,6 +96,8 @@ def measure(variant: str, load: Load, workdir: Path) -> dict[str, Any]:
     kinds = {ceiling(kind): kind for kind in KINDS}
     if variant == BARE:
         row = alternatives.bare(load, workdir, probe=False)
+    elif variant == EXAMPLE:
+        row = alternatives.example(load, workdir, probe=False)
     elif variant in kinds:
         server = harness.bare_asgi_server(kinds[variant], workdir)
         row = alternatives.bare(load, workdir, probe=False, server=server)
@@ -109,7 +116,8 @@ def run(full: bool) -> dict[str, Any]:
         workdir = Path(tmp)
         for load_name, load in chosen.items():
             measured = []
-            for variant in [BARE, *(name for kind in KINDS for name in (ceiling(kind), kind))]:
+            variants = [BARE, EXAMPLE, *(name for kind in KINDS for name in (ceiling(kind), kind))]
+            for variant in variants:
                 harness.log(f"servers: {load_name}, {variant}")
                 try:
                     row = measure(variant, load, workdir)
