@@ -13,7 +13,9 @@ Environment variables, each optional:
 
 Scale-out, each optional (docs/scaling.md):
 - REDIS_URL: channels_redis as the channel layer (default: the in-memory layer,
-  which only reaches sockets of the same process).
+  which only reaches sockets of the same process); REDIS_LAYER=pubsub picks its
+  RedisPubSubChannelLayer (one PUBLISH per group message) instead of the default
+  RedisChannelLayer.
 - LIVEPROGRESS_RUNNER=tasks: jobs run as django.tasks tasks on django-tasks-db's
   database queue, by `manage.py db_worker` processes (default: inprocess).
 
@@ -137,7 +139,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # Each server process has one channel (its hub), which receives every state of
 # every job watched there: room for bursts.
 _HUB_CAPACITY = 10_000
-if os.environ.get("REDIS_URL"):
+if os.environ.get("REDIS_URL") and os.environ.get("REDIS_LAYER") == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
+        }
+    }
+elif os.environ.get("REDIS_URL"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
