@@ -14,8 +14,8 @@ Environment variables, each optional:
 Scale-out, each optional (docs/scaling.md):
 - REDIS_URL: channels_redis as the channel layer (default: the in-memory layer,
   which only reaches sockets of the same process); REDIS_LAYER=pubsub picks its
-  RedisPubSubChannelLayer (one PUBLISH per group message) instead of the default
-  RedisChannelLayer.
+  RedisPubSubChannelLayer (one PUBLISH per group message; `make serve` does)
+  instead of RedisChannelLayer.
 - LIVEPROGRESS_RUNNER=tasks: jobs run as django.tasks tasks on django-tasks-db's
   database queue, by `manage.py db_worker` processes (default: inprocess).
 
