@@ -43,8 +43,8 @@ SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
 
 
 #: Run only when named with --only: ``procs`` starts its own Redis and takes ~6 min,
-#: ``servers`` runs twenty-eight times (six servers, their six ceilings, the bare
-#: websockets one and the original example, two loads), ~9 min.
+#: ``servers`` runs thirty-two times (seven servers, their seven ceilings, the bare
+#: websockets one and the original example, two loads), ~6 min.
 OPT_IN = {fanout.PROCS_NAME, servers.NAME}
 
 

@@ -302,6 +302,10 @@ SERVER_KINDS: dict[str, list[str]] = {
     "uvicorn-fast": ["uvicorn", "--ws", "websockets", "--loop", "uvloop", "--http",
                      "httptools", "--log-level", "warning", "--no-access-log", "--host",
                      "{host}", "--port", "{port}", "{app}"],
+    # websockets' newer sans-I/O implementation (the legacy one frames in Python).
+    "uvicorn-sansio": ["uvicorn", "--ws", "websockets-sansio", "--loop", "uvloop", "--http",
+                       "httptools", "--log-level", "warning", "--no-access-log", "--host",
+                       "{host}", "--port", "{port}", "{app}"],
     # asyncio worker, WebSockets by wsproto; no access log unless --access-logfile.
     "hypercorn": ["hypercorn", "-b", "{host}:{port}", "--log-level", "warning", "{app}"],
     # One worker process (a child of Granian's own), one runtime thread, WebSockets on;

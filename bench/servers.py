@@ -4,7 +4,8 @@ the bare ``websockets`` ceiling at the same load.
 Target: frames per server core-second >= 0.9 of the bare server's under the best
 server, >= 0.7 under Daphne, both at everyday load and saturated. The servers
 (``harness.SERVER_KINDS``): Daphne; Uvicorn with websockets, with wsproto, and with
-websockets on uvloop and httptools; Hypercorn; Granian (one worker). The ceiling is
+websockets on uvloop and httptools, and with websockets' sans-I/O implementation on
+them; Hypercorn; Granian (one worker). The ceiling is
 ``alternatives.bare`` (``bench/bare_ws.py``) under the same loads. Each server's own
 ceiling is ``bench/bare_asgi.py`` under it: the bare server's protocol, jobs and
 frames as a raw ASGI application (no Django, no Channels), measured the same way
@@ -22,7 +23,7 @@ Per row: the figures of ``watchers.run``, frames per server core-second, its rat
 to the bare server's at the same load and, for our app, its ratio to the ceiling of
 the same server. Each server's ceiling is measured just before our app under it. A
 server that fails to start or to serve is a failed row with its reason. Run only
-when named (``--only servers``): twenty-eight runs take ~9 min quick, ~17 min full.
+when named (``--only servers``): thirty-two runs take ~6 min quick, ~17 min full.
 ``--watchers W`` scales both loads (W over W/10 jobs at 1/s, 2W over W/5 at 5/s),
 ``--window S`` sets the window.
 """
@@ -39,7 +40,15 @@ from .watchers import Load
 
 NAME = "servers"
 #: Our app's servers, in the order measured (keys of ``harness.SERVER_KINDS``).
-KINDS = ["daphne", "uvicorn", "uvicorn-wsproto", "uvicorn-fast", "hypercorn", "granian"]
+KINDS = [
+    "daphne",
+    "uvicorn",
+    "uvicorn-wsproto",
+    "uvicorn-fast",
+    "uvicorn-sansio",
+    "hypercorn",
+    "granian",
+]
 BARE = "bare websockets"
 #: The original example's design (a loop in each consumer, Daphne): nothing of ours
 #: should cost more per frame.
