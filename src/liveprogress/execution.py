@@ -437,20 +437,19 @@ class Execution:
         ended elsewhere meanwhile, or could not be written (then its heartbeat stops
         with it, and a sweep ends it `interrupted`)."""
         job = self.job
-        for delay in _FINAL_RETRY_DELAYS:
+        for delay in (*_FINAL_RETRY_DELAYS, None):
             try:
                 return await self._persist(_FINAL_FIELDS, final=True)
             except Exception:
+                if delay is None:
+                    logger.error("final state lost job=%s status=%s", job.id, job.status)
+                    break
                 logger.warning(
                     "final write failed job=%s; retrying in %s s", job.id, delay, exc_info=True
                 )
                 await aclose_old_connections()
                 await asyncio.sleep(delay)
-        try:
-            return await self._persist(_FINAL_FIELDS, final=True)
-        except Exception:
-            logger.error("final state lost job=%s status=%s", job.id, job.status, exc_info=True)
-            return False
+        return False
 
     def _may_have_children(self) -> bool:
         """Whether the job may have children to end: it tried to start one, or an

@@ -212,11 +212,9 @@ class Hub:
         latest = self._latest.get(job_id)
         if job_id in self._job_watchers and (latest is None or seq > latest[0]):
             latest = self._latest[job_id] = (seq, frame, terminal)
-        # Copies: a send may close a socket, which leaves these sets.
-        for outbox in tuple(self._job_watchers.get(job_id, ())):
-            if outbox is not answering:
-                outbox.offer_state(job_id, seq, frame, last=terminal)
-        for outbox in tuple(self._owner_watchers.get(owner, ())):
+        # A copy: a send may close a socket, which leaves these sets.
+        watchers = (*self._job_watchers.get(job_id, ()), *self._owner_watchers.get(owner, ()))
+        for outbox in watchers:
             if outbox is not answering:
                 outbox.offer_state(job_id, seq, frame, last=terminal)
         if latest is not None and latest[0] > seq:

@@ -87,6 +87,11 @@ class LogBatch:
         return encode(frame)
 
 
+def _batch(frames: list[str]) -> str:
+    """One frame for ``frames`` (a lone frame stays as it is)."""
+    return frames[0] if len(frames) == 1 else _BATCH_HEAD + ",".join(frames) + _BATCH_TAIL
+
+
 def batched(frames: list[str]) -> list[str]:
     """``frames`` as few ``batch`` frames as fit under MAX_SENT_FRAME_BYTES, in
     order (a lone frame stays as it is). The frames are already JSON text: a batch
@@ -94,18 +99,18 @@ def batched(frames: list[str]) -> list[str]:
     if len(frames) < 2:
         return frames
     if sum(len(frame) + 1 for frame in frames) <= _SURE_CHARS:
-        return [_BATCH_HEAD + ",".join(frames) + _BATCH_TAIL]
+        return [_batch(frames)]
     out: list[str] = []
     group: list[str] = []
     size = len(_BATCH_HEAD) + len(_BATCH_TAIL)
     for frame in frames:
         frame_size = len(frame.encode()) + 1
         if group and size + frame_size > MAX_SENT_FRAME_BYTES:
-            out.append(_BATCH_HEAD + ",".join(group) + _BATCH_TAIL if len(group) > 1 else group[0])
+            out.append(_batch(group))
             group, size = [], len(_BATCH_HEAD) + len(_BATCH_TAIL)
         group.append(frame)
         size += frame_size
-    out.append(_BATCH_HEAD + ",".join(group) + _BATCH_TAIL if len(group) > 1 else group[0])
+    out.append(_batch(group))
     return out
 
 
@@ -293,8 +298,7 @@ class Outbox:
         if self._task is not None:
             self._task.cancel()
         if self._pacer is not None:
-            self._pacer.forget(self)
-            self._pacer.closed()
+            self._pacer.closed(self)
             self._pacer = None
         self._closed = True
 

@@ -59,7 +59,6 @@ class Pacer:
         self.round_s = round_s
         #: The time between rounds while the loop lags (0: it keeps up).
         self.interval = 0.0
-        self.lag = 0.0
         self._due: dict[Outbox, None] = {}
         self._round: asyncio.TimerHandle | asyncio.Handle | None = None
         self._probe: asyncio.TimerHandle | None = None
@@ -82,12 +81,14 @@ class Pacer:
         if self._probe is None:
             self._schedule_probe(asyncio.get_running_loop())
 
-    def closed(self) -> None:
+    def closed(self, outbox: Outbox) -> None:
+        """A socket or stream closed: nothing of it is due any more."""
+        self._due.pop(outbox, None)
         self._open -= 1
         if self._open <= 0 and self._probe is not None:
             self._probe.cancel()
             self._probe = None
-            self.interval = self.lag = 0.0
+            self.interval = 0.0
 
     def defers(self, outbox: Outbox) -> bool:
         """Whether the outbox's running states wait for the next round."""
@@ -101,9 +102,6 @@ class Pacer:
             self._round = asyncio.get_running_loop().call_later(
                 max(self.interval, delay), self._run_round
             )
-
-    def forget(self, outbox: Outbox) -> None:
-        self._due.pop(outbox, None)
 
     def _run_round(self) -> None:
         """Flush the outboxes due, a slice of them; the rest in the loop's next turn."""
@@ -135,11 +133,11 @@ class Pacer:
 
     def _measure(self) -> None:
         loop = asyncio.get_running_loop()
-        self.lag = max(0.0, loop.time() - self._probe_due)
-        if self.lag > LAG_HIGH_S:
+        lag = loop.time() - self._probe_due
+        if lag > LAG_HIGH_S:
             # Later and later rounds until the loop keeps up: fewer, newer frames.
             self.interval = min(max(self.interval * 2, self.round_s), MAX_INTERVAL_S)
-        elif self.lag < LAG_LOW_S and self.interval:
+        elif lag < LAG_LOW_S and self.interval:
             self.interval *= 0.75
             if self.interval < self.round_s:
                 self.interval = 0.0
