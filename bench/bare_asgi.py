@@ -4,7 +4,7 @@
 
 No Django, no Channels, no database: the same protocol subset, the same simulated
 jobs and the same frames as the bare ``websockets`` server (its ``job_frames``,
-``new_state``, ``encode`` and page are imported from it), served by whichever ASGI
+``start_jobs``, ``encode`` and page are imported from it), served by whichever ASGI
 server runs it. Each job's task encodes its state once per tick and sends it to each
 subscriber in turn with ``await send({"type": "websocket.send", "text": frame})``;
 a subscriber whose ``send`` raises is dropped. Its frames per server core-second
@@ -22,11 +22,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .bare_ws import PAGE, encode, job_frames, new_state
+from .bare_ws import PAGE, encode, job_frames, start_jobs
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -78,14 +77,7 @@ async def websocket(receive: Receive, send: Send) -> None:
                 watching.add(job_id)
                 answer = encode({"type": "job", "job": STATES[job_id]})
             elif action == "start_jobs":
-                ids = [str(uuid.uuid4()) for _ in range(frame["count"])]
-                for job_id in ids:
-                    STATES[job_id] = new_state(job_id, frame["steps"])
-                    TASKS.append(
-                        asyncio.get_running_loop().create_task(
-                            run_job(job_id, frame["steps"], frame["interval"])
-                        )
-                    )
+                ids = start_jobs(frame, STATES, TASKS, run_job)
                 answer = encode({"type": "jobs", "ids": ids})
             elif action == "end_jobs":
                 STOP.set()

@@ -23,7 +23,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from http import HTTPStatus
 from typing import Any
 
@@ -84,6 +84,23 @@ async def job_frames(
     yield encode({"type": "job", "job": state})
 
 
+def start_jobs(
+    frame: dict[str, Any],
+    states: dict[str, dict[str, Any]],
+    tasks: list[asyncio.Task[None]],
+    run: Callable[[str, int, float], Coroutine[Any, Any, None]],
+) -> list[str]:
+    """A ``start_jobs`` action: ``count`` new jobs in ``states``, each run as
+    ``run(job_id, steps, interval)`` in a task kept in ``tasks``; their ids.
+    Shared with ``bench/bare_asgi.py``."""
+    ids = [str(uuid.uuid4()) for _ in range(frame["count"])]
+    loop = asyncio.get_running_loop()
+    for job_id in ids:
+        states[job_id] = new_state(job_id, frame["steps"])
+        tasks.append(loop.create_task(run(job_id, frame["steps"], frame["interval"])))
+    return ids
+
+
 async def run_job(job_id: str, steps: int, interval: float) -> None:
     async for frame in job_frames(STATES[job_id], steps, interval, STOP):
         broadcast(SUBSCRIBERS.get(job_id, ()), frame)
@@ -101,14 +118,7 @@ async def handler(ws: ServerConnection) -> None:
                 watching.add(job_id)
                 await ws.send(encode({"type": "job", "job": STATES[job_id]}))
             elif action == "start_jobs":
-                ids = [str(uuid.uuid4()) for _ in range(frame["count"])]
-                for job_id in ids:
-                    STATES[job_id] = new_state(job_id, frame["steps"])
-                    TASKS.append(
-                        asyncio.get_running_loop().create_task(
-                            run_job(job_id, frame["steps"], frame["interval"])
-                        )
-                    )
+                ids = start_jobs(frame, STATES, TASKS, run_job)
                 await ws.send(encode({"type": "jobs", "ids": ids}))
             elif action == "end_jobs":
                 STOP.set()
