@@ -13,6 +13,7 @@ import logging
 
 from .models import ACTIVE_STATUSES, Job, Status
 from .publish import CANCEL_MESSAGE, control, publish
+from .signals import send_finished
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ async def end_children(parent: Job) -> int:
         if await Job.objects.end_unclaimed(child_id, Status.CANCELLED, PARENT_ENDED):
             child = await Job.objects.aget(pk=child_id)
             await publish(child)
+            await send_finished(child)
             await end_children(child)
         else:
             await control(CANCEL_MESSAGE, str(child_id))

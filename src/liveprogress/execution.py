@@ -38,6 +38,7 @@ from .models import UNPERSISTED_SEQ_WINDOW, Job, Status
 from .progress import MESSAGE_MAX, JobContext, Progress, ProgressSnapshot, cut, stages_share
 from .publish import ending, publish, publish_log
 from .registry import JobKind
+from .signals import send_finished, send_retried, send_started
 from .writebehind import BEHIND_FIELDS, UnwrittenRow, WriteBehind
 
 logger = logging.getLogger(__name__)
@@ -297,6 +298,7 @@ class Execution:
             await self._publish_logs()
             self._apply(self.progress.snapshot())
             job.seq += 1
+            starting = job.status == Status.RUNNING and self._persisted_status != Status.RUNNING
             # Written before it is published: a status change, and a state that
             # would leave the database more than the window behind. The rest is
             # published at once and written behind.
@@ -314,6 +316,8 @@ class Execution:
             else:
                 self._writer.mark(self)
             await self._send()
+            if starting:
+                await send_started(job)
 
     def _apply(self, snapshot: ProgressSnapshot) -> None:
         """Copy the progress into the job."""
@@ -424,7 +428,10 @@ class Execution:
             persisted = await self._write_final()
             if persisted:
                 await self._send()
-        if not persisted or not self._may_have_children():
+        if not persisted:
+            return
+        await send_finished(job)
+        if not self._may_have_children():
             return
         try:
             await end_children(job)
@@ -485,6 +492,7 @@ class Execution:
                 job.worker, job.heartbeat_at = "", None
                 logger.info("job retried job=%s attempt=%s", job.id, retrying.attempt)
                 await self._send()
+                await send_retried(job, attempt=retrying.attempt, delay=retrying.delay, error=error)
                 return
             # Not given back: cancelled meanwhile (or ended elsewhere: the write below
             # then changes nothing, and says so).

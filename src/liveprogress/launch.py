@@ -22,6 +22,7 @@ from .owner import is_anonymous
 from .publish import publish
 from .registry import JobKind, kinds
 from .runners import Dispatcher
+from .signals import send_finished
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ async def fail_unrunnable(job: Job, reason: str) -> Job:
     job.finished_at = job.updated_at = timezone.now()
     await job.asave(force_insert=True)
     await publish(job)
+    await send_finished(job)
     return job
 
 
@@ -142,4 +144,5 @@ async def end_unclaimed(job: Job, status: Status, error: str) -> bool:
     if ended:
         await job.arefresh_from_db()
         await publish(job)
+        await send_finished(job)
     return ended

@@ -251,6 +251,23 @@ class Job(models.Model):
     max_attempts = models.PositiveIntegerField(_("attempts allowed"), null=True, blank=True)
     # When a queued job's next attempt is due (its engine retries it then); null: now.
     retry_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    # A scheduled start: the job stays `queued` until then (null: as soon as it may).
+    run_after = models.DateTimeField(_("start after"), null=True, blank=True)
+    # Which of its kind's `concurrency` slots the job holds while active (null: its
+    # kind has no such limit, or it waits for one). Unique per kind among active
+    # jobs (a constraint): the database itself keeps the limit across processes.
+    slot = models.PositiveSmallIntegerField(_("concurrency slot"), null=True, blank=True)
+    # Its kind's `unique` key from its params: one active job per kind and key (a
+    # constraint); empty when its kind has none.
+    unique_key = models.CharField(_("unique key"), max_length=200, blank=True)
+    # The trace context of the request that started it (W3C traceparent headers),
+    # for the job's span (tracing); empty without OpenTelemetry.
+    trace_context = models.JSONField(_("trace context"), default=dict, blank=True)
+    # Who cancelled it ("owner", or "staff:<user pk>" for a staff member) and when.
+    cancelled_by = models.CharField(_("cancelled by"), max_length=100, blank=True)
+    cancelled_at = models.DateTimeField(_("cancelled"), null=True, blank=True)
+    # The address its owner asked to be emailed at when it ends; empty: no email.
+    notify_email = models.EmailField(_("email when it ends"), blank=True)
 
     objects = JobQuerySet.as_manager()
 
@@ -261,6 +278,23 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="liveprogress_owner_idx"),
             models.Index(fields=["status", "heartbeat_at"], name="liveprogress_status_idx"),
+            models.Index(fields=["kind", "status"], name="liveprogress_kind_status_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "slot"],
+                condition=models.Q(status__in=["queued", "running"], slot__isnull=False),
+                name="liveprogress_one_job_per_slot",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "unique_key"],
+                condition=models.Q(status__in=["queued", "running"]) & ~models.Q(unique_key=""),
+                name="liveprogress_unique_active_job",
+            ),
+        ]
+        permissions = [
+            ("view_all_jobs", _("Can watch every job live (the staff view)")),
+            ("cancel_any_job", _("Can cancel anyone's job")),
         ]
 
     def __str__(self) -> str:

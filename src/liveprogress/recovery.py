@@ -21,6 +21,7 @@ from .cascade import end_children
 from .models import ACTIVE_STATUSES, Job
 from .publish import ENDED_MESSAGE, control, publish
 from .registry import kinds
+from .signals import send_finished, send_retried
 
 if TYPE_CHECKING:
     from .runners import Dispatcher, InProcessRunner
@@ -61,6 +62,7 @@ async def _interrupt(job: Job, reason: str, runner: InProcessRunner | None) -> b
         logger.warning("job interrupted job=%s worker=%s reason=%r", job.id, job.worker, reason)
         await _stop_where_it_runs(job.pk, job.worker, runner)
         await publish(job)
+        await send_finished(job)
         await end_children(job)
     return ended
 
@@ -86,6 +88,7 @@ async def _requeue(
         logger.warning("job re-queued job=%s reason=%r", job.id, reason)
         await _stop_where_it_runs(job.pk, dead_worker, runner)
         await publish(job)
+        await send_retried(job, attempt=job.attempts + 1, delay=None, error=reason)
         await dispatcher.dispatch(job)
     return requeued
 

@@ -55,6 +55,7 @@ from ..recovery import sweep_stale
 from ..registry import JobFunction, register_task
 from ..runners import Dispatcher
 from ..runtime import get_runtime, stop_runtime
+from ..signals import send_retried
 
 logger = logging.getLogger(__name__)
 
@@ -552,7 +553,11 @@ async def _claim(job_id: str, worker: str) -> Claim:
             return "missing"
         if row.status == Status.INTERRUPTED and not row.cancel_requested:
             if await Job.objects.reopen(job_id, gettext("Delivered again; starting again")):
-                await publish(await Job.objects.aget(pk=job_id))
+                reopened = await Job.objects.aget(pk=job_id)
+                await publish(reopened)
+                await send_retried(
+                    reopened, attempt=reopened.attempts + 1, delay=None, error=row.error
+                )
             continue
         if row.status == Status.QUEUED and not row.worker and row.cancel_requested:
             # Cancelled while given back for a retry: it ends here, never runs again.
