@@ -259,3 +259,69 @@ async def async_attach(progress, sync_call: bool = False):
     else:
         await progress.aattach("right.txt", b"hi")
     return "attached"
+
+
+# -- production operations (tests/test_operations.py) ---------------------------------
+
+# How many times each `tests.flaky` key was run, and the monotonic times of its runs.
+flaky_runs: dict[str, list[float]] = {}
+
+
+@job("tests.flaky", max_attempts=3, backoff=0.2, retry_on=ValueError)
+async def flaky(progress, key: str, fail_times: int = 1, error: str = "ValueError"):
+    """Fails (with ``error``) its first ``fail_times`` runs for ``key``, then succeeds."""
+    runs = flaky_runs.setdefault(key, [])
+    runs.append(time.monotonic())
+    if len(runs) <= fail_times:
+        raise {"ValueError": ValueError, "TypeError": TypeError}[error](f"run {len(runs)} failed")
+    return {"runs": len(runs)}
+
+
+@job("tests.slow_async", timeout=0.3)
+async def slow_async(progress, seconds: float = 5.0):
+    await asyncio.sleep(seconds)
+    return "too late"
+
+
+@job("tests.slow_sync", timeout=0.3)
+def slow_sync(progress, steps: int = 100, delay: float = 0.05):
+    progress.start(total=steps)
+    for _ in range(steps):
+        time.sleep(delay)
+        progress.advance()
+    return steps
+
+
+@job("tests.silent_sync", timeout=0.3)
+def silent_sync(progress, seconds: float = 0.8):
+    # No progress call: the time limit can only be seen once it returns.
+    time.sleep(seconds)
+    return "done late"
+
+
+# The jobs of `tests.one_at_a_time` running right now, and the most there ever were.
+one_at_a_time_running: list[str] = []
+one_at_a_time_most = [0]
+
+
+@job("tests.one_at_a_time", concurrency=1)
+async def one_at_a_time(progress, label: str, seconds: float = 0.3):
+    one_at_a_time_running.append(label)
+    one_at_a_time_most[0] = max(one_at_a_time_most[0], len(one_at_a_time_running))
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        one_at_a_time_running.remove(label)
+    return label
+
+
+@job("tests.monthly", unique="month")
+async def monthly(progress, month: int, note: str = "", seconds: float = 0.5):
+    await asyncio.sleep(seconds)
+    return month
+
+
+@job("tests.site_wide", unique=True, unique_scope="site")
+async def site_wide(progress, seconds: float = 0.5):
+    await asyncio.sleep(seconds)
+    return "refreshed"

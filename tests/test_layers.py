@@ -27,6 +27,7 @@ ENGINE = [
     "finalwrites",
     "launch",
     "logstore",
+    "queueing",
     "recovery",
     "runners",
     "runners.inprocess",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -53,6 +54,7 @@ async def start_job(
     parent: Job | None = None,
     unrunnable: str = "",
     address: str = "",
+    run_after: datetime | None = None,
 ) -> Job:
     """Validate, check the caps, create and start a job; returns it live.
 
@@ -60,7 +62,8 @@ async def start_job(
     that are not public; ``parent`` makes the new job a child of that one. A job
     ``unrunnable`` (nothing here can run it) is created and ends `failed` at once,
     with that reason as its error. ``address``: the client's (caps visitors who are
-    not signed in per address).
+    not signed in per address). ``run_after``: it waits `queued` until then. A
+    unique kind's duplicate returns the caller's active job (``existing`` set on it).
     """
     job_kind = get_kind(kind, public_only=not (internal or parent is not None))
     job = new_job(
@@ -71,6 +74,7 @@ async def start_job(
         from_strings=from_strings,
         parent=parent,
         address=address,
+        run_after=run_after,
     )
     if unrunnable:
         # No runtime is started for it: here, it would not outlive the request.

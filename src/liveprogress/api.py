@@ -29,6 +29,7 @@ from django.views import defaults
 from . import actions, conf, files
 from .exceptions import BadRequest, Forbidden, NotFound, RequestError, TooLarge
 from .owner import request_address, request_owner
+from .queueing import client_start_time
 from .runners import unrunnable_reason
 from .state import decode_object, error_frame, job_state
 from .watching import parse_after
@@ -113,7 +114,8 @@ async def existing_owner(request: HttpRequest) -> str:
 
 @api_view("GET", "POST")
 async def jobs(request: HttpRequest) -> HttpResponse:
-    """GET: the caller's jobs, newest first. POST ``{"kind", "params"}``: start one."""
+    """GET: the caller's jobs, newest first. POST ``{"kind", "params", "run_after"}``:
+    start one."""
     if request.method == "POST":
         owner = actions.require_owner(await request_owner(request))
         body = _body(request)
@@ -124,8 +126,10 @@ async def jobs(request: HttpRequest) -> HttpResponse:
             language=getattr(request, "LANGUAGE_CODE", ""),
             unrunnable=unrunnable_reason(request),
             address=request_address(request),
+            run_after=client_start_time(body.get("run_after")),
         )
-        response = JsonResponse(job_state(job), status=201)
+        # 200: a unique kind's job already active, returned instead of a new one.
+        response = JsonResponse(job_state(job), status=200 if job.existing else 201)
         response["Location"] = reverse("liveprogress:job", args=[job.id])
         return response
     limit_text = request.GET.get("limit", str(conf.get("RECENT_JOBS")))

@@ -52,6 +52,11 @@ def server_loop() -> asyncio.AbstractEventLoop | None:
     return loop if loop is not None and loop.is_running() else None
 
 
+def current_own_loop() -> asyncio.AbstractEventLoop | None:
+    """liveprogress's own loop for this process if it was started (none is started)."""
+    return _loop
+
+
 def own_loop() -> asyncio.AbstractEventLoop:
     """liveprogress's own loop for this process, started on first use."""
     global _loop

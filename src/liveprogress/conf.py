@@ -22,8 +22,9 @@ DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     # With the tasks runner: the TASKS backend alias and the queue jobs go to.
     "TASK_BACKEND": ("default", str),
     "TASK_QUEUE": ("default", str),
-    # Times a retryable job is started in all, counting re-queues after its
-    # process died; past this it ends `interrupted` like any other.
+    # Times a job of a kind that is only `retryable` is started in all, counting
+    # re-queues after its process died; past this it ends `interrupted` like any
+    # other (a kind with `max_attempts` has its own).
     "MAX_ATTEMPTS": (3, int),
     # Modules imported at start-up for their @job kinds, besides every installed
     # app's `jobs` module.
@@ -36,6 +37,10 @@ DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     "HEARTBEAT_INTERVAL": (5.0, (int, float)),
     # A running job whose heartbeat is older than this ends `interrupted`.
     "STALE_AFTER": (30.0, (int, float)),
+    # How often each server process looks for waiting jobs that are due (a scheduled
+    # start, a retry's backoff) or whose kind has a free slot, and starts them; a
+    # job's end here looks at once.
+    "DISPATCH_INTERVAL": (1.0, (int, float)),
     # How often a server process re-reads the watched jobs from the database, so
     # a state the channel layer dropped still reaches its watchers.
     "RECONCILE_INTERVAL": (5.0, (int, float)),
@@ -153,6 +158,7 @@ FloatSetting = Literal[
     "HEARTBEAT_INTERVAL",
     "STALE_AFTER",
     "RECONCILE_INTERVAL",
+    "DISPATCH_INTERVAL",
     "MAX_FRAMES_PER_SECOND",
     "RESULT_TTL",
 ]

@@ -19,6 +19,7 @@ from .exceptions import BadRequest, LimitReached, RequestError, TooLarge
 from .limits import TokenBucket
 from .outbox import Outbox
 from .owner import scope_address, scope_language, scope_owner
+from .queueing import client_start_time
 from .runtime import Runtime, get_runtime
 from .state import decode_object, encode, error_frame
 from .watching import follow_job, follow_owner, parse_after
@@ -189,6 +190,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             frame.get("params"),
             language=self.language,
             address=scope_address(self.scope),
+            run_after=client_start_time(frame.get("run_after")),
         )
         await self._watch(str(job.id))
         self._answer(job)

@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils.functional import Promise
@@ -16,7 +17,8 @@ from django.utils.functional import Promise
 from . import actions, bridge
 from .handles import JobHandle
 from .owner import as_request, astarter_of
-from .registry import JobFunction, JobKind, register
+from .queueing import start_time
+from .registry import Backoff, JobFunction, JobKind, UniqueScope, operations_of, register
 from .runners import unrunnable_reason
 
 
@@ -27,10 +29,22 @@ class JobDefinition:
     tests); :meth:`start` and :meth:`astart` start a job of this kind.
     """
 
-    def __init__(self, kind: JobKind) -> None:
+    def __init__(self, kind: JobKind, *, run_after: datetime | None = None) -> None:
         self.kind = kind
+        #: When jobs started through this definition may start (see :meth:`using`).
+        self.run_after = run_after
         self.__doc__ = kind.function.__doc__
         self.__wrapped__ = kind.function
+
+    def using(self, *, run_after: datetime | timedelta | float | None = None) -> JobDefinition:
+        """This kind with start options, as Django's Tasks ``Task.using`` gives them:
+        ``monthly.using(run_after=timedelta(hours=1)).start(request, month=3)``.
+
+        ``run_after``: the job stays `queued` until then (an aware datetime, a
+        timedelta or seconds from now), survives restarts meanwhile, and can be
+        cancelled before it starts.
+        """
+        return JobDefinition(self.kind, run_after=start_time(run_after))
 
     @property
     def name(self) -> str:
@@ -51,7 +65,7 @@ class JobDefinition:
         are validated against the function's signature (``BadRequest`` if not).
         The per-owner and total caps apply as to any start (``LimitReached``).
         """
-        return await astart_kind(owner, self.name, params)
+        return await astart_kind(owner, self.name, params, run_after=self.run_after)
 
     def start(self, owner: Any, /, **params: Any) -> JobHandle:
         """:meth:`astart` for sync code (a sync view, a management command).
@@ -63,7 +77,12 @@ class JobDefinition:
 
 
 async def astart_kind(
-    owner: Any, kind: Any, params: Any, *, public_only: bool = False
+    owner: Any,
+    kind: Any,
+    params: Any,
+    *,
+    public_only: bool = False,
+    run_after: datetime | None = None,
 ) -> JobHandle:
     """Start a job of the kind named ``kind`` for ``owner``, as
     :meth:`JobDefinition.astart` does. With ``public_only`` (a client named the
@@ -77,6 +96,7 @@ async def astart_kind(
         internal=not public_only,
         unrunnable=unrunnable_reason(as_request(owner) or owner),
         address=starter.address,
+        run_after=run_after,
     )
     return JobHandle.of(job)
 
@@ -87,6 +107,14 @@ def job(
     title: str | Promise | None = None,
     retryable: bool = False,
     public: bool = True,
+    max_attempts: int = 1,
+    retry_on: type[BaseException] | Sequence[type[BaseException]] = (Exception,),
+    backoff: float | Backoff = 2.0,
+    backoff_max: float = 300.0,
+    timeout: float | None = None,
+    concurrency: int | None = None,
+    unique: bool | str | Sequence[str] = False,
+    unique_scope: UniqueScope = "owner",
 ) -> Callable[[JobFunction], JobDefinition]:
     """Register a function as the job kind ``name``; returns its :class:`JobDefinition`.
 
@@ -99,11 +127,42 @@ def job(
     of ending `interrupted`. A kind with ``public=False`` is refused to clients
     (the API, the socket, the CLI) as an unknown kind and started only by the
     site's own code (``.start``), e.g. a view that checked an upload first.
+
+    In production (docs/jobs.md says each in full):
+
+    - ``max_attempts``: attempts in all; an attempt that raises one of ``retry_on``
+      (default: any exception), or whose process died, is retried after ``backoff``
+      seconds, doubled each time up to ``backoff_max`` (or ``backoff(n)`` for a
+      function), `queued` meanwhile with the time it is due.
+    - ``timeout``: seconds an attempt may run; past it the job ends `failed`, saying
+      so (an async function at once, a sync one at its next progress call).
+    - ``concurrency``: jobs of this kind that run at once across every process; the
+      rest wait `queued`, with their place in line.
+    - ``unique``: one active job per key (``True``: every param; a name or names:
+      those params), among each owner's jobs or, with ``unique_scope="site"``, the
+      site's; starting a duplicate returns the active job instead.
     """
+    operations = operations_of(
+        max_attempts=max_attempts,
+        retry_on=retry_on,
+        backoff=backoff,
+        backoff_max=backoff_max,
+        timeout=timeout,
+        concurrency=concurrency,
+        unique=unique,
+        unique_scope=unique_scope,
+    )
 
     def decorate(function: JobFunction) -> JobDefinition:
         return JobDefinition(
-            register(name, function, title=title, retryable=retryable, public=public)
+            register(
+                name,
+                function,
+                title=title,
+                retryable=retryable,
+                public=public,
+                operations=operations,
+            )
         )
 
     return decorate

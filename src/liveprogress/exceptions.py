@@ -6,6 +6,8 @@ code, here and nowhere else.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LiveProgressError(Exception):
     """Base of every liveprogress exception."""
@@ -13,6 +15,11 @@ class LiveProgressError(Exception):
 
 class JobCancelled(LiveProgressError):
     """Raised inside a job's code by its Progress once a cancel is requested."""
+
+
+class JobTimedOut(JobCancelled):
+    """Raised inside a job's code by its Progress once its time limit has passed
+    (``@job(timeout=...)``): the job ends `failed`, saying so."""
 
 
 class RequestError(LiveProgressError):
@@ -54,3 +61,19 @@ class TooLarge(RequestError):
 class LimitReached(RequestError):
     code = "limit"
     http_status = 429
+
+
+class AlreadyRunning(RequestError):
+    """A unique kind's job with the same key is active (another owner's: its own
+    owner gets that job back instead)."""
+
+    code = "already_running"
+    http_status = 409
+
+    def __init__(self, job: Any) -> None:
+        super().__init__(
+            "A job of this kind with these parameters is already queued or running",
+            field="params",
+        )
+        #: The active job (never shown to a client who does not own it).
+        self.job = job

@@ -74,6 +74,30 @@ class Retrying:
 RetryPolicy = Callable[[BaseException], Retrying | None]
 
 
+def own_retries(kind: JobKind, job: Job) -> RetryPolicy | None:
+    """The retry policy of a kind of liveprogress's own with ``max_attempts`` (another
+    engine's task is retried as its engine says, through the policy it passes)."""
+    operations = kind.operations
+    if kind.engine or operations.max_attempts <= 1:
+        return None
+
+    def policy(error: BaseException) -> Retrying | None:
+        if not isinstance(error, operations.retry_on) or job.attempts >= operations.max_attempts:
+            return None
+        return Retrying(
+            delay=operations.retry_delay(job.attempts),
+            attempt=job.attempts + 1,
+            max_attempts=operations.max_attempts,
+        )
+
+    return policy
+
+
+def time_limit_error(seconds: float) -> str:
+    """The error of a job stopped by its time limit."""
+    return f"Stopped: it ran longer than its time limit of {seconds:g} s"
+
+
 class Execution:
     """One run of one job; :meth:`run` returns once the job has ended and said so.
 
@@ -125,6 +149,8 @@ class Execution:
         self._thread_started = False
         self._function_done = False
         self._started_at: Any = None
+        # Fires when the attempt has run for its kind's time limit.
+        self._time_limit: asyncio.TimerHandle | None = None
         self._finished = False
         #: True once someone else ended the job (a sweep, a cancel while queued):
         #: nothing of it is published or written from here on.
@@ -149,14 +175,18 @@ class Execution:
         except (JobCancelled, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError) and self._task is not None:
                 self._task.uncancel()
-            if self.progress.cancelled:
+            if self.progress.timed_out:
+                status, error = Status.FAILED, self._time_limit_error()
+            elif self.progress.cancelled:
                 status = Status.CANCELLED
             else:
                 # Cancelled by the server's shutdown, not by anyone's request.
                 status, error, shutdown = Status.INTERRUPTED, "The server stopped", True
         except Exception as exc:
             retrying = self._retrying_after(exc)
-            if self.progress.cancelled:
+            if self.progress.timed_out:
+                status, error = Status.FAILED, self._time_limit_error()
+            elif self.progress.cancelled:
                 # The cancel reached the job, which ended on it, whatever the error
                 # says (an engine may wrap the cancel in one of its own).
                 status = Status.CANCELLED
@@ -164,11 +194,18 @@ class Execution:
                 logger.warning(
                     "job failed job=%s kind=%s", self.job.id, self.kind.name, exc_info=True
                 )
-            error = cut(str(exc) or type(exc).__name__, MESSAGE_MAX)
+            if status != Status.FAILED or not error:
+                error = cut(str(exc) or type(exc).__name__, MESSAGE_MAX)
         finally:
             # From here on, nothing cancels this task: its ending must be written.
             self._function_done = True
             publisher.cancel()
+            if self._time_limit is not None:
+                self._time_limit.cancel()
+        if status == Status.SUCCEEDED and self.progress.timed_out:
+            # A sync function that made no progress call after its time limit passed
+            # returned late: it ran too long all the same.
+            status, error = Status.FAILED, self._time_limit_error()
         if status == Status.SUCCEEDED:
             # Outside the try above: a result that can't be kept fails the job, and is
             # no error for its engine to retry.
@@ -214,8 +251,40 @@ class Execution:
         self._thread_started = True
 
     def _mark_started(self) -> None:
+        """The function starts (in its thread, or on the loop): from now its time
+        limit counts."""
         self._started_at = timezone.now()
         self._changed()
+        limit = self.kind.operations.timeout
+        if limit is not None and self._loop is not None:
+            self._call_on_loop(lambda: self._arm_time_limit(limit))
+
+    def _call_on_loop(self, call: Callable[[], None]) -> None:
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            call()
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(call)
+
+    def _arm_time_limit(self, seconds: float) -> None:
+        if not self._function_done and self._loop is not None:
+            self._time_limit = self._loop.call_later(seconds, self._time_out)
+
+    def _time_out(self) -> None:
+        """The time limit passed: an async function is cancelled now; a sync one
+        raises at its next progress call (a thread can't be stopped from outside)."""
+        if self._function_done:
+            return
+        logger.warning("job timed out job=%s kind=%s", self.job.id, self.kind.name)
+        self.progress.time_out()
+        if self.kind.is_async and self._task is not None:
+            self._task.cancel()
+
+    def _time_limit_error(self) -> str:
+        return time_limit_error(self.kind.operations.timeout or 0)
 
     async def cancel(self) -> Job:
         """Ask the job to stop; returns its state with the request published."""
@@ -259,14 +328,7 @@ class Execution:
         if self._wake_pending or self._loop is None:
             return
         self._wake_pending = True
-        try:
-            on_loop = asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            on_loop = False
-        if on_loop:
-            self._dirty.set()
-        else:
-            self._loop.call_soon_threadsafe(self._dirty.set)
+        self._call_on_loop(self._dirty.set)
 
     async def _publish_loop(self) -> None:
         interval = conf.get("PUBLISH_INTERVAL")
@@ -484,8 +546,20 @@ class Execution:
             job.retry_at, job.updated_at, job.started_at = due, now, None
             if retrying.max_attempts is not None:
                 job.max_attempts = retrying.max_attempts
+            if not self.kind.engine:
+                # A kind of our own waits for the dispatch loop, which starts it when
+                # due (its engine delivers another's); its slot is free meanwhile.
+                job.dispatched_at, job.slot = None, None
             job.seq += 1
-            fields = [*BEHIND_FIELDS, "error", "retry_at", "max_attempts", "started_at"]
+            fields = [
+                *BEHIND_FIELDS,
+                "error",
+                "retry_at",
+                "max_attempts",
+                "started_at",
+                "dispatched_at",
+                "slot",
+            ]
             values = {field: getattr(job, field) for field in fields}
             if await Job.objects.release(job.pk, worker, values):
                 self._finished = True

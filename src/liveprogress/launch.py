@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import Any, Protocol
 
+from asgiref.sync import sync_to_async
 from django.db.models import Count, Q
 from django.utils import timezone
 
 from . import conf
-from .exceptions import LimitReached
+from .exceptions import AlreadyRunning, LimitReached
 from .models import ACTIVE_STATUSES, Job, Status
 from .owner import is_anonymous
 from .publish import publish
+from .queueing import active_duplicate, insert
 from .registry import JobKind, kinds
 from .runners import Dispatcher
 from .signals import send_finished
@@ -35,6 +38,9 @@ class Launcher(Protocol):
     #: Gets a new job running, per RUNNER.
     dispatcher: Dispatcher
 
+    def wake_dispatch(self) -> None:
+        """Ask the dispatch loop for a round soon (a job waits, or a slot freed)."""
+
 
 def new_job(
     owner: str,
@@ -45,11 +51,14 @@ def new_job(
     from_strings: bool = False,
     parent: Job | None = None,
     address: str = "",
+    run_after: datetime | None = None,
 ) -> Job:
     """A job of ``kind`` for ``owner`` with its params validated (``BadRequest`` if
     they are not), not saved yet; ``parent`` makes it that job's child. ``address``:
-    the client's, kept for a visitor who is not signed in (their per-address cap)."""
+    the client's, kept for a visitor who is not signed in (their per-address cap).
+    ``run_after``: it waits `queued` until then."""
     clean = kind.validate({} if params is None else params, from_strings=from_strings)
+    most = kind.attempts_allowed(conf.get("MAX_ATTEMPTS"))
     return Job(
         kind=kind.name,
         params=clean,
@@ -58,6 +67,9 @@ def new_job(
         seq=1,
         parent=parent,
         address=address if is_anonymous(owner) else "",
+        run_after=run_after,
+        unique_key=kind.unique_key(owner, clean),
+        max_attempts=most if most > 1 else None,
     )
 
 
@@ -67,21 +79,43 @@ async def launch(runtime: Launcher, job: Job, *, capped: bool = True) -> Job:
     ``LimitReached`` if its owner, or the server, runs as many jobs as allowed. A
     job the queue refuses ends `failed`, saying why. Not ``capped``: another
     engine's task sent by the site's code, which that engine admits (its jobs run
-    in its workers, not here).
+    in its workers, not here). A job that must wait (its start time, a slot) is
+    saved `queued` and left to the dispatch loop. A unique kind's duplicate is not
+    saved: its owner gets the active job back (``existing`` set), anyone else
+    ``AlreadyRunning``.
     """
-    async with runtime.admission:
-        if capped:
-            await _admit(job)
-        runtime.dispatcher.prepare(job)
-        await job.asave(force_insert=True)
-    await publish(job)
+    kind = kinds()[job.kind]
     try:
-        await runtime.dispatcher.dispatch(job)
+        async with runtime.admission:
+            if job.unique_key:
+                duplicate = await sync_to_async(active_duplicate, thread_sensitive=True)(job)
+                if duplicate is not None:
+                    raise AlreadyRunning(duplicate)
+            if capped:
+                await _admit(job)
+            handed_over = await insert(job, kind, runtime.dispatcher.prepare)
+    except AlreadyRunning as duplicate:
+        if duplicate.job.owner != job.owner:
+            raise
+        existing: Job = duplicate.job
+        existing.existing = True
+        return existing
+    await publish(job)
+    if not handed_over:
+        runtime.wake_dispatch()
+        return job
+    await dispatch(runtime.dispatcher, job)
+    return job
+
+
+async def dispatch(dispatcher: Dispatcher, job: Job) -> None:
+    """Get a job that was handed over running; one the queue refuses ends `failed`,
+    saying why."""
+    try:
+        await dispatcher.dispatch(job)
     except Exception as exc:
-        # The queue refused it: the job can't run, and says so.
         logger.exception("dispatch failed job=%s", job.id)
         await end_unclaimed(job, Status.FAILED, f"The job could not be queued: {exc}")
-    return job
 
 
 async def _admit(job: Job) -> None:

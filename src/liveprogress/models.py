@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from django.db import models, transaction
@@ -106,21 +107,21 @@ class JobQuerySet(models.QuerySet["Job"]):
         )
         return bool(ended)
 
-    async def requeue(self, job: Job, reason: str, prepare: Callable[[Job], None]) -> bool:
-        """Queue the job of a process that died again, to start from the beginning.
+    async def requeue(self, job: Job, reason: str, due: datetime | None) -> bool:
+        """Queue the job of a process that died again, to start from the beginning
+        when ``due`` (None: at once), handed over by a dispatch loop then.
 
-        ``job`` (as read) takes the queued state, ``prepare`` (the dispatcher's)
-        sets what its next run needs, and the row takes it only while it is as
-        ``job`` was read (active, the same worker and heartbeat). Its seq jumps past
-        :data:`UNPERSISTED_SEQ_WINDOW`, as for :meth:`interrupt`.
+        ``job`` (as read) takes the queued state, and the row takes it only while it
+        is as ``job`` was read (active, the same worker and heartbeat). Its seq jumps
+        past :data:`UNPERSISTED_SEQ_WINDOW`, as for :meth:`interrupt`.
         """
         dead = {"pk": job.pk, "worker": job.worker, "heartbeat_at": job.heartbeat_at}
         now = timezone.now()
         job.status, job.current, job.total, job.eta_s = Status.QUEUED, 0, None, None
         job.message, job.started_at, job.updated_at = reason, None, now
         job.worker, job.heartbeat_at = "", None
+        job.dispatched_at, job.slot, job.retry_at = None, None, due
         job.seq += UNPERSISTED_SEQ_WINDOW + 1
-        prepare(job)
         fields = [
             "status",
             "current",
@@ -132,7 +133,9 @@ class JobQuerySet(models.QuerySet["Job"]):
             "worker",
             "heartbeat_at",
             "seq",
-            "attempts",
+            "dispatched_at",
+            "slot",
+            "retry_at",
         ]
         requeued = await self.filter(status__in=ACTIVE_STATUSES, **dead).aupdate(
             **{field: getattr(job, field) for field in fields}
@@ -253,6 +256,12 @@ class Job(models.Model):
     retry_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
     # A scheduled start: the job stays `queued` until then (null: as soon as it may).
     run_after = models.DateTimeField(_("start after"), null=True, blank=True)
+    # When it was handed to its runner; null while it waits (for its start time, its
+    # retry's, or a concurrency slot): the dispatch loop hands it over then.
+    dispatched_at = models.DateTimeField(_("dispatched"), null=True, blank=True)
+    # Its place among the jobs of its kind waiting for a concurrency slot (1: next);
+    # null when it waits for none.
+    queue_position = models.PositiveIntegerField(_("place in line"), null=True, blank=True)
     # Which of its kind's `concurrency` slots the job holds while active (null: its
     # kind has no such limit, or it waits for one). Unique per kind among active
     # jobs (a constraint): the database itself keeps the limit across processes.
@@ -296,6 +305,10 @@ class Job(models.Model):
             ("view_all_jobs", _("Can watch every job live (the staff view)")),
             ("cancel_any_job", _("Can cancel anyone's job")),
         ]
+
+    #: Not stored: True on the active job a start of a unique kind returned instead
+    #: of making a duplicate.
+    existing = False
 
     def __str__(self) -> str:
         return f"{self.kind} {self.id} ({self.status})"

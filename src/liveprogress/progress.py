@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from .exceptions import JobCancelled
+from .exceptions import JobCancelled, JobTimedOut
 
 T = TypeVar("T")
 
@@ -156,6 +156,8 @@ class Progress:
         self._child_fraction: float | None = None
         self._logs = _Logs(limit=max(log_limit, 1), seq=log_seq)
         self._cancel = threading.Event()
+        # Set with the cancel when what stops the job is its time limit.
+        self._timed_out = False
         self._spawned = False
 
     # -- one counter ---------------------------------------------------------------
@@ -374,8 +376,22 @@ class Progress:
 
     @property
     def cancelled(self) -> bool:
-        """True once a cancel has been requested: sync code should stop soon."""
+        """True once a cancel has been requested (or the time limit passed): sync code
+        should stop soon."""
         return self._cancel.is_set()
+
+    @property
+    def timed_out(self) -> bool:
+        """True once the job's time limit has passed (``@job(timeout=...)``)."""
+        return self._timed_out
+
+    def time_out(self) -> None:
+        """The time limit passed: the job's next progress call raises
+        :class:`JobTimedOut` (its execution does this)."""
+        with self._lock:
+            if not self._cancel.is_set():
+                self._timed_out = True
+            self._cancel.set()
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`JobCancelled` if a cancel has been requested."""
@@ -400,7 +416,7 @@ class Progress:
 
     def _check_cancelled(self) -> None:
         if self._cancel.is_set():
-            raise JobCancelled("cancelled")
+            raise JobTimedOut("time limit") if self._timed_out else JobCancelled("cancelled")
 
     # -- for the publisher -----------------------------------------------------------
 

@@ -20,7 +20,7 @@ from . import conf
 from .cascade import end_children
 from .models import ACTIVE_STATUSES, Job
 from .publish import ENDED_MESSAGE, control, publish
-from .registry import kinds
+from .registry import JobKind, kinds
 from .signals import send_finished, send_retried
 
 if TYPE_CHECKING:
@@ -78,18 +78,19 @@ async def _stop_where_it_runs(job_id: Any, worker: str, runner: InProcessRunner 
         await control(ENDED_MESSAGE, str(job_id), worker)
 
 
-async def _requeue(
-    job: Job, reason: str, dispatcher: Dispatcher, runner: InProcessRunner | None
-) -> bool:
-    """Start a retryable job again from the beginning, through ``dispatcher``."""
+async def _requeue(job: Job, reason: str, kind: JobKind, runner: InProcessRunner | None) -> bool:
+    """Queue a job that may run twice again, to start from the beginning: at once for
+    a kind that is only ``retryable``, after its backoff for one with
+    ``max_attempts`` (a dispatch loop hands it over then)."""
     dead_worker = job.worker
-    requeued = await Job.objects.requeue(job, reason, dispatcher.prepare)
+    delay = kind.operations.retry_delay(job.attempts) if kind.operations.max_attempts > 1 else 0
+    due = timezone.now() + timedelta(seconds=delay) if delay else None
+    requeued = await Job.objects.requeue(job, reason, due)
     if requeued:
         logger.warning("job re-queued job=%s reason=%r", job.id, reason)
         await _stop_where_it_runs(job.pk, dead_worker, runner)
         await publish(job)
-        await send_retried(job, attempt=job.attempts + 1, delay=None, error=reason)
-        await dispatcher.dispatch(job)
+        await send_retried(job, attempt=job.attempts + 1, delay=delay or None, error=reason)
     return requeued
 
 
@@ -100,13 +101,13 @@ async def _end(
     kind = kinds().get(job.kind)
     if (
         kind is not None
-        and kind.retryable
-        and job.attempts < conf.get("MAX_ATTEMPTS")
+        and kind.restarts_after_crash()
+        and job.attempts < kind.attempts_allowed(conf.get("MAX_ATTEMPTS"))
         and not job.cancel_requested
     ):
         if dispatcher is None:
             return False  # left to a process that can start it again
-        return await _requeue(job, f"{reason}; starting again", dispatcher, runner)
+        return await _requeue(job, f"{reason}; starting again", kind, runner)
     return await _interrupt(job, reason, runner)
 
 

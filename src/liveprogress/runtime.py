@@ -8,6 +8,7 @@ start-up recovery runs before that request is answered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import os
@@ -21,12 +22,14 @@ from channels.db import aclose_old_connections
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from . import conf
+from . import bridge, conf
 from .context import RuntimeContext
 from .hub import Hub
+from .launch import dispatch
 from .models import ACTIVE_STATUSES, Job
 from .progress import JobContext
-from .publish import CANCEL_MESSAGE, in_process
+from .publish import CANCEL_MESSAGE, in_process, publish
+from .queueing import dispatch_due, keep_places
 from .recovery import recover_dead_processes, sweep_stale, worker_id
 from .runners import Dispatcher, InProcessRunner, dispatcher
 
@@ -45,7 +48,9 @@ class Runtime:
         self.worker = worker_id(secrets.token_hex(4))
         # Runs jobs in this process: those started here (inprocess) or claimed here (a
         # worker of the tasks runner).
-        self.runner = InProcessRunner(self.worker, context_for=self._context_for)
+        self.runner = InProcessRunner(
+            self.worker, context_for=self._context_for, on_end=self.wake_dispatch
+        )
         # Gets a new job running, per RUNNER: this process's runner, or a task queue.
         self.dispatcher = dispatcher(self.runner)
         self.hub = Hub()
@@ -53,6 +58,8 @@ class Runtime:
         self.admission = asyncio.Lock()
         self._loops: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[object]] = set()
+        # Set to ask the dispatch loop for a round now rather than at its interval.
+        self._dispatch_wanted = asyncio.Event()
         self.ready: asyncio.Task[None] = loop.create_task(
             self._start(), context=contextvars.Context()
         )
@@ -66,6 +73,43 @@ class Runtime:
         await self.hub.start(on_control=self._control)
         self._every(conf.get("HEARTBEAT_INTERVAL"), self._heartbeat)
         self._every(conf.get("RECONCILE_INTERVAL"), self.hub.reconcile)
+        if self._dispatches():
+            # A first round before the first request is served: jobs re-queued above,
+            # and those whose time came while no server ran, start now.
+            await self.dispatch_round()
+            self._loops.append(
+                self.loop.create_task(self._dispatch_loop(), context=contextvars.Context())
+            )
+
+    def _dispatches(self) -> bool:
+        """Whether this process hands waiting jobs over: a server, or a worker of the
+        tasks runner; never another engine's worker, nor a command or a script on
+        liveprogress's own loop (it would run them, then exit)."""
+        return self.adopts and self.loop is not bridge.current_own_loop()
+
+    def wake_dispatch(self) -> None:
+        """Ask for a dispatch round now (a job waits, or a slot was freed)."""
+        self._dispatch_wanted.set()
+
+    async def _dispatch_loop(self) -> None:
+        interval = conf.get("DISPATCH_INTERVAL")
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dispatch_wanted.wait(), interval)
+            self._dispatch_wanted.clear()
+            try:
+                await self.dispatch_round()
+            except Exception:
+                logger.warning("dispatch round failed", exc_info=True)
+                await aclose_old_connections()
+                await asyncio.sleep(interval)
+
+    async def dispatch_round(self) -> None:
+        """Hand over the waiting jobs that are due and have a slot; keep the line."""
+        for job in await dispatch_due(self.dispatcher.prepare):
+            await publish(job)
+            await dispatch(self.dispatcher, job)
+        await keep_places()
 
     def _adopting(self) -> Dispatcher | None:
         """The dispatcher that starts dead processes' retryable jobs again, if this
@@ -93,7 +137,8 @@ class Runtime:
 
     async def _heartbeat(self) -> None:
         await self.runner.heartbeat()
-        await sweep_stale(self._adopting(), self.runner)
+        if await sweep_stale(self._adopting(), self.runner):
+            self.wake_dispatch()
         await warn_if_layer_misses_other_processes()
 
     def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:

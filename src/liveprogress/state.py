@@ -51,6 +51,10 @@ class JobState(TypedDict):
     attempt: int
     max_attempts: int | None
     retry_at: float | None
+    #: A scheduled start (epoch seconds; null: as soon as it may), and a queued job's
+    #: place among those of its kind waiting for a concurrency slot (1: next).
+    run_after: float | None
+    queue_position: int | None
     created_at: float
     started_at: float | None
     updated_at: float
@@ -89,6 +93,8 @@ def job_state(job: Job) -> JobState:
         "attempt": job.attempts,
         "max_attempts": job.max_attempts,
         "retry_at": _epoch(job.retry_at),
+        "run_after": _epoch(job.run_after),
+        "queue_position": job.queue_position,
         "created_at": job.created_at.timestamp(),
         "started_at": _epoch(job.started_at),
         "updated_at": job.updated_at.timestamp(),

@@ -155,6 +155,10 @@ class _Launch:
     admission: asyncio.Lock
     dispatcher: Dispatcher
 
+    def wake_dispatch(self) -> None:
+        """Nothing: a task's job never waits for the dispatch loop (its engine
+        queues it)."""
+
 
 class _InWorkerThread:
     """Runs a job's function in the engine worker's thread waiting in :meth:`serve`,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from django.utils import timezone
 
 from .. import conf
-from ..execution import Execution, RetryPolicy, SyncCaller
+from ..execution import Execution, RetryPolicy, SyncCaller, own_retries
 from ..finalwrites import FinalWrites
 from ..models import ACTIVE_STATUSES, Job
 from ..progress import JobContext
@@ -31,9 +31,17 @@ class InProcessRunner:
     """Runs jobs in this process; ``context_for`` gives each its context (files,
     children)."""
 
-    def __init__(self, worker: str, *, context_for: Callable[[Job], JobContext]) -> None:
+    def __init__(
+        self,
+        worker: str,
+        *,
+        context_for: Callable[[Job], JobContext],
+        on_end: Callable[[], None] | None = None,
+    ) -> None:
         self.worker = worker
         self._context_for = context_for
+        # Told when a job's run here ends (it may free a slot others wait for).
+        self._on_end = on_end
         self.executions: dict[str, Execution] = {}
         # Sync functions run in these threads, shared fairly between owners.
         self.threads = FairThreads(conf.get("SYNC_WORKERS"), conf.get("MAX_SYNC_PER_OWNER"))
@@ -68,13 +76,14 @@ class InProcessRunner:
         runs it in the engine worker's own thread, and whether the engine retries an
         error (``will_retry``).
         """
+        kind = kind or get_kind(job.kind)
         execution = Execution(
             job,
-            kind or get_kind(job.kind),
+            kind,
             writer=self.writer,
             context=self._context_for(job),
             call_sync=call_sync or (lambda call: self.threads.run(_fairness_key(job), call)),
-            will_retry=will_retry,
+            will_retry=will_retry or own_retries(kind, job),
             finals=self.finals,
         )
         job_id = str(job.id)
@@ -91,6 +100,8 @@ class InProcessRunner:
             if self._tasks.get(job_id) is task:
                 del self._tasks[job_id]
                 del self.executions[job_id]
+            if self._on_end is not None:
+                self._on_end()
 
         task.add_done_callback(forget)
         return execution
