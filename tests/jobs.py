@@ -325,3 +325,13 @@ async def monthly(progress, month: int, note: str = "", seconds: float = 0.5):
 async def site_wide(progress, seconds: float = 0.5):
     await asyncio.sleep(seconds)
     return "refreshed"
+
+
+@job("tests.steady", max_attempts=3, backoff=1.0)
+async def steady(progress, steps: int = 40, interval: float = 0.1):
+    """Long enough to kill its worker mid-way; retried (after 1 s) if that happens."""
+    progress.start(total=steps)
+    for _ in range(steps):
+        await asyncio.sleep(interval)
+        progress.advance()
+    return {"steps": steps}

@@ -215,6 +215,58 @@ async def test_a_retryable_job_starts_again_on_the_other_worker(topology):
     topology.replace_worker(index)
 
 
+async def test_a_job_with_attempts_is_retried_after_its_worker_is_killed(topology):
+    alice = Visitor(topology.servers[0])
+    job_id = start(alice, "tests.steady", steps=40, interval=0.1)["id"]
+    async with alice.ws() as ws:
+        await send_json(ws, {"action": "subscribe", "job": job_id})
+        await frames_until(ws, lambda f: is_state(f, job_id) and f["job"]["current"] >= 2, 15)
+        index = topology.worker_running(job_id)
+        topology.workers[index].kill()
+        frames = await frames_until(ws, lambda f: is_terminal(f, job_id), 40)
+    states = [f["job"] for f in frames if is_state(f, job_id)]
+    assert seqs_increase(states)
+    # Shown waiting for its retry: when it is due, and which attempt comes.
+    waiting = [state for state in states if state["status"] == "queued"]
+    assert waiting and waiting[0]["retry_at"] is not None
+    assert (waiting[0]["attempt"], waiting[0]["max_attempts"]) == (1, 3)
+    assert states[-1]["status"] == "succeeded"
+    assert (states[-1]["attempt"], states[-1]["current"]) == (2, 40)
+    row = topology.row(job_id)
+    assert row["attempts"] == 2
+    assert row["started_at"].timestamp() >= waiting[0]["retry_at"]
+    topology.replace_worker(index)
+
+
+async def test_concurrency_one_holds_across_both_servers_and_workers(topology):
+    server_a, server_b = topology.servers
+    alice = Visitor(server_a)
+    bob = Visitor(server_b)
+    labels = ["a", "b", "c", "d"]
+    job_ids = [
+        start(visitor, "tests.one_at_a_time", label=label, seconds=0.6)["id"]
+        for visitor, label in zip([alice, bob, alice, bob], labels, strict=True)
+    ]
+    async with alice.ws() as ws:
+        for job_id in job_ids[::2]:
+            await send_json(ws, {"action": "subscribe", "job": job_id})
+        seen = await watch_until_terminal(ws, set(job_ids[::2]), timeout=40)
+    deadline = time.monotonic() + 20
+    while any(topology.row(job_id)["status"] != "succeeded" for job_id in job_ids):
+        assert time.monotonic() < deadline, [topology.row(j)["status"] for j in job_ids]
+        await asyncio.sleep(0.2)
+    runs = sorted(
+        (topology.row(job_id)["started_at"], topology.row(job_id)["finished_at"])
+        for job_id in job_ids
+    )
+    # One at a time, whichever server started them and whichever worker ran them.
+    for (_, finished), (next_started, _) in zip(runs, runs[1:], strict=False):
+        assert finished <= next_started
+    # Alice's third job waited in line, and was told its place.
+    places = [state["queue_position"] for state in seen[job_ids[2]] if state["status"] == "queued"]
+    assert any(place is not None and place >= 1 for place in places)
+
+
 async def test_a_client_of_a_killed_server_converges_through_the_other(topology):
     server_a, server_b = topology.servers
     alice = Visitor(server_a)

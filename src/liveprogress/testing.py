@@ -103,6 +103,9 @@ class _Runner:
         """Save a :func:`~liveprogress.launch.new_job`, claimed as a test's: no
         process of the tests' claims it, so nothing sweeps it."""
         job.worker, job.attempts, job.heartbeat_at = TEST_WORKER, 1, timezone.now()
+        # Handed over here and now: no dispatch loop may take it (nor its schedule,
+        # its kind's slots or its retries apply: one attempt, run at once).
+        job.dispatched_at = job.heartbeat_at
         await job.asave(force_insert=True)
 
     async def follow(
