@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -404,6 +405,48 @@ def test_the_jobs_page_shows_jobs_started_elsewhere_live(browser, visitor, serve
     assert other.is_visible(".lp-empty")
     assert other.locator("#lp-jobs [data-lp-job]").count() == 0
     stranger.close()
+
+
+@pytest.mark.parametrize(
+    ("locale", "starts", "in_line"),
+    [
+        ("en-US", "starts at ", "number 1 in line"),
+        ("es-ES", "empieza a las ", "número 1 en la cola"),
+    ],
+)
+def test_waiting_jobs_say_what_they_wait_for(browser, server, shots, locale, starts, in_line):
+    context = browser.new_context(locale=locale)
+    page = context.new_page()
+    page.goto(server.url("/jobs/"))
+    page.wait_for_selector('[data-lp-connection][data-state="live"]', timeout=10_000)
+    later = time.time() + 120
+    status, scheduled = api(
+        context, server, "POST", "/api/jobs/", {"kind": "demo.timer", "run_after": later}
+    )
+    assert (status, scheduled["status"]) == (201, "queued")
+    assert abs(scheduled["run_after"] - later) < 0.001
+    line = []
+    for label in ("first", "second"):
+        status, state = api(
+            context,
+            server,
+            "POST",
+            "/api/jobs/",
+            {"kind": "tests.one_at_a_time", "params": {"label": label, "seconds": 4}},
+        )
+        assert status == 201
+        line.append(state)
+    row = f'[data-lp-job="{scheduled["id"]}"]'
+    page.wait_for_selector(f"{row} .lp-elapsed:has-text('{starts}')", timeout=10_000)
+    second = f'[data-lp-job="{line[1]["id"]}"]'
+    page.wait_for_selector(f"{second} .lp-elapsed:has-text('{in_line}')", timeout=10_000)
+    assert page.get_attribute(second, "data-status") == "queued"
+    shots.take(page, "waiting")
+    # The line moves: the first ends, the second runs.
+    page.wait_for_selector(f'{second}[data-status="running"]', timeout=15_000)
+    for job in (scheduled, *line):
+        api(context, server, "POST", f"/api/jobs/{job['id']}/cancel/")
+    context.close()
 
 
 def test_a_server_crash_shows_interrupted_after_the_page_reconnects(browser, tmp_path, shots):

@@ -117,6 +117,22 @@
     }
   }
 
+  // What a queued job waits for, counting down where it has a time: its retry, its
+  // scheduled start, its place in line.
+  function waiting(state) {
+    const now = serverNow();
+    if (state.retry_at != null && state.retry_at > now) {
+      return format(gettext("next attempt in %(time)s"), {time: duration(state.retry_at - now)});
+    }
+    if (state.run_after != null && state.run_after > now) {
+      return format(gettext("starts at %(time)s"), {time: clockTime(state.run_after)});
+    }
+    if (state.queue_position != null) {
+      return format(gettext("number %(place)s in line"), {place: state.queue_position});
+    }
+    return gettext("waiting to start");
+  }
+
   const liveBars = new Set();
 
   class Bar {
@@ -226,7 +242,7 @@
       if (!state) return;
       const done = isTerminal(state);
       if (state.started_at === null) {
-        p.elapsed.textContent = done ? "" : gettext("waiting to start");
+        p.elapsed.textContent = done ? "" : waiting(state);
         p.started.textContent = "";
       } else {
         const end = done && state.finished_at !== null ? state.finished_at : serverNow();
