@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from . import conf
+from . import conf, tracing
 from .exceptions import LimitReached
 from .models import ACTIVE_STATUSES, Job, Status
 from .owner import is_anonymous
@@ -58,6 +58,8 @@ def new_job(
         seq=1,
         parent=parent,
         address=address if is_anonymous(owner) else "",
+        # The request's trace, if any: the job's span is its child (tracing.py).
+        trace_context=tracing.capture(),
     )
 
 
