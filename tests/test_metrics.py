@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from django.core.checks import Error, Warning
+from django.core.exceptions import ImproperlyConfigured
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,7 +38,7 @@ SETTINGS = {
     "PUBLISH_INTERVAL": 0.05,
     "PERSIST_INTERVAL": 0.2,
 }
-LONG = {"kind": "demo.timer", "params": {"steps": 600, "interval": 0.05}}
+LONG = {"kind": "demo.timer", "params": {"steps": 6000, "interval": 0.05}}
 QUICK = {"kind": "demo.timer", "params": {"steps": 3, "interval": 0.01}}
 WATCHED = {"kind": "demo.timer", "params": {"steps": 6, "interval": 0.05}}
 FAILING = {"kind": "tests.fail"}
@@ -303,6 +304,14 @@ def test_without_a_token_set_no_bearer_is_taken(client, settings, django_user_mo
     response = client.get(METRICS_PATH)
     assert response.status_code == 200
     assert response["Cache-Control"] == "no-store"
+
+
+@pytest.mark.django_db
+def test_on_without_prometheus_client_the_endpoint_names_the_fix(client, settings, monkeypatch):
+    settings.LIVEPROGRESS = {"METRICS": True, "METRICS_TOKEN": TOKEN}
+    monkeypatch.setattr(metrics, "installed", lambda: False)
+    with pytest.raises(ImproperlyConfigured, match=r"django-liveprogress\[metrics\]"):
+        client.get(METRICS_PATH, headers={"Authorization": f"Bearer {TOKEN}"})
 
 
 def test_checks_name_a_broken_setup(settings, monkeypatch, tmp_path):

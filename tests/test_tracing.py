@@ -128,3 +128,19 @@ async def test_without_opentelemetry_nothing_is_kept_nor_traced(runtime, spans, 
     assert job.status == "failed"
     assert job.trace_context == {}
     assert job_spans(spans, "tests.fails_in_stage") == []
+
+
+async def test_the_parent_is_read_from_the_row_as_another_process_would(
+    runtime, spans, monkeypatch
+):
+    """The run's task starts with an empty context (the in-process runner's, a
+    worker's): the parent can only come from ``job.trace_context``, here the
+    headers a request in another process left."""
+    remote = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    monkeypatch.setattr(tracing, "capture", lambda: dict(remote))
+    job = await run(runtime, "demo.timer", {"steps": 1, "interval": 0})
+    assert job.trace_context == remote
+    (span,) = job_spans(spans, "demo.timer")
+    assert span.parent is not None and span.parent.is_remote
+    assert format(span.parent.span_id, "016x") == "b7ad6b7169203331"
+    assert format(span.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
