@@ -61,6 +61,7 @@ def test_typed_names_follow_the_defaults():
         conf.StrSetting: (str,),
         conf.IntSetting: (int,),
         conf.FloatSetting: (int, float),
+        conf.BoolSetting: (bool,),
         conf.ListSetting: (list,),
     }
     names = [name for alias in typed for name in typing.get_args(alias)]

@@ -8,6 +8,7 @@ ids, what they mean and what to do are listed in ``docs/checks.md``.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from django.core.files.storage import FileSystemStorage, storages
 from django.urls import URLPattern, URLResolver
 from django.utils.module_loading import import_string
 
-from . import conf
+from . import conf, metrics
 from .consumers import ProgressConsumer
 from .registry import kinds
 from .routing import SOCKET_PATH
@@ -285,6 +286,45 @@ def check_engines_layer(**kwargs: Any) -> list[CheckMessage]:
     ]
 
 
+def check_metrics(**kwargs: Any) -> list[CheckMessage]:
+    """E010: METRICS on without prometheus_client; E011: PROMETHEUS_MULTIPROC_DIR is
+    not a writable directory; W012: METRICS with the tasks runner and no multiprocess
+    directory (the workers' series would reach no scrape)."""
+    if not _setting("METRICS"):
+        return []
+    if not metrics.installed():
+        return [
+            Error(
+                "LIVEPROGRESS['METRICS'] is on but prometheus_client is not installed.",
+                hint='pip install "django-liveprogress[metrics]", or set METRICS to False.',
+                id="liveprogress.E010",
+            )
+        ]
+    directory = metrics.multiprocess_dir()
+    if directory and not (os.path.isdir(directory) and os.access(directory, os.W_OK)):
+        return [
+            Error(
+                f"PROMETHEUS_MULTIPROC_DIR {directory!r} is not a directory this process "
+                "can write: prometheus_client would fail at the first count.",
+                hint="Create it (empty) before the server and workers start, writable by "
+                "all of them (docs/metrics.md).",
+                id="liveprogress.E011",
+            )
+        ]
+    if not directory and _setting("RUNNER") == "tasks":
+        return [
+            Warning(
+                "LIVEPROGRESS['METRICS'] is on with the tasks runner but "
+                "PROMETHEUS_MULTIPROC_DIR is not set: job durations and retries are counted "
+                "in the workers, and each process answers a scrape with its own series only.",
+                hint="Set PROMETHEUS_MULTIPROC_DIR to one directory for the servers and "
+                "workers of each machine (docs/metrics.md).",
+                id="liveprogress.W012",
+            )
+        ]
+    return []
+
+
 #: What ``LiveProgressConfig.ready`` registers, under ``TAG``.
 CHECKS: tuple[Callable[..., list[CheckMessage]], ...] = (
     check_settings,
@@ -293,4 +333,5 @@ CHECKS: tuple[Callable[..., list[CheckMessage]], ...] = (
     check_result_storage,
     check_socket_route,
     check_engines_layer,
+    check_metrics,
 )

@@ -91,6 +91,11 @@ DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     "MAX_FILE_BYTES_PER_OWNER": (100 * 1024 * 1024, int),
     # The storage (an alias of Django's STORAGES) that holds jobs' files.
     "RESULT_STORAGE": ("default", str),
+    # The Prometheus endpoint (liveprogress/metrics/, docs/metrics.md): off, it answers
+    # 404 and nothing is counted.
+    "METRICS": (False, bool),
+    # A bearer token that may read it, besides a staff user's session (empty: staff only).
+    "METRICS_TOKEN": ("", str),
 }
 
 RUNNERS = ("inprocess", "tasks")
@@ -132,7 +137,12 @@ def _settings() -> dict[str, Any]:
 # an int, and a misspelt name fails the check. They follow DEFAULTS (tests/test_conf.py checks
 # that they list each name once, with its type); (int, float) settings are floats.
 StrSetting = Literal[
-    "RUNNER", "TASK_BACKEND", "TASK_QUEUE", "RESULT_STORAGE", "CLIENT_ADDRESS_HEADER"
+    "RUNNER",
+    "TASK_BACKEND",
+    "TASK_QUEUE",
+    "RESULT_STORAGE",
+    "CLIENT_ADDRESS_HEADER",
+    "METRICS_TOKEN",
 ]
 IntSetting = Literal[
     "MAX_ATTEMPTS",
@@ -162,6 +172,7 @@ FloatSetting = Literal[
     "MAX_FRAMES_PER_SECOND",
     "RESULT_TTL",
 ]
+BoolSetting = Literal["METRICS"]
 # Only the list itself is validated; its items are module paths, as documented.
 ListSetting = Literal["JOB_MODULES"]
 
@@ -172,6 +183,8 @@ def get(name: StrSetting) -> str: ...
 def get(name: IntSetting) -> int: ...
 @overload
 def get(name: FloatSetting) -> float: ...
+@overload
+def get(name: BoolSetting) -> bool: ...
 @overload
 def get(name: ListSetting) -> list[str]: ...
 def get(name: str) -> object:

@@ -91,7 +91,7 @@ class _Feed:
 
     def __init__(self, pacer: Pacer, batches: bool) -> None:
         self.frames: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
-        self.outbox = Outbox(self.frames.put, pacer=pacer, batches=batches)
+        self.outbox = Outbox(self.frames.put, pacer=pacer, batches=batches, transport="sse")
 
 
 class _Position:

@@ -39,6 +39,13 @@ class BadRequest(RequestError):
     http_status = 400
 
 
+class Unauthorized(RequestError):
+    """No credentials, or wrong ones, where some are required (the metrics endpoint)."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
 class Forbidden(RequestError):
     code = "forbidden"
     http_status = 403

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 
-from . import conf
+from . import conf, tracing
 from .cascade import end_children
 from .eager import start_now
 from .eta import RateWindow
@@ -159,6 +159,10 @@ class Execution:
     # -- running -----------------------------------------------------------------
 
     async def run(self) -> None:
+        with tracing.job_span(self.job, self.progress):
+            await self._run()
+
+    async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         publisher = self._loop.create_task(self._publish_loop())
@@ -183,6 +187,7 @@ class Execution:
                 # Cancelled by the server's shutdown, not by anyone's request.
                 status, error, shutdown = Status.INTERRUPTED, "The server stopped", True
         except Exception as exc:
+            tracing.record_error(self.progress, exc)
             retrying = self._retrying_after(exc)
             if self.progress.timed_out:
                 status, error = Status.FAILED, self._time_limit_error()

@@ -125,6 +125,8 @@ class Hub:
                 message["seq"],
                 message["frame"],
                 message["terminal"],
+                # A process of an older release sends none.
+                published_at=message.get("published_at", 0.0),
             )
         except (KeyError, TypeError):
             logger.warning("malformed hub message dropped: %r", message)
@@ -203,11 +205,13 @@ class Hub:
         terminal: bool,
         *,
         answering: Outbox | None = None,
+        published_at: float = 0.0,
     ) -> tuple[int, str]:
         """Hand a state to the local watchers; returns the newest state of the job known here.
 
         ``answering``: the outbox whose request read this state; it is left out (it
-        sends the newest state as its answer, once, instead).
+        sends the newest state as its answer, once, instead). ``published_at``: when
+        it was published (0: read from the database), for the send lag.
         """
         latest = self._latest.get(job_id)
         if job_id in self._job_watchers and (latest is None or seq > latest[0]):
@@ -216,7 +220,7 @@ class Hub:
         watchers = (*self._job_watchers.get(job_id, ()), *self._owner_watchers.get(owner, ()))
         for outbox in watchers:
             if outbox is not answering:
-                outbox.offer_state(job_id, seq, frame, last=terminal)
+                outbox.offer_state(job_id, seq, frame, last=terminal, published_at=published_at)
         if latest is not None and latest[0] > seq:
             return latest[0], latest[1]
         return seq, frame

@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from . import conf
+from . import conf, tracing
 from .exceptions import AlreadyRunning, LimitReached
 from .models import ACTIVE_STATUSES, Job, Status
 from .owner import is_anonymous
@@ -70,6 +70,8 @@ def new_job(
         run_after=run_after,
         unique_key=kind.unique_key(owner, clean),
         max_attempts=most if most > 1 else None,
+        # The request's trace, if any: the job's span is its child (tracing.py).
+        trace_context=tracing.capture(),
     )
 
 

@@ -19,10 +19,11 @@ import asyncio
 import contextvars
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import conf
+from . import conf, metrics
 from .eager import start_now
 from .state import MAX_SENT_FRAME_BYTES, encode
 
@@ -119,6 +120,7 @@ class Outbox:
 
     ``batches``: the client takes ``batch`` frames; what is pending goes out as one.
     ``pacer``: decides when running states go (None: always at once).
+    ``transport``: what the frames go out on, for the metrics (``websocket``, ``sse``).
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class Outbox:
         *,
         pacer: Pacer | None = None,
         batches: bool = False,
+        transport: str = "websocket",
     ) -> None:
         self._send = send
         # Called once if a frame can't be sent: the socket is closed, not left mute.
@@ -156,6 +159,12 @@ class Outbox:
         self._context = contextvars.Context()
         if pacer is not None:
             pacer.opened()
+        # None while metrics are off: then each hook below is one test.
+        self._meter = metrics.meter(transport)
+        # When each pending state was published (time.time()), for the send lag.
+        self._published_at: dict[str, float] = {}
+        if self._meter is not None:
+            self._meter.opened()
 
     def newest_seq(self, job_id: str) -> int:
         """The seq of the newest state of the job sent, queued or claimed by the client."""
@@ -171,7 +180,14 @@ class Outbox:
         return self._sent_seq.get(job_id, 0)
 
     def offer_state(
-        self, job_id: str, seq: int, frame: str, *, answer: bool = False, last: bool = False
+        self,
+        job_id: str,
+        seq: int,
+        frame: str,
+        *,
+        answer: bool = False,
+        last: bool = False,
+        published_at: float = 0.0,
     ) -> None:
         """Queue a job's state unless the socket has or awaits a newer one.
 
@@ -182,6 +198,8 @@ class Outbox:
         A final state goes out unless this socket was sent it or a newer state,
         or the client claimed exactly it: no ``after`` silences a job's end.
         Answers and final states go at once; running states when the pacer says.
+        ``published_at``: when the state was published (0: unknown, as for one read
+        from the database), for the send lag.
         """
         if last:
             newest = max(self.delivered_seq(job_id), self._pending_seq.get(job_id, 0))
@@ -190,6 +208,10 @@ class Outbox:
             newest, held = self.newest_seq(job_id), False
         if seq < newest or (seq == newest and not answer) or (held and not answer):
             return
+        if self._meter is not None:
+            if job_id in self._pending_seq:
+                self._meter.skipped()  # the unsent older state is superseded
+            self._published_at[job_id] = published_at
         if last:
             self._pending.pop(("job", job_id), None)
         self._pending[("job", job_id)] = frame
@@ -273,6 +295,7 @@ class Outbox:
         if 0 < self._pending_seq.get(job_id, 0) <= seq:
             self._pending.pop(("job", job_id), None)
             del self._pending_seq[job_id]
+            self._published_at.pop(job_id, None)
 
     def note_claimed(self, job_id: str, seq: int) -> None:
         """Record the client's word (``after``) that it holds the job's state ``seq``."""
@@ -284,6 +307,7 @@ class Outbox:
         self._pending.pop(("job", job_id), None)
         self._pending.pop(("log", job_id), None)
         self._pending_seq.pop(job_id, None)
+        self._published_at.pop(job_id, None)
         self._claimed_seq.pop(job_id, None)
         self._log_held.pop(job_id, None)
         self._log_seq.pop(job_id, None)
@@ -300,6 +324,9 @@ class Outbox:
         if self._pacer is not None:
             self._pacer.closed(self)
             self._pacer = None
+        if self._meter is not None:
+            self._meter.closed()
+            self._meter = None
         self._closed = True
 
     def flush(self) -> None:
@@ -330,6 +357,10 @@ class Outbox:
                 if isinstance(key, tuple):
                     job_id = key[1]
                     self.note_sent(job_id, self._pending_seq.pop(job_id))
+                    if self._meter is not None:
+                        published_at = self._published_at.pop(job_id, 0.0)
+                        if published_at:
+                            self._meter.lag(time.time() - published_at)
             if not self.batches:
                 break
         return batched(frames) if self.batches else frames
@@ -340,6 +371,8 @@ class Outbox:
             try:
                 for frame in frames:
                     await self._send(frame)
+                if self._meter is not None:
+                    self._meter.sent(len(frames))
             except Exception:
                 logger.warning("socket send failed; closing it", exc_info=True)
                 self._closed = True

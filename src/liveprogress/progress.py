@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from . import tracing
 from .exceptions import JobCancelled, JobTimedOut
 
 T = TypeVar("T")
@@ -212,6 +213,7 @@ class Progress:
             self._stages[index].status = "running"
             self._stage = index
             self._levels = [_Level()]
+        tracing.stage_started(self, self._stages[index].name)
         self._on_change()
         return _StageScope(self, lambda: self._end_stage(index))
 

@@ -16,6 +16,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -112,7 +113,8 @@ def _deliver_locally(message: dict[str, Any]) -> None:
 
 
 def state_message(job: Job) -> dict[str, Any]:
-    """The channel-layer message that carries ``job``'s state, frame pre-encoded."""
+    """The channel-layer message that carries ``job``'s state, frame pre-encoded,
+    and when it was made (the send lag is measured from it: docs/metrics.md)."""
     return {
         "type": STATE_MESSAGE,
         "job": str(job.id),
@@ -120,6 +122,7 @@ def state_message(job: Job) -> dict[str, Any]:
         "seq": job.seq,
         "terminal": job.status in TERMINAL_STATUSES,
         "frame": encode(state_frame(job_state(job))),
+        "published_at": time.time(),
     }
 
 

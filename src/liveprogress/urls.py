@@ -1,8 +1,9 @@
 """HTTP routes of liveprogress: include them at the site's root.
 
 The JSON API and its event streams under ``api/jobs/`` (htmx's fragment stream
-too), the ``/jobs/`` page and the scripts' translations. Nothing else: no demo, no
-upload endpoint, no htmx page.
+too), the ``/jobs/`` page, the scripts' translations and the Prometheus endpoint
+(404 unless the site turns ``METRICS`` on). Nothing else: no demo, no upload
+endpoint, no htmx page.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from django.views.generic import RedirectView
 from django.views.i18n import JavaScriptCatalog
 
 from . import api, events, views
+from .metrics_endpoint import metrics_view
 
 app_name = "liveprogress"
 
@@ -38,4 +40,6 @@ urlpatterns = [
         JavaScriptCatalog.as_view(packages=["liveprogress"]),
         name="jsi18n",
     ),
+    # Answers only when the site set METRICS (docs/metrics.md); staff or token.
+    path("liveprogress/metrics/", metrics_view, name="metrics"),
 ]

@@ -19,7 +19,7 @@ from channels.db import aclose_old_connections
 from django.db import connection, transaction
 from django.db.models import Field
 
-from . import conf
+from . import conf, metrics
 from .models import ACTIVE_STATUSES, Job
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class WriteBehind:
         rows = [(job, row) for job, row in batch if row is not None]
         if not rows:
             return
+        metrics.observe_batch(len(rows))
         try:
             ended = await sync_to_async(write_rows, thread_sensitive=True)([row for _, row in rows])
         except BaseException:
