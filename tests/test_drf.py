@@ -110,7 +110,7 @@ async def test_a_visitor_starts_reads_lists_and_cancels_their_job(runtime):
 
     # OPTIONS describes the start (REST framework's metadata, from its serializer).
     described = (await visitor.options(JOBS)).json()["actions"]["POST"]
-    assert list(described) == ["kind", "params"]
+    assert list(described) == ["kind", "params", "run_after"]
 
     # Routed without a router, a start has no address to give: no Location.
     by_hand = await post(visitor, "/rest/by-hand/", timer_start())

@@ -143,7 +143,7 @@ async def test_concurrency_one_runs_one_at_a_time_in_order_showing_the_line(runt
     jobs.one_at_a_time_most[0] = 0
     async with collect(owner=OWNER) as seen:
         started = [
-            await actions.start_job(OWNER, "tests.one_at_a_time", {"label": label})
+            await actions.start_job(OWNER, "tests.one_at_a_time", {"label": label}, language="en")
             for label in ("a", "b", "c")
         ]
         finals = [await ended(one.id) for one in started]

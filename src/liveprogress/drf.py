@@ -24,6 +24,7 @@ from .exceptions import BadRequest, RequestError
 from .handles import JobHandle, cancel_job, get_job
 from .models import Job
 from .owner import existing_owner_of, user_owner
+from .queueing import client_start_time
 from .registry import get_kind
 from .state import JobState, job_state
 
@@ -113,12 +114,18 @@ class StartJobSerializer(serializers.Serializer[JobHandle]):
     params = serializers.JSONField(
         default=dict, help_text="The kind's parameters, as a JSON object."
     )
+    run_after = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="A scheduled start: epoch seconds, or ISO 8601 with its UTC offset.",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # Checked here so that is_valid() refuses before a session or a job is
         # made; the start checks them again, as every start does.
         try:
             get_kind(attrs["kind"], public_only=True).validate(attrs["params"])
+            attrs["run_after"] = client_start_time(attrs.get("run_after"))
         except BadRequest as refusal:
             raise api_exception(refusal) from None
         return attrs
@@ -126,7 +133,10 @@ class StartJobSerializer(serializers.Serializer[JobHandle]):
     def create(self, validated_data: dict[str, Any]) -> JobHandle:
         request = self.context["request"]
         kind, params = validated_data["kind"], validated_data["params"]
-        return bridge.call(lambda: astart_kind(request, kind, params, public_only=True))
+        run_after = validated_data.get("run_after")
+        return bridge.call(
+            lambda: astart_kind(request, kind, params, public_only=True, run_after=run_after)
+        )
 
     def to_representation(self, instance: JobHandle) -> dict[str, Any]:
         return dict(_state(instance))
@@ -210,7 +220,9 @@ class JobViewSet(JobAPIView, viewsets.GenericViewSet[Job]):
             headers = {"Location": self.reverse_action("detail", args=[handle.id])}
         except NoReverseMatch:  # routed by hand, without a router's names
             headers = {}
-        return Response(start.data, status=status.HTTP_201_CREATED, headers=headers)
+        # 200: a unique kind's active job, returned instead of a new one.
+        code = status.HTTP_200_OK if handle.existing else status.HTTP_201_CREATED
+        return Response(start.data, status=code, headers=headers)
 
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str, *args: Any, **kwargs: Any) -> Response:

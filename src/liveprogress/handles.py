@@ -27,10 +27,13 @@ class JobHandle(StateFields):
     owner: str
     #: The job's wire state (the same dict the API and the socket send).
     state: JobState
+    #: True when a start of a unique kind returned the owner's active job instead of
+    #: making a new one.
+    existing: bool = False
 
     @classmethod
     def of(cls, job: Job) -> JobHandle:
-        return cls(id=str(job.id), owner=job.owner, state=job_state(job))
+        return cls(id=str(job.id), owner=job.owner, state=job_state(job), existing=job.existing)
 
     @property
     def is_active(self) -> bool:
