@@ -300,3 +300,52 @@ def test_a_wrong_declaration_names_the_fix(options, complaint):
         @job(f"tests.wrong_{uuid.uuid4().hex[:8]}", **options)
         def wrong(progress, month: int = 1):
             return month
+
+
+# -- the database keeps the rules when processes race ---------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_slot_held_by_another_process_s_job_is_never_taken_twice(runtime, monkeypatch):
+    from liveprogress import queueing
+
+    # Another process's job of the kind holds slot 0 (and stays running meanwhile).
+    elsewhere = await Job.objects.acreate(
+        kind="tests.one_at_a_time",
+        owner=OTHER,
+        status="running",
+        worker="elsewhere:1:x",
+        heartbeat_at=timezone.now(),
+        dispatched_at=timezone.now(),
+        slot=0,
+    )
+    # This process saw the slot free an instant before (a race the lookup lost).
+    monkeypatch.setattr(queueing, "_free_slots", lambda kind, concurrency: [0])
+    started = await actions.start_job(OWNER, "tests.one_at_a_time", {"label": "late"})
+    assert (started.status, started.slot, started.dispatched_at) == ("queued", None, None)
+    await asyncio.sleep(0.3)  # dispatch rounds run: the slot is still held
+    waiting = await Job.objects.aget(pk=started.pk)
+    assert (waiting.status, waiting.queue_position) == ("queued", 1)
+    monkeypatch.undo()
+    # The other process's job ends: the slot frees, the waiting job runs.
+    await Job.objects.filter(pk=elsewhere.pk).aupdate(status="succeeded")
+    final = await ended(started.id)
+    assert (final.status, final.slot) == ("succeeded", 0)
+
+
+@pytest.mark.asyncio
+async def test_a_unique_key_another_process_just_took_returns_that_job(runtime, monkeypatch):
+    from liveprogress import launch
+
+    first = await actions.start_job(OWNER, "tests.monthly", {"month": 11, "seconds": 1})
+    # The check before the start missed it (another process inserted it meanwhile):
+    # the database's constraint refuses the duplicate all the same.
+    monkeypatch.setattr(launch, "active_duplicate", lambda job: None)
+    again = await actions.start_job(OWNER, "tests.monthly", {"month": 11})
+    assert again.id == first.id and again.existing
+    site_wide = await actions.start_job(OWNER, "tests.site_wide", {})
+    with pytest.raises(AlreadyRunning):
+        await actions.start_job(OTHER, "tests.site_wide", {})
+    assert await Job.objects.filter(kind="tests.monthly", unique_key=first.unique_key).acount() == 1
+    await ended(first.id)
+    await ended(site_wide.id)
