@@ -335,3 +335,43 @@ async def steady(progress, steps: int = 40, interval: float = 0.1):
         await asyncio.sleep(interval)
         progress.advance()
     return {"steps": steps}
+
+
+# -- checkpoints and pause (tests/test_checkpoints.py) --------------------------------
+
+# The rows each `tests.rows` key finished, in order, across every attempt.
+rows_done: dict[str, list[int]] = {}
+
+
+@job("tests.rows", max_attempts=3, backoff=0.1, retry_on=ValueError)
+def rows(progress, key: str, count: int = 20, delay: float = 0.02, fail_at: int = -1):
+    """Works through ``count`` rows; fails once, at row ``fail_at``, the first time."""
+    done = rows_done.setdefault(key, [])
+    for row in progress.track(range(count)):
+        if row == fail_at and row not in done and not progress.resumed:
+            raise ValueError(f"row {row} failed")
+        time.sleep(delay)
+        done.append(row)
+    return {"rows": count, "resumed": progress.resumed}
+
+
+# The pages each `tests.pages` key fetched, across every attempt.
+pages_fetched: dict[str, list[int]] = {}
+
+
+@job("tests.pages", max_attempts=2, backoff=0)
+async def pages(progress, key: str, count: int = 10, delay: float = 0.02, fail_at: int = -1):
+    """Keeps its own position (a page number) with `checkpoint`, and goes on from it."""
+    fetched = pages_fetched.setdefault(key, [])
+    page = (progress.checkpoint_data or {}).get("next", 0)
+    progress.start(total=count)
+    progress.set(page)
+    while page < count:
+        if page == fail_at and not progress.resumed:
+            raise ValueError(f"page {page} failed")
+        await asyncio.sleep(delay)
+        fetched.append(page)
+        page += 1
+        progress.set(page)
+        progress.checkpoint({"next": page})
+    return {"pages": count}

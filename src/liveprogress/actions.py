@@ -13,14 +13,17 @@ from datetime import datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import translation
+from django.utils.translation import gettext
 
 from . import conf
 from .cascade import end_children
 from .exceptions import BadRequest, Forbidden, JobNotFound
 from .launch import end_unclaimed, fail_unrunnable, launch, new_job
 from .models import ACTIVE_STATUSES, Job, JobLog, Status
-from .publish import CANCEL_MESSAGE, control
+from .publish import CANCEL_MESSAGE, PAUSE_MESSAGE, control, publish
 from .registry import get_kind, kinds
 from .runtime import get_runtime
 
@@ -121,6 +124,47 @@ async def cancel_job(owner: str, job_id: str) -> Job:
     else:
         await control(CANCEL_MESSAGE, job_id)
         job = await Job.objects.aget(pk=job_id)
+    return job
+
+
+async def pause_job(owner: str, job_id: str) -> Job:
+    """Pause the caller's job: at once if nobody runs it yet, else at its next
+    checkpoint (where it runs). A job paused or ended stays as it is."""
+    job = await get_job(owner, job_id)
+    if job.status not in (Status.QUEUED, Status.RUNNING):
+        return job
+    kind = kinds().get(job.kind)
+    if kind is None or kind.engine:
+        raise BadRequest(
+            "Only jobs liveprogress runs can pause (another engine's task can't)", field="job"
+        )
+    runtime = await get_runtime()
+    execution = runtime.runner.executions.get(job_id)
+    if execution is not None:
+        return await execution.pause()
+    await Job.objects.request_pause(job_id)
+    with translation.override(job.language or settings.LANGUAGE_CODE):
+        paused_message = gettext("Paused")
+    if await Job.objects.park(job_id, paused_message):
+        job = await Job.objects.aget(pk=job_id)
+        await publish(job)
+        return job
+    # Running elsewhere: the flag is the truth (read at every heartbeat), the
+    # broadcast the fast path.
+    await control(PAUSE_MESSAGE, job_id)
+    return await Job.objects.aget(pk=job_id)
+
+
+async def resume_job(owner: str, job_id: str) -> Job:
+    """Resume the caller's paused job: queued again, it goes on from its checkpoint
+    in whichever process hands it over first. A job not paused stays as it is."""
+    job = await get_job(owner, job_id)
+    with translation.override(job.language or settings.LANGUAGE_CODE):
+        message = gettext("Resuming")
+    if await Job.objects.resume(job_id, message):
+        job = await Job.objects.aget(pk=job_id)
+        await publish(job)
+        (await get_runtime()).wake_dispatch()
     return job
 
 

@@ -17,6 +17,11 @@ class JobCancelled(LiveProgressError):
     """Raised inside a job's code by its Progress once a cancel is requested."""
 
 
+class JobPaused(JobCancelled):
+    """Raised inside a job's code by its Progress at a checkpoint once its owner
+    asked it to pause: the job stops there, holding no worker, until resumed."""
+
+
 class JobTimedOut(JobCancelled):
     """Raised inside a job's code by its Progress once its time limit has passed
     (``@job(timeout=...)``): the job ends `failed`, saying so."""

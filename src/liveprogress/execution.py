@@ -31,7 +31,7 @@ from . import conf, tracing
 from .cascade import end_children
 from .eager import start_now
 from .eta import RateWindow
-from .exceptions import JobCancelled
+from .exceptions import JobCancelled, JobPaused
 from .finalwrites import FinalWrites
 from .logstore import store_lines
 from .models import UNPERSISTED_SEQ_WINDOW, Job, Status
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 _FINAL_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 # What a write before publishing (a status change, the window) changes.
-_PROGRESS_FIELDS = ["status", "started_at", *BEHIND_FIELDS]
+_PROGRESS_FIELDS = ["status", "started_at", "resumed_from", *BEHIND_FIELDS]
 _FINAL_FIELDS = [*_PROGRESS_FIELDS, "result", "error", "finished_at"]
 
 
@@ -130,7 +130,10 @@ class Execution:
             log_seq=job.log_seq,
             log_limit=conf.get("LOG_LIMIT"),
             context=context,
+            # An earlier attempt's checkpoint: this one goes on from there.
+            resume=job.checkpoint,
         )
+        job.resumed_from = None if job.checkpoint is None else job.checkpoint.get("current", 0)
         self._call_sync_with = call_sync
         self.on_publish = on_publish
         #: Called with each batch of log lines once stored (the CLI prints them).
@@ -167,7 +170,7 @@ class Execution:
         self._task = asyncio.current_task()
         publisher = self._loop.create_task(self._publish_loop())
         status, result, error = Status.FAILED, None, ""
-        shutdown = False
+        shutdown = paused = False
         retrying: Retrying | None = None
         try:
             if self.kind.is_async:
@@ -183,6 +186,8 @@ class Execution:
                 status, error = Status.FAILED, self._time_limit_error()
             elif self.progress.cancelled:
                 status = Status.CANCELLED
+            elif isinstance(exc, JobPaused):
+                paused = True
             else:
                 # Cancelled by the server's shutdown, not by anyone's request.
                 status, error, shutdown = Status.INTERRUPTED, "The server stopped", True
@@ -223,6 +228,8 @@ class Execution:
         # final state waited for.
         if retrying is not None:
             await asyncio.shield(start_now(self._release(retrying, retrying.cause or error)))
+        elif paused:
+            await asyncio.shield(start_now(self._pause_here()))
         else:
             await asyncio.shield(start_now(self._finish(status, result, error)))
         if shutdown:
@@ -299,6 +306,16 @@ class Execution:
             return self.job
         self._stop_function()
         self.job.cancel_requested = True
+        await self.publish_now()
+        return self.job
+
+    async def pause(self) -> Job:
+        """Ask the job to pause at its next checkpoint; returns its state with the
+        request published."""
+        if self._finished or self.ended_elsewhere or self.progress.pausing:
+            return self.job
+        self.progress.request_pause()
+        self.job.pause_requested = True
         await self.publish_now()
         return self.job
 
@@ -396,6 +413,8 @@ class Execution:
         job.fraction = snapshot.fraction
         job.stages = list(snapshot.stages)
         job.files = list(snapshot.files)
+        if snapshot.checkpoint is not None:
+            job.checkpoint = snapshot.checkpoint
         job.updated_at = now
         job.eta_s, job.rate = self._pace.estimate(snapshot)
 
@@ -576,6 +595,43 @@ class Execution:
             # Not given back: cancelled meanwhile (or ended elsewhere: the write below
             # then changes nothing, and says so).
             job.status, job.seq, job.message, job.retry_at = Status.RUNNING, seq, message, None
+            job.cancel_requested = True
+            await self._write_end(Status.CANCELLED, None, "")
+
+    async def _pause_here(self) -> None:
+        """The job stopped at a checkpoint on its owner's request: it gives its worker
+        and slot back, `paused`, its checkpoint written; resumed, it is queued again
+        and any process goes on from there. A cancel asked meanwhile wins: it ends
+        `cancelled`."""
+        async with self._publish_lock:
+            if self.ended_elsewhere:
+                self._finished = True
+                return
+            await self._take_last_progress()
+            job = self.job
+            seq, message, worker = job.seq, job.message, job.worker
+            now = timezone.now()
+            with translation.override(job.language or settings.LANGUAGE_CODE):
+                job.message = gettext("Paused")
+            job.status, job.paused_at, job.pause_requested = Status.PAUSED, now, False
+            job.eta_s, job.rate, job.updated_at = None, None, now
+            job.dispatched_at, job.slot = None, None
+            job.seq += 1
+            fields = [
+                *BEHIND_FIELDS,
+                "paused_at",
+                "pause_requested",
+                "dispatched_at",
+                "slot",
+            ]
+            values = {field: getattr(job, field) for field in fields}
+            if await Job.objects.release(job.pk, worker, values, status=Status.PAUSED):
+                self._finished = True
+                job.worker, job.heartbeat_at = "", None
+                logger.info("job paused job=%s at=%s", job.id, job.resumed_from)
+                await self._send()
+                return
+            job.status, job.seq, job.message, job.paused_at = Status.RUNNING, seq, message, None
             job.cancel_requested = True
             await self._write_end(Status.CANCELLED, None, "")
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import models, transaction
-from django.db.models import F
+from django.db.models import Case, F, When
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -16,13 +16,18 @@ from django.utils.translation import gettext_lazy as _
 class Status(models.TextChoices):
     QUEUED = "queued", _("Queued")
     RUNNING = "running", _("Running")
+    # Stopped at a checkpoint on its owner's request, holding no worker; resumed, it
+    # is queued again and goes on from there.
+    PAUSED = "paused", _("Paused")
     SUCCEEDED = "succeeded", _("Succeeded")
     FAILED = "failed", _("Failed")
     CANCELLED = "cancelled", _("Cancelled")
     INTERRUPTED = "interrupted", _("Interrupted")
 
 
-ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+# Not ended: a paused job is unfinished too (it counts against the caps, keeps its
+# unique key, and may be cancelled).
+ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.PAUSED)
 TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.INTERRUPTED)
 
 # A running job publishes at most this many states past the last one it wrote to
@@ -47,7 +52,14 @@ class JobQuerySet(models.QuerySet["Job"]):
         claimed = await self.filter(
             pk=job_id, status=Status.QUEUED, worker="", cancel_requested=False
         ).aupdate(
-            worker=worker, heartbeat_at=timezone.now(), attempts=F("attempts") + 1, retry_at=None
+            worker=worker,
+            heartbeat_at=timezone.now(),
+            # A resumed job goes on with the attempt it paused in.
+            attempts=Case(
+                When(paused_at__isnull=True, then=F("attempts") + 1), default=F("attempts")
+            ),
+            paused_at=None,
+            retry_at=None,
         )
         return bool(claimed)
 
@@ -142,15 +154,59 @@ class JobQuerySet(models.QuerySet["Job"]):
         )
         return bool(requeued)
 
-    async def release(self, job_id: Any, worker: str, values: dict[str, Any]) -> bool:
-        """``worker`` gives a job it runs back to the queue (its engine will run it
-        again: a retry), with ``values``; only while it is active, still that
+    async def release(
+        self, job_id: Any, worker: str, values: dict[str, Any], *, status: Status = Status.QUEUED
+    ) -> bool:
+        """``worker`` gives a job it runs back, with ``values``: to the queue for its
+        next attempt (a retry), or `paused`; only while it is active, still that
         worker's, and nobody asked to cancel it. The next attempt claims it like a
         new job."""
         released = await self.filter(
             pk=job_id, status__in=ACTIVE_STATUSES, worker=worker, cancel_requested=False
-        ).aupdate(**values, status=Status.QUEUED, worker="", heartbeat_at=None)
+        ).aupdate(**values, status=status, worker="", heartbeat_at=None)
         return bool(released)
+
+    async def request_pause(self, job_id: Any) -> None:
+        """Ask whichever process runs the job to pause it at its next checkpoint: read
+        at every heartbeat, like a cancel."""
+        await self.filter(pk=job_id, status__in=(Status.QUEUED, Status.RUNNING)).aupdate(
+            pause_requested=True
+        )
+
+    async def park(self, job_id: Any, message: str) -> bool:
+        """Pause a queued job that no process has claimed (it waits, or its task
+        waits in a queue: that task's claim then fails); False if one has."""
+        now = timezone.now()
+        parked = await self.filter(
+            pk=job_id, status=Status.QUEUED, worker="", cancel_requested=False
+        ).aupdate(
+            status=Status.PAUSED,
+            paused_at=now,
+            pause_requested=False,
+            dispatched_at=None,
+            slot=None,
+            queue_position=None,
+            message=message,
+            updated_at=now,
+            seq=F("seq") + 1,
+        )
+        return bool(parked)
+
+    async def resume(self, job_id: Any, message: str) -> bool:
+        """Queue a paused job again, for a dispatch loop to hand over (it goes on from
+        its checkpoint); False if it is not paused."""
+        now = timezone.now()
+        # Its paused_at stays until a process takes it: that run goes on with the
+        # attempt it paused in (a pause is no failed attempt).
+        resumed = await self.filter(pk=job_id, status=Status.PAUSED).aupdate(
+            status=Status.QUEUED,
+            pause_requested=False,
+            dispatched_at=None,
+            message=message,
+            updated_at=now,
+            seq=F("seq") + 1,
+        )
+        return bool(resumed)
 
     async def reopen(self, job_id: Any, message: str) -> bool:
         """Queue again a job that ended `interrupted` (its process died) because its
@@ -183,12 +239,12 @@ class JobQuerySet(models.QuerySet["Job"]):
         await self.filter(pk=job_id, status__in=ACTIVE_STATUSES).aupdate(cancel_requested=True)
 
     async def end_unclaimed(self, job_id: Any, status: Status, error: str) -> bool:
-        """End a queued job that no process has claimed; False if one has (it ends
-        the job itself) or it has ended."""
+        """End a queued (or paused) job that no process holds; False if one does (it
+        ends the job itself) or it has ended."""
         now = timezone.now()
-        ended = await self.filter(pk=job_id, status=Status.QUEUED, worker="").aupdate(
-            status=status, error=error, finished_at=now, updated_at=now, seq=F("seq") + 1
-        )
+        ended = await self.filter(
+            pk=job_id, status__in=(Status.QUEUED, Status.PAUSED), worker=""
+        ).aupdate(status=status, error=error, finished_at=now, updated_at=now, seq=F("seq") + 1)
         return bool(ended)
 
 
@@ -272,6 +328,16 @@ class Job(models.Model):
     # The trace context of the request that started it (W3C traceparent headers),
     # for the job's span (tracing); empty without OpenTelemetry.
     trace_context = models.JSONField(_("trace context"), default=dict, blank=True)
+    # Where it is: each top-level `track` loop's items done and the job's own data
+    # (`progress.checkpoint`), written with its states; a next attempt (a retry, a
+    # resume after a pause) goes on from there. Null: none recorded.
+    checkpoint = models.JSONField(_("checkpoint"), null=True, blank=True)
+    # The count (`current`) at the checkpoint this attempt went on from; null: it
+    # started from the beginning.
+    resumed_from = models.BigIntegerField(_("resumed from"), null=True, blank=True)
+    # Its owner asked it to pause (at its next checkpoint), and since when it is paused.
+    pause_requested = models.BooleanField(_("pause requested"), default=False)
+    paused_at = models.DateTimeField(_("paused"), null=True, blank=True)
     # Who cancelled it ("owner", or "staff:<user pk>" for a staff member) and when.
     cancelled_by = models.CharField(_("cancelled by"), max_length=100, blank=True)
     cancelled_at = models.DateTimeField(_("cancelled"), null=True, blank=True)
@@ -292,12 +358,13 @@ class Job(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["kind", "slot"],
-                condition=models.Q(status__in=["queued", "running"], slot__isnull=False),
+                condition=models.Q(status__in=["queued", "running", "paused"], slot__isnull=False),
                 name="liveprogress_one_job_per_slot",
             ),
             models.UniqueConstraint(
                 fields=["kind", "unique_key"],
-                condition=models.Q(status__in=["queued", "running"]) & ~models.Q(unique_key=""),
+                condition=models.Q(status__in=["queued", "running", "paused"])
+                & ~models.Q(unique_key=""),
                 name="liveprogress_unique_active_job",
             ),
         ]

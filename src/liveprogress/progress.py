@@ -21,11 +21,19 @@ Beyond one counter (``start``/``advance``/``set``):
 - **Children**: ``await progress.spawn(kind, params)`` starts a child job, and
   ``await progress.wait_children()`` reports their combined progress until all
   have ended. Cancelling the job cancels its children.
+- **Checkpoints**: each top-level ``track`` loop records how many items it has
+  done, and ``progress.checkpoint(data)`` the job's own JSON; both go with the
+  job's states to the database. A next attempt of the job (a retry, a resume
+  after a pause) goes on from there: its loops skip what was done, and
+  ``progress.checkpoint_data`` holds the data. A pause takes effect at a
+  checkpoint (an item's end, a ``checkpoint`` call), by :class:`JobPaused`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import threading
 import time
 from collections import deque
@@ -34,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from . import tracing
-from .exceptions import JobCancelled, JobTimedOut
+from .exceptions import JobCancelled, JobPaused, JobTimedOut
 
 T = TypeVar("T")
 
@@ -45,6 +53,9 @@ LOG_LINE_MAX = 2000
 # grows past what a server will carry in one frame.
 #: Longest message kept, in characters (cut like a log line).
 MESSAGE_MAX = 2000
+#: The most bytes of JSON a job's own checkpoint data may take (it goes in the row,
+#: written with every state).
+CHECKPOINT_DATA_MAX = 16 * 1024
 #: Longest stage name, in characters, and the most stages a job may have.
 STAGE_NAME_MAX = 200
 STAGES_MAX = 100
@@ -95,6 +106,9 @@ class ProgressSnapshot:
     fraction: float | None = None
     stages: tuple[dict[str, Any], ...] = ()
     files: tuple[dict[str, Any], ...] = ()
+    #: ``{"loops": [items done per top-level track], "data": ..., "current": n}``,
+    #: None until the job records one.
+    checkpoint: dict[str, Any] | None = None
 
 
 @dataclass
@@ -141,6 +155,7 @@ class Progress:
         log_seq: int = 0,
         log_limit: int = 1000,
         context: JobContext | None = None,
+        resume: Mapping[str, Any] | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._on_change = on_change
@@ -160,6 +175,15 @@ class Progress:
         # Set with the cancel when what stops the job is its time limit.
         self._timed_out = False
         self._spawned = False
+        # Checkpoints: items done by each top-level track loop, in the order the job
+        # opens them (kept from the checkpoint resumed from until the job reopens
+        # them), how many it has opened in this run, and its own data.
+        self._resumed = resume is not None
+        self._loops_done: list[int] = [int(n) for n in (resume or {}).get("loops", [])]
+        self._loops_opened = 0
+        self._checkpoint_data: Any = (resume or {}).get("data")
+        self._checkpointed = resume is not None
+        self._pause = threading.Event()
 
     # -- one counter ---------------------------------------------------------------
 
@@ -250,19 +274,39 @@ class Progress:
             except TypeError:
                 total = None
         total = _count(total, "total")
+        items = iter(iterable)
         with self._lock:
             self._check_cancelled()
             nested = self._tracking > 0
+            loop: int | None = None
+            skip = 0
             if nested:
                 self._levels.append(_Level(0, total))
             else:
+                # A top-level loop is a checkpoint: on a next attempt it skips the
+                # items this one finished.
+                loop = self._loops_opened
+                self._loops_opened += 1
+                if loop < len(self._loops_done):
+                    skip = self._loops_done[loop]
+                else:
+                    self._loops_done.append(0)
                 self._levels[-1] = _Level(0, total)
             self._tracking += 1
+        if skip:
+            skipped = sum(1 for _ in itertools.islice(items, skip))
+            with self._lock:
+                self._levels[-1].current = skipped
         self._on_change()
         try:
-            for item in iterable:
+            for item in items:
                 yield item
                 self.advance()
+                if loop is not None:
+                    with self._lock:
+                        self._loops_done[loop] += 1
+                        self._checkpointed = True
+                self._pause_if_asked()
         finally:
             with self._lock:
                 self._tracking -= 1
@@ -374,6 +418,53 @@ class Progress:
                 ]
             await asyncio.sleep(poll)
 
+    # -- checkpoints and pause -------------------------------------------------------
+
+    def checkpoint(self, data: Any = None) -> None:
+        """Record the job's own state (JSON, at most ``CHECKPOINT_DATA_MAX`` bytes),
+        kept with its next state; a next attempt finds it in :attr:`checkpoint_data`.
+        Also where a requested pause takes effect (:class:`JobPaused`)."""
+        try:
+            size = len(json.dumps(data).encode())
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"A checkpoint's data must be JSON: {exc}") from None
+        if size > CHECKPOINT_DATA_MAX:
+            raise ValueError(
+                f"A checkpoint's data is {size} bytes of JSON, more than the "
+                f"{CHECKPOINT_DATA_MAX} it may take: keep a position, not the work"
+            )
+        with self._lock:
+            self._check_cancelled()
+            self._checkpoint_data = data
+            self._checkpointed = True
+        self._on_change()
+        self._pause_if_asked()
+
+    @property
+    def checkpoint_data(self) -> Any:
+        """The data of the job's latest checkpoint: on a resumed attempt, at first,
+        what the last attempt recorded (None: none)."""
+        return self._checkpoint_data
+
+    @property
+    def resumed(self) -> bool:
+        """True when this attempt goes on from a checkpoint of an earlier one."""
+        return self._resumed
+
+    def request_pause(self) -> None:
+        """Ask the job to pause at its next checkpoint (its execution does)."""
+        self._pause.set()
+
+    @property
+    def pausing(self) -> bool:
+        """True once a pause has been asked: the job stops at its next checkpoint.
+        Clean-up that a pause must not do (deleting the job's input) checks it."""
+        return self._pause.is_set()
+
+    def _pause_if_asked(self) -> None:
+        if self._pause.is_set():
+            raise JobPaused("paused")
+
     # -- cancel ----------------------------------------------------------------------
 
     @property
@@ -441,6 +532,14 @@ class Progress:
                 fraction = inner
             else:
                 fraction = None
+            checkpoint = None
+            if self._checkpointed:
+                checkpoint = {
+                    "loops": list(self._loops_done),
+                    "data": self._checkpoint_data,
+                    # The job's (or its stage's) count, not a nested loop's.
+                    "current": self._levels[0].current,
+                }
             return ProgressSnapshot(
                 level.current,
                 level.total,
@@ -448,6 +547,7 @@ class Progress:
                 None if fraction is None else round(fraction, 6),
                 stages,
                 tuple(self._files),
+                checkpoint,
             )
 
     def _levels_fraction(self) -> float | None:

@@ -35,6 +35,8 @@ LOG_MESSAGE = "liveprogress.log"
 # because it was ended elsewhere (a sweep found its heartbeat stale).
 CANCEL_MESSAGE = "liveprogress.cancel"
 ENDED_MESSAGE = "liveprogress.ended"
+# ...or pause it at its next checkpoint.
+PAUSE_MESSAGE = "liveprogress.pause"
 # Every process's hub is in it: a cancel reaches the process running the job,
 # wherever the request came in.
 CONTROL_GROUP = "liveprogress.control"

@@ -197,12 +197,12 @@ def _hand_over_fields(
 ) -> Callable[[], None]:
     """Set what a hand-over writes (the runner's claim, the slot); returns what undoes
     it, for a slot that turns out taken."""
-    before = (job.worker, job.heartbeat_at, job.attempts, job.message)
+    before = (job.worker, job.heartbeat_at, job.attempts, job.message, job.paused_at)
     prepare(job)
     job.dispatched_at, job.slot, job.queue_position = now, slot, None
 
     def undo() -> None:
-        job.worker, job.heartbeat_at, job.attempts, job.message = before
+        job.worker, job.heartbeat_at, job.attempts, job.message, job.paused_at = before
         job.dispatched_at = job.slot = None
 
     return undo
@@ -245,6 +245,7 @@ def _hand_over_all(candidates: list[Job], prepare: Prepare, now: datetime) -> li
                         worker=job.worker,
                         heartbeat_at=job.heartbeat_at,
                         attempts=job.attempts,
+                        paused_at=job.paused_at,
                         dispatched_at=now,
                         slot=slot,
                         queue_position=None,

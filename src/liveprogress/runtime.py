@@ -28,7 +28,7 @@ from .hub import Hub
 from .launch import dispatch
 from .models import ACTIVE_STATUSES, Job
 from .progress import JobContext
-from .publish import CANCEL_MESSAGE, in_process, publish
+from .publish import CANCEL_MESSAGE, PAUSE_MESSAGE, in_process, publish
 from .queueing import dispatch_due, keep_places
 from .recovery import recover_dead_processes, sweep_stale, worker_id
 from .runners import Dispatcher, InProcessRunner, dispatcher
@@ -129,6 +129,8 @@ class Runtime:
             if execution.progress.cancelled:
                 return
             work: Coroutine[Any, Any, object] = execution.cancel()
+        elif message["type"] == PAUSE_MESSAGE:
+            work = execution.pause()
         else:
             work = execution.stop_as_ended_elsewhere()
         task = self.loop.create_task(work, context=contextvars.Context())

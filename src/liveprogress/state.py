@@ -55,6 +55,12 @@ class JobState(TypedDict):
     #: place among those of its kind waiting for a concurrency slot (1: next).
     run_after: float | None
     queue_position: int | None
+    #: The count (``current``) at the checkpoint this attempt went on from (null: it
+    #: started from the beginning); a pause asked and not yet taken; since when
+    #: a paused job is paused (epoch seconds).
+    resumed_from: int | None
+    pause_requested: bool
+    paused_at: float | None
     created_at: float
     started_at: float | None
     updated_at: float
@@ -95,6 +101,9 @@ def job_state(job: Job) -> JobState:
         "retry_at": _epoch(job.retry_at),
         "run_after": _epoch(job.run_after),
         "queue_position": job.queue_position,
+        "resumed_from": job.resumed_from,
+        "pause_requested": job.pause_requested,
+        "paused_at": _epoch(job.paused_at),
         "created_at": job.created_at.timestamp(),
         "started_at": _epoch(job.started_at),
         "updated_at": job.updated_at.timestamp(),

@@ -36,6 +36,8 @@ BEHIND_FIELDS = [
     "eta_s",
     "seq",
     "updated_at",
+    # Where the job is: a next attempt (a retry, a resume) goes on from it.
+    "checkpoint",
 ]
 
 

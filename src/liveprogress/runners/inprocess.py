@@ -52,10 +52,14 @@ class InProcessRunner:
         self.finals = FinalWrites()
 
     def prepare(self, job: Job) -> None:
-        """Claim a new job for this process before it is saved."""
+        """Claim a new job for this process before it is saved (or a waiting one
+        before it is handed over)."""
         job.worker = self.worker
         job.heartbeat_at = timezone.now()
-        job.attempts += 1
+        if job.paused_at is None:
+            job.attempts += 1
+        # A resumed job goes on with the attempt it paused in.
+        job.paused_at = None
 
     async def dispatch(self, job: Job) -> None:
         """Run a saved job that :meth:`prepare` claimed."""
@@ -131,8 +135,10 @@ class InProcessRunner:
         if not ids:
             return
         await Job.objects.heartbeat(ids)
-        rows = Job.objects.filter(pk__in=ids).values_list("id", "status", "cancel_requested")
-        async for job_id, status, cancel_requested in rows:
+        rows = Job.objects.filter(pk__in=ids).values_list(
+            "id", "status", "cancel_requested", "pause_requested"
+        )
+        async for job_id, status, cancel_requested, pause_requested in rows:
             execution = self.executions.get(str(job_id))
             if execution is None:
                 continue
@@ -140,6 +146,8 @@ class InProcessRunner:
                 await execution.stop_as_ended_elsewhere()
             elif cancel_requested and not execution.progress.cancelled:
                 await execution.cancel()
+            elif pause_requested and not execution.progress.pausing:
+                await execution.pause()
 
     async def stop(self) -> None:
         """Stop this process's jobs (each ends `interrupted`) and what runs them."""
