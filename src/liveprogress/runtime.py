@@ -22,11 +22,12 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from . import conf
+from .access import Gate
 from .context import RuntimeContext
 from .hub import Hub
 from .models import ACTIVE_STATUSES, Job
 from .progress import JobContext
-from .publish import CANCEL_MESSAGE, in_process
+from .publish import CANCEL_MESSAGE, LOGOUT_MESSAGE, in_process
 from .recovery import recover_dead_processes, sweep_stale, worker_id
 from .runners import Dispatcher, InProcessRunner, dispatcher
 
@@ -49,6 +50,8 @@ class Runtime:
         # Gets a new job running, per RUNNER: this process's runner, or a task queue.
         self.dispatcher = dispatcher(self.runner)
         self.hub = Hub()
+        # Ends this process's sockets and streams whose session no longer stands.
+        self.gate = Gate()
         # Serialises cap checks and job creation in this process.
         self.admission = asyncio.Lock()
         self._loops: list[asyncio.Task[None]] = []
@@ -66,6 +69,7 @@ class Runtime:
         await self.hub.start(on_control=self._control)
         self._every(conf.get("HEARTBEAT_INTERVAL"), self._heartbeat)
         self._every(conf.get("RECONCILE_INTERVAL"), self.hub.reconcile)
+        self._every(conf.get("SESSION_CHECK_INTERVAL"), self.gate.check)
 
     def _adopting(self) -> Dispatcher | None:
         """The dispatcher that starts dead processes' retryable jobs again, if this
@@ -77,7 +81,11 @@ class Runtime:
         return RuntimeContext(job, self, self.runner, self.loop)
 
     def _control(self, message: dict[str, Any]) -> None:
-        """A control broadcast: act on it if the job runs here (and it names us)."""
+        """A control broadcast: act on it if the job runs here (and it names us); a
+        logout ends the session's connections here."""
+        if message["type"] == LOGOUT_MESSAGE:
+            self.gate.logged_out(message["session"])
+            return
         execution = self.runner.executions.get(message["job"])
         if execution is None or message.get("worker") not in ("", None, self.worker):
             return
