@@ -28,6 +28,7 @@ from tests.servers import (
     send_json,
     start_timer,
 )
+from tests.topology import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -179,3 +180,28 @@ async def test_a_deactivated_user_a_deleted_session_and_a_gone_visitor_are_cut_w
     assert frame
     await ws.close()
     stream.close()
+
+
+async def test_a_logout_in_one_server_process_ends_the_session_s_socket_in_another(tmp_path):
+    """Two servers, Redis between them: the logout's broadcast reaches the other."""
+    redis = RedisServer(tmp_path)
+    redis.start()
+    env = {"DJANGO_SETTINGS_MODULE": "tests.staff_settings", "REDIS_URL": redis.url}
+    settings = {"SESSION_CHECK_INTERVAL": 600.0}
+    db = tmp_path / "shared.sqlite3"
+    try:
+        with (
+            DaphneServer(db, env, liveprogress=settings) as first,
+            DaphneServer(db, env, liveprogress=settings) as second,
+        ):
+            await asyncio.to_thread(manage, first, {"users": {"dora": {"password": PASSWORD}}})
+            dora = Visitor(first)
+            await asyncio.to_thread(sign_in, dora, "dora")
+            job = await asyncio.to_thread(start_timer, dora, 2000, 0.05)
+            ws, stream = await opened(dora.on(second), job["id"])
+            await asyncio.to_thread(sign_out, dora)
+            assert await closed_code(ws, within=3.0) == 4401
+            await asyncio.wait_for(asyncio.to_thread(stream_ends_with_session_ended, stream), 3.0)
+            stream.close()
+    finally:
+        redis.stop()
