@@ -103,14 +103,17 @@ async def get_job(owner: str, job_id: str) -> Job:
     return job
 
 
-async def cancel_job(owner: str, job_id: str) -> Job:
+async def cancel_job(owner: str, job_id: str, *, by: str = "owner") -> Job:
     """Cancel the caller's job: ended at once if nobody runs it yet, else asked to stop.
-    A job that has ended stays as it is; children it left running are stopped."""
+    A job that has ended stays as it is; children it left running are stopped.
+    ``by``: who cancels, recorded on the job with when ("owner", or "staff:<pk>"
+    for a staff member; the first cancel's record stays)."""
     job = await get_job(owner, job_id)
     if not job.is_active:
         await end_children(job)
         return job
-    await _cancel_children(job)
+    await Job.objects.record_cancel(job_id, by)
+    await _cancel_children(job, by)
     runtime = await get_runtime()
     execution = runtime.runner.executions.get(job_id)
     if execution is not None:
@@ -181,11 +184,11 @@ async def _revoke(job: Job) -> None:
         logger.warning("revoke failed job=%s kind=%s", job.id, job.kind, exc_info=True)
 
 
-async def _cancel_children(job: Job) -> None:
+async def _cancel_children(job: Job, by: str) -> None:
     """Cancelling a job cancels the children it started (theirs too)."""
     children = Job.objects.filter(parent_id=job.pk, status__in=ACTIVE_STATUSES)
     async for child_id in children.values_list("pk", flat=True):
-        await cancel_job(job.owner, str(child_id))
+        await cancel_job(job.owner, str(child_id), by=by)
 
 
 async def log_lines(job: Job, after: int) -> tuple[list[dict[str, Any]], int]:

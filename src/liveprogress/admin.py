@@ -56,6 +56,7 @@ class JobAdmin(_JobAdminBase):
         "message",
         "created_at",
         "duration",
+        "cancelled_by",
     ]
     list_filter = ["status", "kind", "created_at", "expired"]
     date_hierarchy = "created_at"
@@ -94,8 +95,9 @@ class JobAdmin(_JobAdminBase):
         active = list(queryset.filter(status__in=ACTIVE_STATUSES).values_list("id", "owner"))
         for job_id, owner in active:
             # Admin views are sync; the cancel runs on the server's event loop,
-            # where an in-process job runs.
-            async_to_sync(actions.cancel_job)(owner, str(job_id))
+            # where an in-process job runs. Recorded as this staff member's.
+            by = f"staff:{request.user.pk}"
+            async_to_sync(actions.cancel_job)(owner, str(job_id), by=by)
         skipped = queryset.count() - len(active)
         self.message_user(
             request,

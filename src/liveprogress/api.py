@@ -26,7 +26,7 @@ from django.urls import Resolver404, resolve, reverse
 from django.utils.http import content_disposition_header
 from django.views import defaults
 
-from . import actions, conf, files
+from . import actions, conf, files, staff
 from .exceptions import BadRequest, Forbidden, NotFound, RequestError, TooLarge
 from .owner import request_address, request_owner
 from .queueing import client_start_time
@@ -112,6 +112,14 @@ async def existing_owner(request: HttpRequest) -> str:
     return owner
 
 
+def _limit(request: HttpRequest, default: int, most: int) -> int:
+    """A list's ``?limit=``: a whole number from 1 to ``most``."""
+    text = request.GET.get("limit", str(default))
+    if not (text.isdecimal() and len(text) <= 3 and 1 <= int(text) <= most):
+        raise BadRequest(f"limit must be a whole number from 1 to {most}", field="limit")
+    return int(text)
+
+
 @api_view("GET", "POST")
 async def jobs(request: HttpRequest) -> HttpResponse:
     """GET: the caller's jobs, newest first. POST ``{"kind", "params", "run_after"}``:
@@ -132,18 +140,14 @@ async def jobs(request: HttpRequest) -> HttpResponse:
         response = JsonResponse(job_state(job), status=200 if job.existing else 201)
         response["Location"] = reverse("liveprogress:job", args=[job.id])
         return response
-    limit_text = request.GET.get("limit", str(conf.get("RECENT_JOBS")))
-    if not (
-        limit_text.isdecimal() and len(limit_text) <= 3 and 1 <= int(limit_text) <= _LIST_LIMIT_MAX
-    ):
-        raise BadRequest(f"limit must be a whole number from 1 to {_LIST_LIMIT_MAX}", field="limit")
+    limit = _limit(request, conf.get("RECENT_JOBS"), _LIST_LIMIT_MAX)
     status = request.GET.get("status", "")
     if status not in ("", "active"):
         raise BadRequest("status must be 'active' or left out", field="status")
     viewer = await request_owner(request, create=False)
     if viewer is None:
         return JsonResponse({"jobs": []})
-    found = await actions.list_jobs(viewer, limit=int(limit_text), active_only=bool(status))
+    found = await actions.list_jobs(viewer, limit=limit, active_only=bool(status))
     return JsonResponse({"jobs": [job_state(job) for job in found]})
 
 
@@ -161,6 +165,28 @@ async def cancel(request: HttpRequest, job_id: str) -> HttpResponse:
     job_id = actions.parse_job_id(job_id)
     found = await actions.cancel_job(await existing_owner(request), job_id)
     return JsonResponse(job_state(found), status=202 if found.is_active else 200)
+
+
+@api_view("GET")
+async def staff_jobs(request: HttpRequest) -> HttpResponse:
+    """The staff view's list: every job the filters (``?kind=&status=&owner=``)
+    select, newest first, at most ``?limit=`` (default 50, at most 200), each with
+    its owner and who cancelled it. 404 for everyone without
+    ``liveprogress.view_all_jobs``."""
+    await staff.staff_viewer(request)
+    jobs_filter = await staff.JobFilter.from_query(request.GET)
+    limit = _limit(request, staff.STAFF_LIST_LIMIT, staff.STAFF_LIST_LIMIT_MAX)
+    return JsonResponse({"jobs": await staff.list_rows(jobs_filter.jobs(), limit)})
+
+
+@api_view("POST")
+async def staff_cancel(request: HttpRequest, job_id: str) -> HttpResponse:
+    """Cancel anyone's job as a staff member with ``liveprogress.cancel_any_job``
+    (403 for one without it): its row, 202 while it is stopping, 200 once ended."""
+    user = await staff.staff_viewer(request)
+    job_id = actions.parse_job_id(job_id)
+    row, stopping = await staff.cancel_any(user, job_id)
+    return JsonResponse(row, status=202 if stopping else 200)
 
 
 @api_view("GET")

@@ -17,7 +17,12 @@ class LiveProgressConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, conf
+        from django.contrib.auth.signals import user_logged_out
+
+        from . import access, checks, conf
+
+        # A logout ends the session's sockets and streams in every server process.
+        user_logged_out.connect(access.broadcast_logout, dispatch_uid="liveprogress.logout")
 
         for check in checks.CHECKS:
             django_checks.register(check, checks.TAG)

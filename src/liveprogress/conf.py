@@ -44,6 +44,10 @@ DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     # How often a server process re-reads the watched jobs from the database, so
     # a state the channel layer dropped still reaches its watchers.
     "RECONCILE_INTERVAL": (5.0, (int, float)),
+    # How often a server process checks that each socket's and stream's session
+    # still stands (not flushed or expired, its user active, the staff view's
+    # permission held): the bound for what no logout signal tells.
+    "SESSION_CHECK_INTERVAL": (5.0, (int, float)),
     # Threads that run sync job functions in the in-process runner...
     "SYNC_WORKERS": (8, int),
     # ...and how many of them one owner's jobs may hold at once (the rest wait
@@ -169,6 +173,7 @@ FloatSetting = Literal[
     "STALE_AFTER",
     "RECONCILE_INTERVAL",
     "DISPATCH_INTERVAL",
+    "SESSION_CHECK_INTERVAL",
     "MAX_FRAMES_PER_SECOND",
     "RESULT_TTL",
 ]

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import actions, conf
+from .access import scope_grant
 from .exceptions import BadRequest, LimitReached, RequestError, TooLarge
 from .limits import TokenBucket
 from .outbox import Outbox
@@ -30,6 +31,9 @@ logger = logging.getLogger(__name__)
 CLOSE_NOT_READING = 4008
 #: Close code when a frame could not be sent to the socket.
 CLOSE_SEND_FAILED = 1011
+#: Close code when the socket's session ended: logged out (at once), or flushed,
+#: expired, its user deactivated (within SESSION_CHECK_INTERVAL). See access.py.
+CLOSE_SESSION_ENDED = 4401
 
 
 def parse_frame(text: str | None, data: bytes | None) -> dict[str, Any]:
@@ -69,12 +73,16 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             batches=takes_batches(self.scope),
         )
         self.rate = TokenBucket(conf.get("MAX_FRAMES_PER_SECOND"), conf.get("FRAME_BURST"))
+        self.release = self.runtime.gate.admit(
+            scope_grant(self.scope, self.owner), self._session_ended
+        )
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
         outbox = getattr(self, "outbox", None)
         if outbox is None:
             return
+        self.release()
         outbox.close()
         await self.runtime.hub.detach(
             outbox, self.jobs, self.owner if self.watching_owner else None
@@ -83,6 +91,12 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
     async def _send_text(self, text: str) -> None:
         # Straight to the server's ASGI send: the consumer's own send only wraps it.
         await self.base_send({"type": "websocket.send", "text": text})
+
+    async def _session_ended(self) -> None:
+        # Nothing more goes out from now, whatever the close takes.
+        self.outbox.close()
+        with contextlib.suppress(Exception):
+            await self.close(code=CLOSE_SESSION_ENDED)
 
     async def _broken(self) -> None:
         # A frame the server would not carry: say so by closing (the client

@@ -41,7 +41,8 @@ from django.http.response import HttpResponseBase
 from django.utils import translation
 from django.utils.html import escape
 
-from . import actions, conf
+from . import actions, conf, staff
+from .access import Grant, request_grant
 from .api import api_view, existing_owner
 from .exceptions import BadRequest, Forbidden, LimitReached
 from .fragments import htmx_bar, outcome
@@ -50,7 +51,7 @@ from .models import TERMINAL_STATUSES
 from .outbox import Outbox
 from .owner import request_owner
 from .pacing import Pacer
-from .runtime import get_runtime
+from .runtime import Runtime, get_runtime
 from .state import JobState
 from .watching import follow_job, follow_owner, parse_after
 
@@ -58,6 +59,9 @@ from .watching import follow_job, follow_owner, parse_after
 KEEPALIVE_S = 15.0
 #: How long the browser waits before it reconnects a dropped stream.
 RETRY_MS = 2000
+#: The last event of a stream whose session ended (logged out, flushed, expired, its
+#: user deactivated, the staff view's permission taken away): see access.py.
+SESSION_ENDED_EVENT = 'event: session_ended\ndata: {"type":"session_ended"}\n\n'
 
 
 #: Event streams open in this process, by owner (MAX_STREAMS_PER_OWNER).
@@ -90,8 +94,15 @@ class _Feed:
     """
 
     def __init__(self, pacer: Pacer, batches: bool) -> None:
-        self.frames: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
+        self.frames: asyncio.Queue[str | None] = asyncio.Queue(maxsize=1)
         self.outbox = Outbox(self.frames.put, pacer=pacer, batches=batches, transport="sse")
+
+    async def session_ended(self) -> None:
+        """Nothing more goes out; the stream ends with ``SESSION_ENDED_EVENT``."""
+        self.outbox.close()  # cancels a put under way: the queue is ours now
+        while not self.frames.empty():
+            self.frames.get_nowait()
+        self.frames.put_nowait(None)
 
 
 class _Position:
@@ -179,16 +190,18 @@ async def _stream(
     format_event: EventFormat,
     after_final: Callable[[JobState], str] | None = None,
     *,
-    hub: Hub,
+    runtime: Runtime,
+    grant: Grant | None,
     batches: bool = False,
 ) -> AsyncIterator[str]:
     """The stream's events. Nothing is taken (a stream's place, an outbox on the hub)
     until the response starts to send them: a client gone before that (Django then
     never starts the stream) leaves nothing behind. ``after_final`` gives the last
     event, sent after the final state of ``until_final_of``; ``batches``: the client
-    takes ``batch`` events."""
-    feed = _Feed(hub.pacer, batches)
+    takes ``batch`` events. The stream ends when ``grant`` stops holding."""
+    feed = _Feed(runtime.hub.pacer, batches)
     _take_stream(owner)
+    release = runtime.gate.admit(grant, feed.session_ended)
     try:
         await begin(feed.outbox)
         # The stream reads no database from here on: the request's connection is
@@ -201,6 +214,9 @@ async def _stream(
             except TimeoutError:
                 yield ": keepalive\n\n"
                 continue
+            if frame is None:
+                yield SESSION_ENDED_EVENT
+                return
             text, parsed = format_event(frame)
             if text:
                 yield text
@@ -217,6 +233,9 @@ async def _stream(
                         frame = await asyncio.wait_for(feed.frames.get(), 1.0)
                     except TimeoutError:
                         break
+                    if frame is None:
+                        yield SESSION_ENDED_EVENT
+                        return
                     text = format_event(frame)[0]
                     if text:
                         yield text
@@ -224,7 +243,9 @@ async def _stream(
                     yield after_final(final)
                 return
     finally:
-        # The client went away (Django cancels the response) or the job ended.
+        # The client went away (Django cancels the response), the job ended, or
+        # the session did.
+        release()
         feed.outbox.close()
         _give_back_stream(owner)
         await end(feed.outbox)
@@ -276,11 +297,20 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
     if request.method == "HEAD":
         return _head()
     _check_stream_room(owner)
-    hub = (await get_runtime()).hub
-    begin, end = _following_job(hub, owner, job_id, after, log_after)
+    runtime = await get_runtime()
+    grant = await request_grant(request, owner)
+    begin, end = _following_job(runtime.hub, owner, job_id, after, log_after)
     position = _Position(after, log_after)
     return _response(
-        _stream(owner, begin, end, job_id, lambda frame: _event(frame, position), hub=hub)
+        _stream(
+            owner,
+            begin,
+            end,
+            job_id,
+            lambda frame: _event(frame, position),
+            runtime=runtime,
+            grant=grant,
+        )
     )
 
 
@@ -298,10 +328,22 @@ async def job_fragments(request: HttpRequest, job_id: str) -> HttpResponseBase:
     if request.method == "HEAD":
         return _head()
     _check_stream_room(owner)
-    hub = (await get_runtime()).hub
-    begin, end = _following_job(hub, owner, job_id, None, None)
+    runtime = await get_runtime()
+    grant = await request_grant(request, owner)
+    begin, end = _following_job(runtime.hub, owner, job_id, None, None)
     fragments = _Fragments(translation.get_language(), cancel == "1")
-    return _response(_stream(owner, begin, end, job_id, fragments.event, fragments.end, hub=hub))
+    return _response(
+        _stream(
+            owner,
+            begin,
+            end,
+            job_id,
+            fragments.event,
+            fragments.end,
+            runtime=runtime,
+            grant=grant,
+        )
+    )
 
 
 def _following_job(
@@ -332,17 +374,64 @@ async def owner_events(request: HttpRequest) -> HttpResponseBase:
     if request.method == "HEAD":
         return _head()
     _check_stream_room(owner)
-    hub = (await get_runtime()).hub
+    runtime = await get_runtime()
+    grant = await request_grant(request, owner)
 
     async def begin(outbox: Outbox) -> None:
         await follow_owner(outbox, owner, join=True)
 
     async def end(outbox: Outbox) -> None:
-        await hub.detach(outbox, (), owner)
+        await runtime.hub.detach(outbox, (), owner)
 
     batches = request.GET.get("batch") == "1"
     return _response(
         _stream(
-            owner, begin, end, None, lambda frame: _event(frame, None), hub=hub, batches=batches
+            owner,
+            begin,
+            end,
+            None,
+            lambda frame: _event(frame, None),
+            runtime=runtime,
+            grant=grant,
+            batches=batches,
+        )
+    )
+
+
+@api_view("GET")
+async def staff_events(request: HttpRequest) -> HttpResponseBase:
+    """The staff view's feed: every job its filters (``?kind=&status=&owner=``)
+    select, as ``staff_jobs`` events (rows with owner and who cancelled), then the
+    live states of those jobs; jobs created or ended since come every
+    ``RECONCILE_INTERVAL``. A page that does not exist (404) for everyone without
+    ``liveprogress.view_all_jobs``."""
+    viewer = await staff.staff_viewer(request)
+    jobs_filter = await staff.JobFilter.from_query(request.GET)
+    if request.method == "HEAD":
+        return _head()
+    owner = f"user:{viewer.pk}"
+    _check_stream_room(owner)
+    runtime = await get_runtime()
+    grant = await request_grant(request, owner, staff.VIEW_PERMISSION)
+    feeds: dict[Outbox, staff.StaffFeed] = {}
+
+    async def begin(outbox: Outbox) -> None:
+        feeds[outbox] = staff.StaffFeed(runtime.hub, outbox, jobs_filter)
+        await feeds[outbox].begin()
+
+    async def end(outbox: Outbox) -> None:
+        feed = feeds.pop(outbox, None)
+        if feed is not None:
+            await feed.end()
+
+    return _response(
+        _stream(
+            owner,
+            begin,
+            end,
+            None,
+            lambda frame: _event(frame, None),
+            runtime=runtime,
+            grant=grant,
         )
     )

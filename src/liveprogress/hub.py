@@ -33,6 +33,7 @@ from .publish import (
     CONTROL_GROUP,
     ENDED_MESSAGE,
     LOG_MESSAGE,
+    LOGOUT_MESSAGE,
     PAUSE_MESSAGE,
     in_process,
     job_group,
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 # Channel layers expire group memberships (a day by default); renew well before.
 GROUP_RENEW_S = 3600.0
-CONTROL_MESSAGES = (CANCEL_MESSAGE, ENDED_MESSAGE, PAUSE_MESSAGE)
+CONTROL_MESSAGES = (CANCEL_MESSAGE, ENDED_MESSAGE, LOGOUT_MESSAGE, PAUSE_MESSAGE)
 # Jobs per database query when reconciling.
 RECONCILE_BATCH = 500
 

@@ -238,6 +238,13 @@ class JobQuerySet(models.QuerySet["Job"]):
         heartbeat, and only ever set (never on a job that has ended)."""
         await self.filter(pk=job_id, status__in=ACTIVE_STATUSES).aupdate(cancel_requested=True)
 
+    async def record_cancel(self, job_id: Any, by: str) -> None:
+        """Record who asked to cancel an active job, and when; the first to ask
+        stays recorded."""
+        await self.filter(pk=job_id, status__in=ACTIVE_STATUSES, cancelled_by="").aupdate(
+            cancelled_by=by, cancelled_at=timezone.now()
+        )
+
     async def end_unclaimed(self, job_id: Any, status: Status, error: str) -> bool:
         """End a queued (or paused) job that no process holds; False if one does (it
         ends the job itself) or it has ended."""

@@ -37,6 +37,9 @@ CANCEL_MESSAGE = "liveprogress.cancel"
 ENDED_MESSAGE = "liveprogress.ended"
 # ...or pause it at its next checkpoint.
 PAUSE_MESSAGE = "liveprogress.pause"
+# A session logged out: every process ends the sockets and streams it admitted
+# (access.py). It names the session by a digest of its key, never the key.
+LOGOUT_MESSAGE = "liveprogress.logout"
 # Every process's hub is in it: a cancel reaches the process running the job,
 # wherever the request came in.
 CONTROL_GROUP = "liveprogress.control"

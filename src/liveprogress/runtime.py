@@ -23,12 +23,13 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from . import bridge, conf
+from .access import Gate
 from .context import RuntimeContext
 from .hub import Hub
 from .launch import dispatch
 from .models import ACTIVE_STATUSES, Job
 from .progress import JobContext
-from .publish import CANCEL_MESSAGE, PAUSE_MESSAGE, in_process, publish
+from .publish import CANCEL_MESSAGE, LOGOUT_MESSAGE, PAUSE_MESSAGE, in_process, publish
 from .queueing import dispatch_due, keep_places
 from .recovery import recover_dead_processes, sweep_stale, worker_id
 from .runners import Dispatcher, InProcessRunner, dispatcher
@@ -54,6 +55,8 @@ class Runtime:
         # Gets a new job running, per RUNNER: this process's runner, or a task queue.
         self.dispatcher = dispatcher(self.runner)
         self.hub = Hub()
+        # Ends this process's sockets and streams whose session no longer stands.
+        self.gate = Gate()
         # Serialises cap checks and job creation in this process.
         self.admission = asyncio.Lock()
         self._loops: list[asyncio.Task[None]] = []
@@ -73,6 +76,7 @@ class Runtime:
         await self.hub.start(on_control=self._control)
         self._every(conf.get("HEARTBEAT_INTERVAL"), self._heartbeat)
         self._every(conf.get("RECONCILE_INTERVAL"), self.hub.reconcile)
+        self._every(conf.get("SESSION_CHECK_INTERVAL"), self.gate.check)
         if self._dispatches():
             # A first round before the first request is served: jobs re-queued above,
             # and those whose time came while no server ran, start now.
@@ -121,7 +125,11 @@ class Runtime:
         return RuntimeContext(job, self, self.runner, self.loop)
 
     def _control(self, message: dict[str, Any]) -> None:
-        """A control broadcast: act on it if the job runs here (and it names us)."""
+        """A control broadcast: act on it if the job runs here (and it names us); a
+        logout ends the session's connections here."""
+        if message["type"] == LOGOUT_MESSAGE:
+            self.gate.logged_out(message["session"])
+            return
         execution = self.runner.executions.get(message["job"])
         if execution is None or message.get("worker") not in ("", None, self.worker):
             return

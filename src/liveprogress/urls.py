@@ -1,9 +1,9 @@
 """HTTP routes of liveprogress: include them at the site's root.
 
 The JSON API and its event streams under ``api/jobs/`` (htmx's fragment stream
-too), the ``/jobs/`` page, the scripts' translations and the Prometheus endpoint
-(404 unless the site turns ``METRICS`` on). Nothing else: no demo, no upload
-endpoint, no htmx page.
+too), the ``/jobs/`` page, the staff view's ``/jobs/staff/``, the scripts'
+translations and the Prometheus endpoint (404 unless the site turns ``METRICS``
+on). Nothing else: no demo, no upload endpoint, no htmx page.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ app_name = "liveprogress"
 
 urlpatterns = [
     path("jobs/", views.jobs_page, name="jobs-page"),
+    path("jobs/staff/", views.staff_page, name="staff-page"),
     path(
         "jobs",
         RedirectView.as_view(
@@ -26,8 +27,11 @@ urlpatterns = [
         ),
     ),
     path("api/jobs/", api.jobs, name="jobs"),
-    # Before <job_id>/, which would take "events" for an id.
+    # Before <job_id>/, which would take "events" or "staff" for an id.
     path("api/jobs/events/", events.owner_events, name="owner-events"),
+    path("api/jobs/staff/", api.staff_jobs, name="staff-jobs"),
+    path("api/jobs/staff/events/", events.staff_events, name="staff-events"),
+    path("api/jobs/staff/<str:job_id>/cancel/", api.staff_cancel, name="staff-cancel"),
     path("api/jobs/<str:job_id>/", api.job, name="job"),
     path("api/jobs/<str:job_id>/cancel/", api.cancel, name="cancel"),
     path("api/jobs/<str:job_id>/events/", events.job_events, name="job-events"),

@@ -7,7 +7,8 @@
  *   const client = new LiveProgress({
  *     onJob(state) {},          // every newer state of a job, in seq order, never a step back
  *     onWatching(states) {},    // the owner's recent and active jobs, after watchMine()
- *     onError(frame) {},        // {type: "error", code, detail, job?}
+ *     onError(frame) {},        // {type: "error", code, detail, job?}; code "session_ended":
+ *                               // the session logged out, and the client stopped
  *     onTransport(name) {},     // "websocket", "sse" or "polling": the one now in use
  *     onLog(jobId, lines, droppedThrough) {},  // new log lines of jobs subscribed with logs
  *     onOpen(name) {},          // the transport in use got through (again)
@@ -98,8 +99,11 @@
         this.client.opened(this);
       };
       socket.onmessage = (event) => this.client.receive(JSON.parse(event.data));
-      socket.onclose = () => {
-        if (this.socket === socket) this.client.lost(this, opened);
+      socket.onclose = (event) => {
+        if (this.socket !== socket) return;
+        // 4401: the session ended (logged out); a new socket would own nothing.
+        if (event.code === 4401) this.client.sessionEnded();
+        else this.client.lost(this, opened);
       };
     }
 
@@ -220,6 +224,7 @@
       source.addEventListener("watching", handle);
       source.addEventListener("log", handle);
       source.addEventListener("batch", handle);
+      source.addEventListener("session_ended", () => this.client.sessionEnded());
       source.onopen = () => this.markOpen();
       source.onerror = () => {
         if (this.sources.get(key) !== source) return;
@@ -501,6 +506,14 @@
     close() {
       this.closed = true;
       if (this.transport) this.transport.end();
+    }
+
+    // The server ended the session's connections (a logout): stop, and say so.
+    sessionEnded() {
+      if (this.closed) return;
+      this.close();
+      this.options.onError({type: "error", code: "session_ended", detail: "The session has ended: sign in again"});
+      this.options.onClose();
     }
   }
 
