@@ -167,6 +167,24 @@ async def cancel(request: HttpRequest, job_id: str) -> HttpResponse:
     return JsonResponse(job_state(found), status=202 if found.is_active else 200)
 
 
+@api_view("POST")
+async def pause(request: HttpRequest, job_id: str) -> HttpResponse:
+    """Pause the caller's job: its state, `paused` (200), or running with the pause
+    asked (202: it pauses at its next checkpoint)."""
+    job_id = actions.parse_job_id(job_id)
+    found = await actions.pause_job(await existing_owner(request), job_id)
+    return JsonResponse(job_state(found), status=202 if found.pause_requested else 200)
+
+
+@api_view("POST")
+async def resume(request: HttpRequest, job_id: str) -> HttpResponse:
+    """Resume the caller's paused job: its state, queued again (a job that is not
+    paused is answered as it is)."""
+    job_id = actions.parse_job_id(job_id)
+    found = await actions.resume_job(await existing_owner(request), job_id)
+    return JsonResponse(job_state(found))
+
+
 @api_view("GET")
 async def staff_jobs(request: HttpRequest) -> HttpResponse:
     """The staff view's list: every job the filters (``?kind=&status=&owner=``)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -18,6 +19,7 @@ from . import actions, conf
 from .access import scope_grant
 from .exceptions import BadRequest, LimitReached, RequestError, TooLarge
 from .limits import TokenBucket
+from .models import Job
 from .outbox import Outbox
 from .owner import scope_address, scope_language, scope_owner
 from .queueing import client_start_time
@@ -189,9 +191,22 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         self.outbox.offer(encode({"type": "unsubscribed", "job": job_id}))
 
     async def cancel(self, frame: dict[str, Any]) -> None:
+        await self._act_on_job(frame, actions.cancel_job)
+
+    async def pause(self, frame: dict[str, Any]) -> None:
+        await self._act_on_job(frame, actions.pause_job)
+
+    async def resume(self, frame: dict[str, Any]) -> None:
+        await self._act_on_job(frame, actions.resume_job)
+
+    async def _act_on_job(
+        self, frame: dict[str, Any], act: Callable[[str, str], Awaitable[Job]]
+    ) -> None:
+        """Do ``act`` to the caller's job the frame names; the socket follows it, and
+        is answered with its state."""
         owner = actions.require_owner(self.owner)
         job_id = actions.parse_job_id(frame.get("job"))
-        job = await actions.cancel_job(owner, job_id)
+        job = await act(owner, job_id)
         await self._watch(job_id)
         self._answer(job)
 
@@ -218,6 +233,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         "subscribe": subscribe,
         "unsubscribe": unsubscribe,
         "cancel": cancel,
+        "pause": pause,
+        "resume": resume,
         "start": start,
         "watch_mine": watch_mine,
     }

@@ -43,7 +43,10 @@ def bar_context(state: JobState, *, cancel: bool) -> dict[str, Any]:
         # Whole percent, rounded down as the script does: 100 only when done.
         "whole": None if percent is None else int(percent),
         "width": 100 if percent is None else percent,
-        "is_active": state["status"] in (Status.QUEUED, Status.RUNNING),
+        "is_active": state["status"] in (Status.QUEUED, Status.RUNNING, Status.PAUSED),
+        "is_paused": state["status"] == Status.PAUSED,
+        # Another engine's task (its kind is "engine:task") can't pause.
+        "pausable": ":" not in state["kind"],
     }
 
 

@@ -56,6 +56,23 @@ class JobHandle(StateFields):
     def cancel(self) -> JobHandle:
         return bridge.call(self.acancel)
 
+    async def apause(self) -> JobHandle:
+        """Pause the job: at once if it waits, else at its next checkpoint
+        (``pause_requested`` until then). A job paused or ended stays as it is."""
+        self.state = job_state(await actions.pause_job(self.owner, self.id))
+        return self
+
+    def pause(self) -> JobHandle:
+        return bridge.call(self.apause)
+
+    async def aresume(self) -> JobHandle:
+        """Resume the paused job: queued again, it goes on from its checkpoint."""
+        self.state = job_state(await actions.resume_job(self.owner, self.id))
+        return self
+
+    def resume(self) -> JobHandle:
+        return bridge.call(self.aresume)
+
     async def await_end(self, timeout: float | None = None, poll: float = 0.2) -> JobState:
         """Wait until the job has ended; its final state. ``TimeoutError`` after
         ``timeout`` seconds (None: no limit)."""

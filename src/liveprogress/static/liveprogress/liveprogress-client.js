@@ -17,6 +17,7 @@
  *   client.subscribe(jobId);  client.subscribe(jobId, {logs: true});  client.watchMine();
  *   client.unsubscribe(jobId);
  *   client.start("demo.timer", {steps: 5});  client.cancel(jobId);  client.close();
+ *   client.pause(jobId);  client.resume(jobId);
  *   client.jobs                 // Map: job id -> newest state held
  *   LiveProgress.TERMINAL       // the statuses a job ends in
  *
@@ -143,7 +144,7 @@
     }
   }
 
-  // Start and cancel over the JSON API: what SSE and polling use.
+  // Start, cancel, pause and resume over the JSON API: what SSE and polling use.
   class HttpActions {
     constructor(client) {
       this.client = client;
@@ -159,7 +160,7 @@
       const request =
         frame.action === "start"
           ? client.http("POST", api, {kind: frame.kind, params: frame.params})
-          : client.http("POST", api + encodeURIComponent(frame.job) + "/cancel/", {});
+          : client.http("POST", api + encodeURIComponent(frame.job) + "/" + frame.action + "/", {});
       request.then(
         (state) => {
           client.keep(state);
@@ -501,6 +502,15 @@
 
     cancel(id) {
       this.act({action: "cancel", job: id});
+    }
+
+    // Pause at the job's next checkpoint; resume goes on from it, on any worker.
+    pause(id) {
+      this.act({action: "pause", job: id});
+    }
+
+    resume(id) {
+      this.act({action: "resume", job: id});
     }
 
     close() {

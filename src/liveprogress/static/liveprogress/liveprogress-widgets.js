@@ -96,6 +96,7 @@
   const STATUS_LABELS = {
     queued: () => gettext("Queued"),
     running: () => gettext("Running"),
+    paused: () => gettext("Paused"),
     succeeded: () => gettext("Succeeded"),
     failed: () => gettext("Failed"),
     cancelled: () => gettext("Cancelled"),
@@ -113,7 +114,13 @@
       case "interrupted":
         return gettext("Interrupted: the server stopped while it ran.");
       default:
-        return state.cancel_requested ? gettext("Cancelling…") : "";
+        if (state.cancel_requested) return gettext("Cancelling…");
+        if (state.pause_requested) return gettext("Pausing at the next checkpoint…");
+        if (state.status === "paused") return gettext("Paused: resume it to go on from where it stopped.");
+        if (state.resumed_from != null && state.status === "running") {
+          return format(gettext("Resumed from %(count)s."), {count: state.resumed_from});
+        }
+        return "";
     }
   }
 
@@ -126,6 +133,9 @@
     }
     if (state.run_after != null && state.run_after > now) {
       return format(gettext("starts at %(time)s"), {time: clockTime(state.run_after)});
+    }
+    if (state.status === "paused" && state.paused_at != null) {
+      return format(gettext("paused since %(time)s"), {time: clockTime(state.paused_at)});
     }
     if (state.queue_position != null) {
       return format(gettext("number %(place)s in line"), {place: state.queue_position});
@@ -154,6 +164,8 @@
         rate: find(".lp-rate"),
         started: find(".lp-started"),
         cancel: find(".lp-cancel"),
+        pause: find(".lp-pause"),
+        resume: find(".lp-resume"),
         stages: find(".lp-stages"),
         files: find(".lp-files"),
       };
@@ -198,6 +210,12 @@
         p.cancel.hidden = done;
         p.cancel.disabled = state.cancel_requested;
       }
+      if (p.pause) {
+        // Another engine's task (its kind is "engine:task") can't pause.
+        p.pause.hidden = done || state.status === "paused" || state.kind.includes(":");
+        p.pause.disabled = Boolean(state.pause_requested || state.cancel_requested);
+      }
+      if (p.resume) p.resume.hidden = state.status !== "paused";
       if (done) liveBars.delete(this);
       else liveBars.add(this);
       this.tick();
@@ -241,7 +259,7 @@
       const p = this.parts;
       if (!state) return;
       const done = isTerminal(state);
-      if (state.started_at === null) {
+      if (state.started_at === null || state.status === "queued" || state.status === "paused") {
         p.elapsed.textContent = done ? "" : waiting(state);
         p.started.textContent = "";
       } else {
@@ -338,6 +356,8 @@
       const known = client.jobs.get(bar.id);
       if (known) bar.update(known);
       if (bar.parts.cancel) bar.parts.cancel.addEventListener("click", () => client.cancel(bar.id));
+      if (bar.parts.pause) bar.parts.pause.addEventListener("click", () => client.pause(bar.id));
+      if (bar.parts.resume) bar.parts.resume.addEventListener("click", () => client.resume(bar.id));
       if (!TERMINAL.includes(element.dataset.status)) client.subscribe(bar.id);
       return bar;
     }
