@@ -101,9 +101,15 @@ async def import_file(content: bytes, name: str = "people.csv") -> tuple[AsyncCl
 
 
 async def upload_is_gone(job_id: str) -> bool:
+    """Whether the job's upload is gone: it goes once the job has ended (its
+    ``job_finished`` receiver, an instant after the final state)."""
     job = await Job.objects.aget(pk=job_id)
     storage = files.storage()
-    return not storage.exists(job.params["upload"]) and not storage.listdir(UPLOADS)[1]
+    for _ in range(100):
+        if not storage.exists(job.params["upload"]) and not storage.listdir(UPLOADS)[1]:
+            return True
+        await asyncio.sleep(0.02)
+    return False
 
 
 async def read_body(response: Any) -> bytes:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
 
@@ -10,3 +12,26 @@ class DemoConfig(AppConfig):
     name = "proyecto.demo"
     label = "demo"
     verbose_name = _("liveprogress demo")
+
+    def ready(self) -> None:
+        from liveprogress.models import Job
+        from liveprogress.signals import job_finished
+
+        job_finished.connect(forget_import, sender=Job, dispatch_uid="demo.forget_import")
+
+
+def forget_import(sender: Any, job: Any, **details: Any) -> None:
+    """An import that ended (however: done, failed, cancelled, interrupted) needs its
+    upload and its imported rows no more; one paused or waiting for a retry still
+    does, and is not ended."""
+    if job.kind != "demo.csv_import":
+        return
+    from liveprogress.files import storage
+
+    from .models import ImportedRow
+
+    upload = job.params.get("upload", "")
+    store = storage()
+    if upload and store.exists(upload):
+        store.delete(upload)
+    ImportedRow.objects.filter(job_id=job.pk).delete()

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
+from django.db import DatabaseError
 from django.template.defaultfilters import filesizeformat
 from django.utils.text import get_valid_filename
 from django.utils.translation import gettext as _
@@ -28,6 +29,8 @@ from pydantic import Field
 
 from liveprogress import Progress, job
 from liveprogress.files import clean_name, storage
+
+from .models import ImportedRow
 
 #: Where the upload view stores uploads (the import deletes each when it ends).
 UPLOADS = "demo/uploads/"
@@ -84,7 +87,16 @@ class ImportRefused(ValueError):
     """The file can't be imported; the message says why (the job's error)."""
 
 
-@job("demo.csv_import", title=gettext_lazy("CSV import"), public=False)
+@job(
+    "demo.csv_import",
+    title=gettext_lazy("CSV import"),
+    public=False,
+    # Safe to run again: a next attempt goes on from the row its checkpoint names
+    # (progress.track), and a row met twice is imported once (ImportedRow).
+    max_attempts=3,
+    backoff=1.0,
+    retry_on=(DatabaseError, OSError),
+)
 def csv_import(
     progress: Progress,
     upload: Annotated[str, Field(pattern=r"^demo/uploads/[0-9a-f]{32}\.csv$")],
@@ -92,48 +104,60 @@ def csv_import(
     size: Annotated[int, Field(ge=0)] = 0,
     row_delay: Annotated[float, Field(ge=0, le=1)] = 0.02,
 ) -> dict[str, Any]:
-    """Validate the stored upload, import it row by row, attach the cleaned CSV."""
+    """Validate the stored upload, import it row by row, attach the cleaned CSV.
+
+    Its upload and imported rows go when the job ends, however it ends (a
+    ``job_finished`` receiver: apps.py), not when an attempt stops: a paused or
+    retried import goes on from its checkpoint and needs them.
+    """
     validate, load, summarise = _("Validate"), _("Import"), _("Summarise")
     progress.plan({validate: 1, load: 8, summarise: 1})
-    store = storage()
-    try:
-        with progress.stage(validate):
-            header, rows = _read_csv(progress, store, upload, size)
-        with progress.stage(load):
-            kept, bad = [], 0
-            checks = [_EMAIL if "mail" in column.lower() else None for column in header]
-            for done, (line, row) in enumerate(progress.track(rows), start=1):
-                problem = _problem(row, header, checks)
-                if problem:
-                    bad += 1
-                    progress.log(
-                        _("Row %(row)d skipped: %(problem)s") % {"row": line, "problem": problem},
-                        level="warning",
-                    )
-                else:
-                    kept.append([cell.strip() for cell in row])
-                progress.message(
-                    _("%(done)d of %(total)d rows") % {"done": done, "total": len(rows)}
+    with progress.stage(validate):
+        header, rows = _read_csv(progress, storage(), upload, size)
+    with progress.stage(load):
+        checks = [_EMAIL if "mail" in column.lower() else None for column in header]
+        # Each row's place in the file's rows (a resumed import starts mid-way).
+        places = {line: place for place, (line, _row) in enumerate(rows, start=1)}
+        for line, row in progress.track(rows):
+            problem = _problem(row, header, checks)
+            if problem:
+                progress.log(
+                    _("Row %(row)d skipped: %(problem)s") % {"row": line, "problem": problem},
+                    level="warning",
                 )
-                if row_delay:
-                    time.sleep(row_delay)
-        with progress.stage(summarise):
-            output = io.StringIO()
-            writer = csv.writer(output)
-            writer.writerow(header)
-            writer.writerows(kept)
-            cleaned = cleaned_name(name)
-            progress.attach(cleaned, output.getvalue(), "text/csv")
-            summary = _("%(kept)d of %(total)d rows imported, %(bad)d skipped.") % {
-                "kept": len(kept),
-                "total": len(rows),
-                "bad": bad,
-            }
-            progress.log(summary)
-            progress.message(summary)
-    finally:
-        if store.exists(upload):
-            store.delete(upload)
+            else:
+                # Keyed by job and line: a row imported before a crash, and met again
+                # after the checkpoint, stays one row.
+                ImportedRow.objects.get_or_create(
+                    job_id=progress.job_id,
+                    line=line,
+                    defaults={"values": [cell.strip() for cell in row]},
+                )
+            progress.message(
+                _("%(done)d of %(total)d rows") % {"done": places[line], "total": len(rows)}
+            )
+            if row_delay:
+                time.sleep(row_delay)
+    with progress.stage(summarise):
+        kept = list(
+            ImportedRow.objects.filter(job_id=progress.job_id)
+            .order_by("line")
+            .values_list("values", flat=True)
+        )
+        bad = len(rows) - len(kept)
+        output = io.StringIO()
+        writer = csv.writer(output)
+        writer.writerow(header)
+        writer.writerows(kept)
+        cleaned = cleaned_name(name)
+        progress.attach(cleaned, output.getvalue(), "text/csv")
+        summary = _("%(kept)d of %(total)d rows imported, %(bad)d skipped.") % {
+            "kept": len(kept),
+            "total": len(rows),
+            "bad": bad,
+        }
+        progress.log(summary)
+        progress.message(summary)
     return {
         "file": name,
         "rows": len(rows),

@@ -132,6 +132,7 @@ class Execution:
             context=context,
             # An earlier attempt's checkpoint: this one goes on from there.
             resume=job.checkpoint,
+            job_id=str(job.pk),
         )
         job.resumed_from = None if job.checkpoint is None else job.checkpoint.get("current", 0)
         self._call_sync_with = call_sync

@@ -156,7 +156,11 @@ class Progress:
         log_limit: int = 1000,
         context: JobContext | None = None,
         resume: Mapping[str, Any] | None = None,
+        job_id: str = "",
     ) -> None:
+        #: The job's id: the same in every attempt, a key for work that must be
+        #: done once (a row imported, a payment made). Empty outside a job.
+        self.job_id = job_id
         self._lock = threading.Lock()
         self._on_change = on_change
         self._context = context
