@@ -14,7 +14,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db.models import QuerySet
 
-from . import conf
+from . import conf, emails
 from .cascade import end_children
 from .exceptions import BadRequest, Forbidden, JobNotFound
 from .launch import end_unclaimed, fail_unrunnable, launch, new_job
@@ -53,6 +53,7 @@ async def start_job(
     parent: Job | None = None,
     unrunnable: str = "",
     address: str = "",
+    email: bool = False,
 ) -> Job:
     """Validate, check the caps, create and start a job; returns it live.
 
@@ -60,7 +61,8 @@ async def start_job(
     that are not public; ``parent`` makes the new job a child of that one. A job
     ``unrunnable`` (nothing here can run it) is created and ends `failed` at once,
     with that reason as its error. ``address``: the client's (caps visitors who are
-    not signed in per address).
+    not signed in per address). ``email``: its owner is emailed when it ends
+    (``Forbidden`` if they can't be: not signed in, no address).
     """
     job_kind = get_kind(kind, public_only=not (internal or parent is not None))
     job = new_job(
@@ -72,6 +74,8 @@ async def start_job(
         parent=parent,
         address=address,
     )
+    if emails.wanted(email):
+        job.notify_email = await emails.owner_address(owner)
     if unrunnable:
         # No runtime is started for it: here, it would not outlive the request.
         return await fail_unrunnable(job, unrunnable)
@@ -118,6 +122,27 @@ async def cancel_job(owner: str, job_id: str) -> Job:
         await control(CANCEL_MESSAGE, job_id)
         job = await Job.objects.aget(pk=job_id)
     return job
+
+
+async def ask_email(owner: str, job_id: str, email: Any) -> bool:
+    """Email the caller when their job ends (``email`` true), or no longer; the choice
+    now. ``Forbidden`` if they can't be emailed; ``BadRequest`` once it has ended."""
+    job = await get_job(owner, job_id)
+    want = emails.wanted(email)
+    address = await emails.owner_address(owner) if want else ""
+    if not job.is_active or not await Job.objects.ask_email(job_id, owner, address):
+        raise BadRequest("The job has ended: its notices are already decided", field="job")
+    return want
+
+
+async def emailed(owner: str, job_id: str) -> bool:
+    """Whether the caller's job emails them when it ends, as its row says (the state
+    a running process holds doesn't carry it)."""
+    found = Job.objects.filter(pk=job_id, owner=owner).values_list("notify_email", flat=True)
+    address = await found.afirst()
+    if address is None:
+        raise JobNotFound("No such job", field="job")
+    return bool(address)
 
 
 async def _revoke(job: Job) -> None:

@@ -26,11 +26,11 @@ from django.urls import Resolver404, resolve, reverse
 from django.utils.http import content_disposition_header
 from django.views import defaults
 
-from . import actions, conf, files
+from . import actions, conf, emails, files
 from .exceptions import BadRequest, Forbidden, NotFound, RequestError, TooLarge
 from .owner import request_address, request_owner
 from .runners import unrunnable_reason
-from .state import decode_object, error_frame, job_state
+from .state import decode_object, error_frame, job_state, notify_frame
 from .watching import parse_after
 
 logger = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ async def jobs(request: HttpRequest) -> HttpResponse:
             language=getattr(request, "LANGUAGE_CODE", ""),
             unrunnable=unrunnable_reason(request),
             address=request_address(request),
+            email=emails.wanted_at_start(body.get("notify")),
         )
         response = JsonResponse(job_state(job), status=201)
         response["Location"] = reverse("liveprogress:job", args=[job.id])
@@ -157,6 +158,19 @@ async def cancel(request: HttpRequest, job_id: str) -> HttpResponse:
     job_id = actions.parse_job_id(job_id)
     found = await actions.cancel_job(await existing_owner(request), job_id)
     return JsonResponse(job_state(found), status=202 if found.is_active else 200)
+
+
+@api_view("GET", "POST")
+async def notify(request: HttpRequest, job_id: str) -> HttpResponse:
+    """Whether the caller is emailed when their job ends; POST ``{"email": true}`` (or
+    false) to choose, while it is queued or running."""
+    job_id = actions.parse_job_id(job_id)
+    owner = await existing_owner(request)
+    if request.method == "POST":
+        email = await actions.ask_email(owner, job_id, _body(request).get("email"))
+    else:
+        email = await actions.emailed(owner, job_id)
+    return JsonResponse(notify_frame(job_id, email))
 
 
 @api_view("GET")

@@ -17,10 +17,12 @@ class LiveProgressConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, conf
+        from . import checks, conf, notices
 
         for check in checks.CHECKS:
             django_checks.register(check, checks.TAG)
+        # Emails and webhook calls when jobs start, are retried and end.
+        notices.connect()
         # Job kinds register on import: every app's `jobs` module, and the modules
         # JOB_MODULES names.
         autodiscover_modules("jobs")

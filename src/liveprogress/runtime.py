@@ -25,6 +25,7 @@ from . import conf
 from .context import RuntimeContext
 from .hub import Hub
 from .models import ACTIVE_STATUSES, Job
+from .notices import Courier
 from .progress import JobContext
 from .publish import CANCEL_MESSAGE, in_process
 from .recovery import recover_dead_processes, sweep_stale, worker_id
@@ -49,6 +50,8 @@ class Runtime:
         # Gets a new job running, per RUNNER: this process's runner, or a task queue.
         self.dispatcher = dispatcher(self.runner)
         self.hub = Hub()
+        # Sends the notices due (emails, webhook calls), from any process's jobs.
+        self.courier = Courier(self.worker, loop)
         # Serialises cap checks and job creation in this process.
         self.admission = asyncio.Lock()
         self._loops: list[asyncio.Task[None]] = []
@@ -66,6 +69,7 @@ class Runtime:
         await self.hub.start(on_control=self._control)
         self._every(conf.get("HEARTBEAT_INTERVAL"), self._heartbeat)
         self._every(conf.get("RECONCILE_INTERVAL"), self.hub.reconcile)
+        self._every(conf.get("NOTICE_INTERVAL"), self.courier.deliver_due)
 
     def _adopting(self) -> Dispatcher | None:
         """The dispatcher that starts dead processes' retryable jobs again, if this
@@ -115,6 +119,7 @@ class Runtime:
         for task in self._loops:
             task.cancel()
         await self.runner.stop()
+        await self.courier.stop()
         await self.hub.stop()
 
 

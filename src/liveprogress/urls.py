@@ -28,6 +28,7 @@ urlpatterns = [
     path("api/jobs/events/", events.owner_events, name="owner-events"),
     path("api/jobs/<str:job_id>/", api.job, name="job"),
     path("api/jobs/<str:job_id>/cancel/", api.cancel, name="cancel"),
+    path("api/jobs/<str:job_id>/notify/", api.notify, name="notify"),
     path("api/jobs/<str:job_id>/events/", events.job_events, name="job-events"),
     path("api/jobs/<str:job_id>/fragments/", events.job_fragments, name="job-fragments"),
     path("api/jobs/<str:job_id>/logs/", api.job_logs, name="job-logs"),
