@@ -396,3 +396,24 @@ async def test_the_socket_asks_and_refuses(user, runtime):
     finally:
         await ws.disconnect()
         await stranger.disconnect()
+
+
+async def test_the_pages_offer_email_to_a_signed_in_user_with_an_address(user, runtime):
+    client, token = await signed_in(user)
+    progress = (await client.get("/progress/")).content.decode()
+    assert 'id="lp-demo-email"' in progress
+    emailing = (
+        await post(
+            client,
+            "/api/jobs/",
+            {"kind": "demo.timer", "params": {"steps": 50}, "notify": {"email": True}},
+            token,
+        )
+    ).json()
+    await post(client, "/api/jobs/", {"kind": "demo.timer", "params": {"steps": 50}}, token)
+    jobs_page = await client.get("/jobs/")
+    assert jobs_page.context["email"] == {"jobs": [emailing["id"]]}
+    assert '<script id="lp-email" type="application/json">' in jobs_page.content.decode()
+    visitor = AsyncClient()
+    assert 'id="lp-demo-email"' not in (await visitor.get("/progress/")).content.decode()
+    assert (await visitor.get("/jobs/")).context["email"] is None

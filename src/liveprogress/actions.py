@@ -145,6 +145,12 @@ async def emailed(owner: str, job_id: str) -> bool:
     return bool(address)
 
 
+async def emailing_jobs(owner: str) -> list[str]:
+    """The ids of the caller's active jobs that will email them when they end."""
+    found = owner_jobs(owner, active_only=True).exclude(notify_email="")
+    return [str(job_id) async for job_id in found.values_list("pk", flat=True)]
+
+
 async def _revoke(job: Job) -> None:
     """Take a cancelled, still queued task of another engine off that engine's queue,
     where the engine can. Only tidiness: its worker's claim fails in any case, so

@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from . import actions
+from . import actions, emails
 from .owner import request_owner
 from .registry import kinds
 from .templatetags.liveprogress import VIEWER
@@ -22,8 +22,13 @@ def kind_titles() -> dict[str, str]:
 
 @ensure_csrf_cookie
 async def jobs_page(request: HttpRequest) -> HttpResponse:
-    """Every job of the visitor, newest first, each bar live; new ones appear."""
+    """Every job of the visitor, newest first, each bar live; new ones appear. A
+    signed-in user with an address may ask to be emailed when a running one ends."""
     owner = await request_owner(request)
     jobs = await actions.list_jobs(owner, limit=JOBS_PAGE_LIMIT) if owner else []
-    context = {"jobs": jobs, "titles": kind_titles(), VIEWER: owner}
+    # The jobs that will email (null: the visitor can't ask for email).
+    email = None
+    if owner is not None and await emails.can_email(owner):
+        email = {"jobs": await actions.emailing_jobs(owner)}
+    context = {"jobs": jobs, "titles": kind_titles(), "email": email, VIEWER: owner}
     return render(request, "liveprogress/jobs.html", context)
