@@ -58,7 +58,8 @@ async def _retried(sender: Any, job: Job, *, attempt: int, **details: Any) -> No
 
 async def _finished(sender: Any, job: Job, **details: Any) -> None:
     made = _webhook_notices(job, "finished", 0)
-    if conf.get("EMAIL_NOTICES"):
+    # Only a signed-in user may have asked: no query for anyone else's job.
+    if conf.get("EMAIL_NOTICES") and job.owner.startswith("user:"):
         # The address as the row holds it now, not as this process read the job: its
         # owner may have asked since (a conditional write on the active job, so it
         # came before the ending this signal follows).
