@@ -119,3 +119,12 @@ def test_no_kind_may_take_notify_as_a_parameter():
 
     with pytest.raises(ImproperlyConfigured, match="may not be called 'notify'"):
         job("tests.takes_notify")(takes_notify)
+
+
+def test_backoff_doubles_up_to_its_cap_then_gives_up(settings):
+    from liveprogress.notices import BACKOFF_MAX, backoff
+
+    settings.LIVEPROGRESS = {"NOTICE_BACKOFF": 30, "NOTICE_ATTEMPTS": 12}
+    assert [backoff(tries) for tries in (1, 2, 3, 4)] == [30, 60, 120, 240]
+    assert backoff(11) == BACKOFF_MAX
+    assert backoff(12) is None
