@@ -10,6 +10,8 @@ Environment variables, each optional:
 - LIVEPROGRESS_SETTINGS_JSON: a JSON object of LIVEPROGRESS settings (default: none,
   every setting at its documented default).
 - DJANGO_MEDIA_ROOT: where jobs' files are stored (default: media/ beside manage.py).
+- DJANGO_EMAIL_BACKEND: the email backend of "Email me when it ends" (default: the
+  console's); DEMO_SITE_URL: where its links point (default: http://127.0.0.1:8000).
 
 Scale-out, each optional (docs/scaling.md):
 - REDIS_URL: channels_redis as the channel layer (default: the in-memory layer,
@@ -175,6 +177,21 @@ else:
 LIVEPROGRESS: dict[str, object] = json.loads(os.environ.get("LIVEPROGRESS_SETTINGS_JSON", "{}"))
 if os.environ.get("LIVEPROGRESS_RUNNER"):
     LIVEPROGRESS["RUNNER"] = os.environ["LIVEPROGRESS_RUNNER"]
+# "Email me when it ends" (docs/notices.md) for signed-in users with an address: the
+# emails go to the console unless DJANGO_EMAIL_BACKEND names another backend, and
+# their links start with DEMO_SITE_URL.
+LIVEPROGRESS.setdefault("EMAIL_NOTICES", True)
+LIVEPROGRESS.setdefault("SITE_URL", os.environ.get("DEMO_SITE_URL", "http://127.0.0.1:8000"))
+_EMAIL_BACKEND = os.environ.get(
+    "DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
+)
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": _EMAIL_BACKEND}}
+    # The demo prints its emails on purpose (mail.E001 is `check --deploy`'s refusal
+    # of a development backend).
+    SILENCED_SYSTEM_CHECKS = ["mail.E001"]
+else:
+    EMAIL_BACKEND = _EMAIL_BACKEND
 # The demo's timed process as a task of Django's Tasks framework (an engine below).
 _DEMO_DJANGO_TASKS = os.environ.get("DEMO_DJANGO_TASKS") == "1"
 if LIVEPROGRESS.get("RUNNER") == "tasks" or _DEMO_DJANGO_TASKS:

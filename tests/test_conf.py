@@ -34,6 +34,7 @@ def test_overrides_are_seen_at_once(settings):
         ({"SYNC_WORKERS": True}, "wrong type"),
         ({"SYNC_WORKERS": 0}, "must be positive"),
         ({"RUNNER": "celery"}, "Unsupported.*'celery', must be one of: inprocess"),
+        ({"SITE_URL": "example.com"}, "'example.com' must start with https://"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(settings, value, message):
@@ -63,6 +64,8 @@ def test_typed_names_follow_the_defaults():
         conf.FloatSetting: (int, float),
         conf.BoolSetting: (bool,),
         conf.ListSetting: (list,),
+        conf.BoolSetting: (bool,),
+        conf.DictSetting: (dict,),
     }
     names = [name for alias in typed for name in typing.get_args(alias)]
     assert sorted(names) == sorted(conf.DEFAULTS)

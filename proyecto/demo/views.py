@@ -14,6 +14,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
 from liveprogress import JobDefinition, JobHandle, aget_job, aowner_of
+from liveprogress.emails import can_email
 from liveprogress.exceptions import RequestError
 from liveprogress.models import ACTIVE_STATUSES, Job
 from liveprogress.templatetags.liveprogress import VIEWER
@@ -87,7 +88,7 @@ async def progress_page(request: HttpRequest) -> HttpResponse:
     with liveprogress's own runner, or on the engine chosen when the site has any.
     """
     # The socket that the page opens needs the visitor's session to own jobs.
-    await aowner_of(request)
+    owner = await aowner_of(request)
     choices = _engine_choices(request.GET)
     titles = kind_titles()
     for engine in choices:
@@ -101,6 +102,8 @@ async def progress_page(request: HttpRequest) -> HttpResponse:
         "fields": _form_fields(timer, request.GET),
         "engines": choices,
         "titles": titles,
+        # "Email me when it ends": for a signed-in user with an address only.
+        "can_email": await can_email(owner),
     }
     return render(request, "demo/progress.html", context)
 

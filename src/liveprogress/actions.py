@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 from django.utils import translation
 from django.utils.translation import gettext
 
-from . import conf
+from . import conf, emails
 from .cascade import end_children
 from .exceptions import BadRequest, Forbidden, JobNotFound
 from .launch import end_unclaimed, fail_unrunnable, launch, new_job
@@ -58,6 +58,7 @@ async def start_job(
     unrunnable: str = "",
     address: str = "",
     run_after: datetime | None = None,
+    email: bool = False,
 ) -> Job:
     """Validate, check the caps, create and start a job; returns it live.
 
@@ -67,6 +68,8 @@ async def start_job(
     with that reason as its error. ``address``: the client's (caps visitors who are
     not signed in per address). ``run_after``: it waits `queued` until then. A
     unique kind's duplicate returns the caller's active job (``existing`` set on it).
+    ``email``: its owner is emailed when it ends (``Forbidden`` if they can't be:
+    not signed in, no address).
     """
     job_kind = get_kind(kind, public_only=not (internal or parent is not None))
     job = new_job(
@@ -79,6 +82,8 @@ async def start_job(
         address=address,
         run_after=run_after,
     )
+    if emails.wanted(email):
+        job.notify_email = await emails.owner_address(owner)
     if unrunnable:
         # No runtime is started for it: here, it would not outlive the request.
         return await fail_unrunnable(job, unrunnable)
@@ -169,6 +174,33 @@ async def resume_job(owner: str, job_id: str) -> Job:
         await publish(job)
         (await get_runtime()).wake_dispatch()
     return job
+
+
+async def ask_email(owner: str, job_id: str, email: Any) -> bool:
+    """Email the caller when their job ends (``email`` true), or no longer; the choice
+    now. ``Forbidden`` if they can't be emailed; ``BadRequest`` once it has ended."""
+    job = await get_job(owner, job_id)
+    want = emails.wanted(email)
+    address = await emails.owner_address(owner) if want else ""
+    if not job.is_active or not await Job.objects.ask_email(job_id, owner, address):
+        raise BadRequest("The job has ended: its notices are already decided", field="job")
+    return want
+
+
+async def emailed(owner: str, job_id: str) -> bool:
+    """Whether the caller's job emails them when it ends, as its row says (the state
+    a running process holds doesn't carry it)."""
+    found = Job.objects.filter(pk=job_id, owner=owner).values_list("notify_email", flat=True)
+    address = await found.afirst()
+    if address is None:
+        raise JobNotFound("No such job", field="job")
+    return bool(address)
+
+
+async def emailing_jobs(owner: str) -> list[str]:
+    """The ids of the caller's active jobs that will email them when they end."""
+    found = owner_jobs(owner, active_only=True).exclude(notify_email="")
+    return [str(job_id) async for job_id in found.values_list("pk", flat=True)]
 
 
 async def _revoke(job: Job) -> None:

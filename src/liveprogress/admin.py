@@ -2,7 +2,8 @@
 
 Rows are read-only (jobs change through their runner, never by hand); the
 action cancels through the same path as the API, so a running job is stopped
-where it runs and its watchers see it end.
+where it runs and its watchers see it end. Notices (emails, webhook calls) show
+how their tries went; one given up may be tried again.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import actions
-from .models import ACTIVE_STATUSES, Job, JobLog
+from .models import ACTIVE_STATUSES, Job, JobLog, Notice, NoticeStatus
 from .owner import display_owner
 
 # The admin's classes are generic for the type checker (django-stubs) only: subscripted
@@ -25,9 +27,11 @@ from .owner import display_owner
 if TYPE_CHECKING:
     _JobLogInlineBase = admin.TabularInline[JobLog, Job]
     _JobAdminBase = admin.ModelAdmin[Job]
+    _NoticeAdminBase = admin.ModelAdmin[Notice]
 else:
     _JobLogInlineBase = admin.TabularInline
     _JobAdminBase = admin.ModelAdmin
+    _NoticeAdminBase = admin.ModelAdmin
 
 _LOG_FIELDS = ("seq", "level", "text", "created_at")
 
@@ -120,3 +124,36 @@ class JobAdmin(_JobAdminBase):
                 % {"count": skipped},
                 messages.WARNING,
             )
+
+
+@admin.register(Notice)
+class NoticeAdmin(_NoticeAdminBase):
+    """Emails and webhook calls of jobs' events: delivered, still tried, or given up
+    (with the last error)."""
+
+    list_display = ["job", "channel", "event", "target", "status", "tries", "due_at", "last_error"]
+    list_filter = ["status", "channel", "event", "created_at"]
+    date_hierarchy = "created_at"
+    search_fields = ["job__id", "target", "last_error"]
+    readonly_fields = [field.name for field in Notice._meta.fields]
+    actions = ["try_again"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description=_("Try the selected notices again now"), permissions=["change"])
+    def try_again(self, request: HttpRequest, queryset: QuerySet[Notice]) -> None:
+        # Not one being sent (its try decides); the others get NOTICE_ATTEMPTS more tries.
+        again = queryset.filter(status__in=[NoticeStatus.FAILED, NoticeStatus.PENDING]).update(
+            status=NoticeStatus.PENDING, tries=0, due_at=timezone.now(), last_error=""
+        )
+        self.message_user(
+            request,
+            ngettext(
+                "%(count)d notice will be tried again.",
+                "%(count)d notices will be tried again.",
+                again,
+            )
+            % {"count": again},
+            messages.SUCCESS,
+        )

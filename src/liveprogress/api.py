@@ -26,12 +26,12 @@ from django.urls import Resolver404, resolve, reverse
 from django.utils.http import content_disposition_header
 from django.views import defaults
 
-from . import actions, conf, files, staff
+from . import actions, conf, emails, files, staff
 from .exceptions import BadRequest, Forbidden, NotFound, RequestError, TooLarge
 from .owner import request_address, request_owner
 from .queueing import client_start_time
 from .runners import unrunnable_reason
-from .state import decode_object, error_frame, job_state
+from .state import decode_object, error_frame, job_state, notify_frame
 from .watching import parse_after
 
 logger = logging.getLogger(__name__)
@@ -135,6 +135,7 @@ async def jobs(request: HttpRequest) -> HttpResponse:
             unrunnable=unrunnable_reason(request),
             address=request_address(request),
             run_after=client_start_time(body.get("run_after")),
+            email=emails.wanted_at_start(body.get("notify")),
         )
         # 200: a unique kind's job already active, returned instead of a new one.
         response = JsonResponse(job_state(job), status=200 if job.existing else 201)
@@ -205,6 +206,19 @@ async def staff_cancel(request: HttpRequest, job_id: str) -> HttpResponse:
     job_id = actions.parse_job_id(job_id)
     row, stopping = await staff.cancel_any(user, job_id)
     return JsonResponse(row, status=202 if stopping else 200)
+
+
+@api_view("GET", "POST")
+async def notify(request: HttpRequest, job_id: str) -> HttpResponse:
+    """Whether the caller is emailed when their job ends; POST ``{"email": true}`` (or
+    false) to choose, while it is queued or running."""
+    job_id = actions.parse_job_id(job_id)
+    owner = await existing_owner(request)
+    if request.method == "POST":
+        email = await actions.ask_email(owner, job_id, _body(request).get("email"))
+    else:
+        email = await actions.emailed(owner, job_id)
+    return JsonResponse(notify_frame(job_id, email))
 
 
 @api_view("GET")

@@ -19,13 +19,15 @@ class LiveProgressConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_out
 
-        from . import access, checks, conf
+        from . import access, checks, conf, notices
 
         # A logout ends the session's sockets and streams in every server process.
         user_logged_out.connect(access.broadcast_logout, dispatch_uid="liveprogress.logout")
 
         for check in checks.CHECKS:
             django_checks.register(check, checks.TAG)
+        # Emails and webhook calls when jobs start, are retried and end.
+        notices.connect()
         # Job kinds register on import: every app's `jobs` module, and the modules
         # JOB_MODULES names.
         autodiscover_modules("jobs")

@@ -21,7 +21,7 @@ from django.core.files.storage import FileSystemStorage, storages
 from django.urls import URLPattern, URLResolver
 from django.utils.module_loading import import_string
 
-from . import conf, metrics
+from . import conf, metrics, webhooks
 from .consumers import ProgressConsumer
 from .registry import kinds
 from .routing import SOCKET_PATH
@@ -325,6 +325,47 @@ def check_metrics(**kwargs: Any) -> list[CheckMessage]:
     return []
 
 
+def check_notices(**kwargs: Any) -> list[CheckMessage]:
+    """E020: WEBHOOKS is malformed (a URL that is not http(s), a missing secret...);
+    W021: it names a kind no job has; W022: email notices on without SITE_URL."""
+    if _setting("RUNNER") is None:
+        return []  # invalid settings: E008 says why
+    messages: list[CheckMessage] = []
+    try:
+        configured = webhooks.configured()
+    except ImproperlyConfigured as error:
+        messages.append(
+            Error(
+                str(error),
+                hint="Each entry is {'url': 'https://...', 'secret': ..., 'events': [...]} "
+                "(docs/notices.md).",
+                id="liveprogress.E020",
+            )
+        )
+        configured = {}
+    unknown = sorted(set(configured) - set(kinds()) - {webhooks.EVERY_KIND})
+    if unknown:
+        messages.append(
+            Warning(
+                f"LIVEPROGRESS['WEBHOOKS'] names job kind(s) that no job has: "
+                f"{', '.join(map(repr, unknown))}; their webhooks are never called.",
+                hint="Spell them as @job names them, or use '*' for every kind.",
+                id="liveprogress.W021",
+            )
+        )
+    if conf.get("EMAIL_NOTICES") and not conf.get("SITE_URL"):
+        messages.append(
+            Warning(
+                "EMAIL_NOTICES is on but SITE_URL is empty: the emails sent when jobs "
+                "end carry no link to them (no request exists then to tell the site's "
+                "address).",
+                hint="Set LIVEPROGRESS['SITE_URL'] = 'https://your.site' (docs/notices.md).",
+                id="liveprogress.W022",
+            )
+        )
+    return messages
+
+
 #: What ``LiveProgressConfig.ready`` registers, under ``TAG``.
 CHECKS: tuple[Callable[..., list[CheckMessage]], ...] = (
     check_settings,
@@ -334,4 +375,5 @@ CHECKS: tuple[Callable[..., list[CheckMessage]], ...] = (
     check_socket_route,
     check_engines_layer,
     check_metrics,
+    check_notices,
 )

@@ -100,6 +100,23 @@ DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     "METRICS": (False, bool),
     # A bearer token that may read it, besides a staff user's session (empty: staff only).
     "METRICS_TOKEN": ("", str),
+    # Notices beyond the tab (docs/notices.md). Whether a signed-in owner may ask to
+    # be emailed when a job ends (through Django's email backend)...
+    "EMAIL_NOTICES": (False, bool),
+    # ...and the site's address that the email's link starts with (no request exists
+    # when a job ends): "https://example.com"; empty: the email has no link.
+    "SITE_URL": ("", str),
+    # Kind (or "*": every kind) -> [{"url", "secret", "events"?}]: POSTed the job's
+    # state, signed, when a job of it ends (or starts, or is retried).
+    "WEBHOOKS": ({}, dict),
+    # Seconds a webhook's receiver has to answer before the try counts as failed.
+    "WEBHOOK_TIMEOUT": (10.0, (int, float)),
+    # Tries a notice (an email, a webhook call) gets in all before it is given up...
+    "NOTICE_ATTEMPTS": (8, int),
+    # ...the seconds before the second try, doubled for each one after...
+    "NOTICE_BACKOFF": (30.0, (int, float)),
+    # ...and how often each process looks for notices due (new, or due again).
+    "NOTICE_INTERVAL": (2.0, (int, float)),
 }
 
 RUNNERS = ("inprocess", "tasks")
@@ -129,6 +146,12 @@ def _settings() -> dict[str, Any]:
         raise ImproperlyConfigured(
             f"LIVEPROGRESS['ANONYMOUS_SHARE'] = {values['ANONYMOUS_SHARE']!r} must be at most 1"
         )
+    site_url = values["SITE_URL"]
+    if site_url and not site_url.startswith(("https://", "http://")):
+        raise ImproperlyConfigured(
+            f"LIVEPROGRESS['SITE_URL'] = {site_url!r} must start with https:// or http:// "
+            "(e.g. 'https://example.com')"
+        )
     if values["RUNNER"] not in RUNNERS:
         raise ImproperlyConfigured(
             f"Unsupported LIVEPROGRESS['RUNNER'] {values['RUNNER']!r}, "
@@ -147,6 +170,7 @@ StrSetting = Literal[
     "RESULT_STORAGE",
     "CLIENT_ADDRESS_HEADER",
     "METRICS_TOKEN",
+    "SITE_URL",
 ]
 IntSetting = Literal[
     "MAX_ATTEMPTS",
@@ -164,6 +188,7 @@ IntSetting = Literal[
     "MAX_UNREAD_ANSWERS",
     "RECENT_JOBS",
     "LOG_LIMIT",
+    "NOTICE_ATTEMPTS",
 ]
 FloatSetting = Literal[
     "ANONYMOUS_SHARE",
@@ -176,10 +201,16 @@ FloatSetting = Literal[
     "SESSION_CHECK_INTERVAL",
     "MAX_FRAMES_PER_SECOND",
     "RESULT_TTL",
+    "WEBHOOK_TIMEOUT",
+    "NOTICE_BACKOFF",
+    "NOTICE_INTERVAL",
 ]
-BoolSetting = Literal["METRICS"]
+BoolSetting = Literal["METRICS", "EMAIL_NOTICES"]
 # Only the list itself is validated; its items are module paths, as documented.
 ListSetting = Literal["JOB_MODULES"]
+# Only the mapping itself is validated here; its entries by liveprogress.webhooks
+# (and the liveprogress.E020 check).
+DictSetting = Literal["WEBHOOKS"]
 
 
 @overload
@@ -192,6 +223,8 @@ def get(name: FloatSetting) -> float: ...
 def get(name: BoolSetting) -> bool: ...
 @overload
 def get(name: ListSetting) -> list[str]: ...
+@overload
+def get(name: DictSetting) -> dict[str, Any]: ...
 def get(name: str) -> object:
     """The value of one liveprogress setting, defaults applied."""
     return _settings()[name]

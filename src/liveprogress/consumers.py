@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from . import actions, conf
+from . import actions, conf, emails
 from .access import scope_grant
 from .exceptions import BadRequest, LimitReached, RequestError, TooLarge
 from .limits import TokenBucket
@@ -24,7 +24,7 @@ from .outbox import Outbox
 from .owner import scope_address, scope_language, scope_owner
 from .queueing import client_start_time
 from .runtime import Runtime, get_runtime
-from .state import decode_object, encode, error_frame
+from .state import decode_object, encode, error_frame, notify_frame
 from .watching import follow_job, follow_owner, parse_after
 
 logger = logging.getLogger(__name__)
@@ -220,9 +220,16 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             language=self.language,
             address=scope_address(self.scope),
             run_after=client_start_time(frame.get("run_after")),
+            email=emails.wanted_at_start(frame.get("notify")),
         )
         await self._watch(str(job.id))
         self._answer(job)
+
+    async def notify(self, frame: dict[str, Any]) -> None:
+        owner = actions.require_owner(self.owner)
+        job_id = actions.parse_job_id(frame.get("job"))
+        email = await actions.ask_email(owner, job_id, frame.get("email"))
+        self.outbox.offer(encode(notify_frame(job_id, email)))
 
     async def watch_mine(self, frame: dict[str, Any]) -> None:
         owner = actions.require_owner(self.owner)
@@ -236,5 +243,6 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         "pause": pause,
         "resume": resume,
         "start": start,
+        "notify": notify,
         "watch_mine": watch_mine,
     }

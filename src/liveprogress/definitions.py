@@ -8,10 +8,12 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.functional import Promise
 
 from . import actions, bridge
@@ -20,6 +22,9 @@ from .owner import as_request, astarter_of
 from .queueing import start_time
 from .registry import Backoff, JobFunction, JobKind, UniqueScope, operations_of, register
 from .runners import unrunnable_reason
+
+#: ``.start(owner, notify=True, **params)`` takes it: no kind's parameter may share it.
+RESERVED_START_PARAMETER = "notify"
 
 
 class JobDefinition:
@@ -56,7 +61,7 @@ class JobDefinition:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.kind.function(*args, **kwargs)
 
-    async def astart(self, owner: Any, /, **params: Any) -> JobHandle:
+    async def astart(self, owner: Any, /, *, notify: bool = False, **params: Any) -> JobHandle:
         """Start a job of this kind for ``owner`` and return its handle.
 
         ``owner``: a request (its logged-in user, else its session, created when
@@ -64,16 +69,18 @@ class JobDefinition:
         found), a user, or an owner key such as ``"system:nightly"``. ``params``
         are validated against the function's signature (``BadRequest`` if not).
         The per-owner and total caps apply as to any start (``LimitReached``).
+        ``notify``: email the owner, a signed-in user with an address, when the
+        job ends (``Forbidden`` for anyone else; see docs/notices.md).
         """
-        return await astart_kind(owner, self.name, params, run_after=self.run_after)
+        return await astart_kind(owner, self.name, params, run_after=self.run_after, email=notify)
 
-    def start(self, owner: Any, /, **params: Any) -> JobHandle:
+    def start(self, owner: Any, /, *, notify: bool = False, **params: Any) -> JobHandle:
         """:meth:`astart` for sync code (a sync view, a management command).
 
         Where no ASGI server runs (a management command, a shell), the job runs
         in this process: call ``handle.wait()`` before the process exits.
         """
-        return bridge.call(lambda: self.astart(owner, **params))
+        return bridge.call(lambda: self.astart(owner, notify=notify, **params))
 
 
 async def astart_kind(
@@ -83,6 +90,7 @@ async def astart_kind(
     *,
     public_only: bool = False,
     run_after: datetime | None = None,
+    email: bool = False,
 ) -> JobHandle:
     """Start a job of the kind named ``kind`` for ``owner``, as
     :meth:`JobDefinition.astart` does. With ``public_only`` (a client named the
@@ -97,6 +105,7 @@ async def astart_kind(
         unrunnable=unrunnable_reason(as_request(owner) or owner),
         address=starter.address,
         run_after=run_after,
+        email=email,
     )
     return JobHandle.of(job)
 
@@ -154,6 +163,11 @@ def job(
     )
 
     def decorate(function: JobFunction) -> JobDefinition:
+        if RESERVED_START_PARAMETER in list(inspect.signature(function).parameters)[1:]:
+            raise ImproperlyConfigured(
+                f"Job {name!r}: a parameter may not be called {RESERVED_START_PARAMETER!r}: "
+                f".start() takes {RESERVED_START_PARAMETER}= for itself; rename it"
+            )
         return JobDefinition(
             register(
                 name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import models, transaction
@@ -245,6 +245,15 @@ class JobQuerySet(models.QuerySet["Job"]):
             cancelled_by=by, cancelled_at=timezone.now()
         )
 
+    async def ask_email(self, job_id: Any, owner: str, address: str) -> bool:
+        """Set (or, with an empty ``address``, clear) the address the owner of a job
+        asked to be emailed at when it ends; only while it is active. A job that ends
+        meanwhile keeps what it had: its ending read the address after its write."""
+        asked = await self.filter(pk=job_id, owner=owner, status__in=ACTIVE_STATUSES).aupdate(
+            notify_email=address
+        )
+        return bool(asked)
+
     async def end_unclaimed(self, job_id: Any, status: Status, error: str) -> bool:
         """End a queued (or paused) job that no process holds; False if one does (it
         ends the job itself) or it has ended."""
@@ -431,3 +440,123 @@ class JobLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id} #{self.seq} {self.level}: {self.text[:60]}"
+
+
+class NoticeChannel(models.TextChoices):
+    EMAIL = "email", _("Email")
+    WEBHOOK = "webhook", _("Webhook")
+
+
+class NoticeStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    SENDING = "sending", _("Sending")
+    DELIVERED = "delivered", _("Delivered")
+    FAILED = "failed", _("Failed")
+
+
+class NoticeQuerySet(models.QuerySet["Notice"]):
+    """A notice's transitions: claimed by one process at a time, then settled.
+
+    A claim is a lease: a process that dies while sending leaves the notice
+    `sending` until its lease runs out, and then any process claims it again.
+    Settling is conditional on the claim still being the caller's (the same
+    process, the same try), so a late answer never overwrites a newer try's.
+    """
+
+    def due(self) -> models.QuerySet[Notice]:
+        """Notices to send now: pending and due, or claimed by a lease that ran out."""
+        now = timezone.now()
+        return self.filter(
+            models.Q(status=NoticeStatus.PENDING, due_at__lte=now)
+            | models.Q(status=NoticeStatus.SENDING, lease_until__lt=now)
+        )
+
+    async def claim(self, notice_id: int, worker: str, lease: float) -> Notice | None:
+        """The notice, claimed by ``worker`` for a try that holds it ``lease`` seconds;
+        None if it is not due any more (another process claimed it first)."""
+        now = timezone.now()
+        claimed = (
+            await self.due()
+            .filter(pk=notice_id)
+            .aupdate(
+                status=NoticeStatus.SENDING,
+                claimed_by=worker,
+                lease_until=now + timedelta(seconds=lease),
+                tries=F("tries") + 1,
+            )
+        )
+        if not claimed:
+            return None
+        return await self.select_related("job").aget(pk=notice_id)
+
+    async def delivered(self, notice: Notice) -> bool:
+        """The try of ``notice`` (as claimed) succeeded."""
+        return await self._settle(
+            notice, status=NoticeStatus.DELIVERED, delivered_at=timezone.now(), last_error=""
+        )
+
+    async def failed(self, notice: Notice, error: str, retry_in: float | None) -> bool:
+        """The try of ``notice`` failed: due again in ``retry_in`` seconds, or, with
+        None, given up."""
+        if retry_in is None:
+            return await self._settle(notice, status=NoticeStatus.FAILED, last_error=error)
+        due_at = timezone.now() + timedelta(seconds=retry_in)
+        return await self._settle(
+            notice, status=NoticeStatus.PENDING, due_at=due_at, last_error=error
+        )
+
+    async def _settle(self, notice: Notice, **values: Any) -> bool:
+        settled = await self.filter(
+            pk=notice.pk,
+            status=NoticeStatus.SENDING,
+            claimed_by=notice.claimed_by,
+            tries=notice.tries,
+        ).aupdate(lease_until=None, **values)
+        return bool(settled)
+
+
+class Notice(models.Model):
+    """One notice of a job's event beyond the page: an email to its owner, or a call
+    of a webhook. Made once per job, event and target (a constraint), by the
+    process that wrote the event; sent by whichever process claims it first."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="notices")
+    channel = models.CharField(_("channel"), max_length=8, choices=NoticeChannel.choices)
+    # "finished", "started" or "retried".
+    event = models.CharField(_("event"), max_length=16)
+    # The job's attempt the event is about (a job starts, and is retried, once per
+    # attempt); 0 for an ending.
+    attempt = models.PositiveIntegerField(_("attempt"), default=0)
+    # The email address, or the webhook's URL.
+    target = models.CharField(_("to"), max_length=500)
+    # A webhook's body as the event left the job (the state then); empty for an email,
+    # written from the ended job when it is sent.
+    payload = models.JSONField(_("payload"), default=dict, blank=True)
+    status = models.CharField(
+        _("status"), max_length=12, choices=NoticeStatus.choices, default=NoticeStatus.PENDING
+    )
+    tries = models.PositiveIntegerField(_("tries"), default=0)
+    due_at = models.DateTimeField(_("due"), default=timezone.now)
+    # The process sending it, until when (past that, another may claim it again).
+    claimed_by = models.CharField(_("claimed by"), max_length=200, blank=True)
+    lease_until = models.DateTimeField(_("claimed until"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    delivered_at = models.DateTimeField(_("delivered"), null=True, blank=True)
+
+    objects = NoticeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("notice")
+        verbose_name_plural = _("notices")
+        indexes = [models.Index(fields=["status", "due_at"], name="liveprogress_notice_due_idx")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "channel", "event", "attempt", "target"],
+                name="liveprogress_one_notice",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} {self.event} of {self.job_id} to {self.target} ({self.status})"

@@ -28,6 +28,7 @@ from .context import RuntimeContext
 from .hub import Hub
 from .launch import dispatch
 from .models import ACTIVE_STATUSES, Job
+from .notices import Courier
 from .progress import JobContext
 from .publish import CANCEL_MESSAGE, LOGOUT_MESSAGE, PAUSE_MESSAGE, in_process, publish
 from .queueing import dispatch_due, keep_places
@@ -57,6 +58,8 @@ class Runtime:
         self.hub = Hub()
         # Ends this process's sockets and streams whose session no longer stands.
         self.gate = Gate()
+        # Sends the notices due (emails, webhook calls), from any process's jobs.
+        self.courier = Courier(self.worker, loop)
         # Serialises cap checks and job creation in this process.
         self.admission = asyncio.Lock()
         self._loops: list[asyncio.Task[None]] = []
@@ -77,6 +80,7 @@ class Runtime:
         self._every(conf.get("HEARTBEAT_INTERVAL"), self._heartbeat)
         self._every(conf.get("RECONCILE_INTERVAL"), self.hub.reconcile)
         self._every(conf.get("SESSION_CHECK_INTERVAL"), self.gate.check)
+        self._every(conf.get("NOTICE_INTERVAL"), self.courier.deliver_due)
         if self._dispatches():
             # A first round before the first request is served: jobs re-queued above,
             # and those whose time came while no server ran, start now.
@@ -170,6 +174,7 @@ class Runtime:
         for task in self._loops:
             task.cancel()
         await self.runner.stop()
+        await self.courier.stop()
         await self.hub.stop()
 
 

@@ -189,6 +189,12 @@ def state_frame(state: JobState) -> dict[str, Any]:
     return {"type": "job", "job": state}
 
 
+def notify_frame(job_id: str, email: bool) -> dict[str, Any]:
+    """Whether the owner of ``job_id`` is emailed when it ends (their choice, not part
+    of the job's state: only the row holds it)."""
+    return {"type": "notify", "job": job_id, "email": email}
+
+
 def error_frame(error: RequestError, job: str | None = None) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": "error", "code": error.code, "detail": error.detail}
     if error.field is not None:

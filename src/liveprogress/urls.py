@@ -36,6 +36,7 @@ urlpatterns = [
     path("api/jobs/<str:job_id>/cancel/", api.cancel, name="cancel"),
     path("api/jobs/<str:job_id>/pause/", api.pause, name="pause"),
     path("api/jobs/<str:job_id>/resume/", api.resume, name="resume"),
+    path("api/jobs/<str:job_id>/notify/", api.notify, name="notify"),
     path("api/jobs/<str:job_id>/events/", events.job_events, name="job-events"),
     path("api/jobs/<str:job_id>/fragments/", events.job_fragments, name="job-fragments"),
     path("api/jobs/<str:job_id>/logs/", api.job_logs, name="job-logs"),

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from . import actions, staff
+from . import actions, emails, staff
 from .exceptions import RequestError
 from .models import ACTIVE_STATUSES, Status
 from .owner import request_owner
@@ -33,12 +33,18 @@ def kind_titles() -> dict[str, str]:
 
 @ensure_csrf_cookie
 async def jobs_page(request: HttpRequest) -> HttpResponse:
-    """Every job of the visitor, newest first, each bar live; new ones appear."""
+    """Every job of the visitor, newest first, each bar live; new ones appear. A
+    signed-in user with an address may ask to be emailed when a running one ends."""
     owner = await request_owner(request)
     jobs = await actions.list_jobs(owner, limit=JOBS_PAGE_LIMIT) if owner else []
+    # The jobs that will email (null: the visitor can't ask for email).
+    email = None
+    if owner is not None and await emails.can_email(owner):
+        email = {"jobs": await actions.emailing_jobs(owner)}
     context = {
         "jobs": jobs,
         "titles": kind_titles(),
+        "email": email,
         VIEWER: owner,
         STAFF_LINK: await staff.may_watch_all(request),
     }

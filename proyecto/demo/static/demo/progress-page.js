@@ -5,6 +5,8 @@
  * When the site has other engines set up (Celery...), the form's "Run it on"
  * choice starts the process on one of them (POST /api/engines/<engine>/) instead
  * of liveprogress's own runner, and the bar follows that job the same way.
+ * A signed-in user with an address gets "Email me when it ends": it says (and
+ * sets) whether the job shown will email them, and new starts take it along.
  */
 (function () {
   "use strict";
@@ -23,6 +25,7 @@
     state.kind === kind || engineOptions.some((option) => option.dataset.kind === state.kind);
   let current = null; // the id of the job this page shows
   let starting = null; // the kind of a start on its way; its first state will be adopted
+  const emailBox = document.getElementById("lp-demo-email"); // none: not offered here
 
   function show(state) {
     bar.update(state);
@@ -41,6 +44,18 @@
     const engine = engineOptions.find((option) => option.dataset.kind === state.kind);
     if (engineChoice) engineChoice.value = engine ? engine.value : "";
     show(client.jobs.get(state.id) || state);
+    if (emailBox) {
+      const id = state.id;
+      const wanted = emailBox.checked && isActive(state) && state.kind !== kind;
+      // A job started on an engine (its own start URL takes no notify) is asked now;
+      // any other says whether it will email.
+      client.notify(id, wanted ? true : undefined).then(
+        (answer) => {
+          if (id === current) emailBox.checked = answer.email;
+        },
+        () => {}
+      );
+    }
   }
 
   function params() {
@@ -62,7 +77,7 @@
     const engine = engineChoice ? engineChoice.selectedOptions[0] : null;
     if (!engine || !engine.value) {
       starting = kind;
-      client.start(kind, params());
+      client.start(kind, params(), emailBox && emailBox.checked ? {notify: {email: true}} : undefined);
       return;
     }
     starting = engine.dataset.kind;
@@ -94,6 +109,25 @@
   bar.parts.cancel.addEventListener("click", () => {
     if (current) client.cancel(current);
   });
+  if (emailBox) {
+    emailBox.addEventListener("change", () => {
+      const state = current && client.jobs.get(current);
+      // An ended job's notices are decided: the box is then for the next start.
+      if (!state || !isActive(state)) return;
+      emailBox.disabled = true;
+      client.notify(current, emailBox.checked).then(
+        (answer) => {
+          emailBox.checked = answer.email;
+          emailBox.disabled = false;
+        },
+        (error) => {
+          emailBox.checked = !emailBox.checked;
+          emailBox.disabled = false;
+          refused(error.type === "error" ? error : {detail: String(error)});
+        }
+      );
+    });
+  }
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     start();

@@ -18,6 +18,8 @@
  *   client.unsubscribe(jobId);
  *   client.start("demo.timer", {steps: 5});  client.cancel(jobId);  client.close();
  *   client.pause(jobId);  client.resume(jobId);
+ *   client.start("demo.timer", {steps: 5}, {notify: {email: true}});  // email me when it ends
+ *   client.notify(jobId, true).then((answer) => answer.email);  // or false; no flag: ask
  *   client.jobs                 // Map: job id -> newest state held
  *   LiveProgress.TERMINAL       // the statuses a job ends in
  *
@@ -159,7 +161,7 @@
       const api = client.options.apiPath;
       const request =
         frame.action === "start"
-          ? client.http("POST", api, {kind: frame.kind, params: frame.params})
+          ? client.http("POST", api, {kind: frame.kind, params: frame.params, notify: frame.notify})
           : client.http("POST", api + encodeURIComponent(frame.job) + "/" + frame.action + "/", {});
       request.then(
         (state) => {
@@ -496,8 +498,19 @@
       if (this.transport) this.transport.followMine();
     }
 
-    start(kind, params) {
-      this.act({action: "start", kind: kind, params: params || {}});
+    // options.notify: {email: true} emails the owner (a signed-in user) when it ends.
+    start(kind, params, options) {
+      const frame = {action: "start", kind: kind, params: params || {}};
+      if (options && options.notify) frame.notify = options.notify;
+      this.act(frame);
+    }
+
+    // Whether the owner is emailed when the job ends: `email` true or false chooses,
+    // left out asks. Over the JSON API whatever the transport; a Promise of
+    // {type: "notify", job, email}, rejected with the error frame.
+    notify(id, email) {
+      const path = this.options.apiPath + encodeURIComponent(id) + "/notify/";
+      return email === undefined ? this.http("GET", path) : this.http("POST", path, {email: email});
     }
 
     cancel(id) {
