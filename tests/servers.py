@@ -417,6 +417,29 @@ class Visitor:
         data = json.dumps({} if body is None else body).encode()
         return self.request("POST", path, data, all_headers)
 
+    def post_file(
+        self, path: str, name: str, content: bytes, field: str = "file"
+    ) -> tuple[int, Any]:
+        """POST one file as multipart/form-data with the CSRF token, as a form does."""
+        if self.cookie("csrftoken") is None:
+            self.visit()
+        boundary = "liveprogress-test-boundary"
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+                f'filename="{name}"\r\nContent-Type: text/csv\r\n\r\n'
+            ).encode()
+            + content
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        headers = {
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "X-CSRFToken": self.cookie("csrftoken") or "",
+            "Origin": self.server.origin,
+            "Referer": self.server.url("/import/"),
+        }
+        return self.request("POST", path, body, headers)
+
     # -- Server-Sent Events --------------------------------------------------------
 
     def events(

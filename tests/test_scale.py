@@ -9,6 +9,8 @@ converge to it.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import time
 
 import pytest
@@ -265,6 +267,94 @@ async def test_concurrency_one_holds_across_both_servers_and_workers(topology):
     # Alice's third job waited in line, and was told its place.
     places = [state["queue_position"] for state in seen[job_ids[2]] if state["status"] == "queued"]
     assert any(place is not None and place >= 1 for place in places)
+
+
+def people_csv(rows: int) -> tuple[bytes, list[list[str]]]:
+    """A CSV of ``rows`` people, every tenth with a bad email; and its good rows."""
+    lines, good = ["name,email,city"], []
+    for n in range(1, rows + 1):
+        email = f"p{n}@example.com" if n % 10 else "not-an-email"
+        lines.append(f"P{n},{email},C{n}")
+        if n % 10:
+            good.append([f"P{n}", email, f"C{n}"])
+    return "\n".join(lines).encode(), good
+
+
+async def test_an_import_whose_worker_is_killed_goes_on_from_its_checkpoint(topology):
+    alice = Visitor(topology.servers[0], language="en")
+    alice.visit("/import/")
+    content, good = people_csv(300)
+    status, started = alice.post_file("/api/imports/", "people.csv", content)
+    assert status == 201, started
+    job_id = started["id"]
+
+    def importing(frame, at_least):
+        if not is_state(frame, job_id):
+            return False
+        running = [s["name"] for s in frame["job"]["stages"] if s["status"] == "running"]
+        return running == ["Import"] and frame["job"]["current"] >= at_least
+
+    async with alice.ws() as ws:
+        await send_json(ws, {"action": "subscribe", "job": job_id})
+        await frames_until(ws, lambda f: importing(f, 60), 20)
+        index = topology.worker_running(job_id)
+        topology.workers[index].kill()
+        frames = await frames_until(ws, lambda f: is_terminal(f, job_id), 60)
+    states = [f["job"] for f in frames if is_state(f, job_id)]
+    assert seqs_increase(states)
+    final = states[-1]
+    assert (final["status"], final["attempt"]) == ("succeeded", 2), final
+    resumed = [state["resumed_from"] for state in states if state["resumed_from"] is not None]
+    assert resumed and resumed[0] >= 60  # it went on from its checkpoint, not row 1
+    assert final["result"] | {"columns": None} == {
+        "file": "people.csv",
+        "rows": 300,
+        "imported": 270,
+        "skipped": 30,
+        "columns": None,
+    }
+    # The cleaned file holds each good row once, in order: none lost, none twice.
+    status, _ = alice.get(final["files"][0]["url"])
+    assert status == 200
+    rows = list(csv.reader(io.StringIO(alice.last_text)))
+    assert rows == [["name", "email", "city"], *good]
+    topology.replace_worker(index)
+
+
+async def test_a_job_paused_on_one_worker_resumes_on_the_other(topology):
+    server_a, server_b = topology.servers
+    alice = Visitor(server_a)
+    job_id = start(alice, "tests.rows", key="scale", count=150, delay=0.05)["id"]
+    async with alice.ws() as ws:
+        await send_json(ws, {"action": "subscribe", "job": job_id})
+        await frames_until(ws, lambda f: is_state(f, job_id) and f["job"]["current"] >= 10, 20)
+        index = topology.worker_running(job_id)
+        # Asked through the other server: it reaches the worker that runs the job.
+        status, asked = alice.on(server_b).post_json(f"/api/jobs/{job_id}/pause/")
+        assert status in (200, 202), asked
+        frames = await frames_until(
+            ws, lambda f: is_state(f, job_id) and f["job"]["status"] == "paused", 15
+        )
+        paused = frames[-1]["job"]
+        assert paused["paused_at"] is not None and not paused["pause_requested"]
+        at = paused["current"]
+        assert 10 <= at < 150
+        row = topology.row(job_id)
+        assert (row["worker"], row["checkpoint"]["loops"]) == ("", [at])
+        # Its worker goes away: the resume must be taken by the other one.
+        topology.workers[index].stop()
+        await asyncio.sleep(1.0)
+        assert topology.row(job_id)["status"] == "paused"  # paused stays paused
+        status, resumed = alice.post_json(f"/api/jobs/{job_id}/resume/")
+        assert (status, resumed["status"]) == (200, "queued")
+        frames = await frames_until(ws, lambda f: is_terminal(f, job_id), 30)
+    states = [f["job"] for f in frames if is_state(f, job_id)]
+    assert seqs_increase(states)
+    final = states[-1]
+    assert (final["status"], final["resumed_from"], final["attempt"]) == ("succeeded", at, 1)
+    assert final["current"] == 150
+    assert int(topology.row(job_id)["worker"].split(":")[1]) == topology.workers[1 - index].pid
+    topology.replace_worker(index)
 
 
 async def test_a_client_of_a_killed_server_converges_through_the_other(topology):
