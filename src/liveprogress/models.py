@@ -56,7 +56,9 @@ class JobQuerySet(models.QuerySet["Job"]):
             heartbeat_at=timezone.now(),
             # A resumed job goes on with the attempt it paused in.
             attempts=Case(
-                When(paused_at__isnull=True, then=F("attempts") + 1), default=F("attempts")
+                When(paused_at__isnull=True, then=F("attempts") + 1),
+                default=F("attempts"),
+                output_field=models.PositiveIntegerField(),
             ),
             paused_at=None,
             retry_at=None,
