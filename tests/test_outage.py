@@ -1,5 +1,5 @@
 """A service down is told as such (HTTP 503 + Retry-After, an error frame, close code
-1013); a bug stays a 500. The real thing, PostgreSQL and Redis stopped under a
+4013); a bug stays a 500. The real thing, PostgreSQL and Redis stopped under a
 running server, is in test_service_down.py."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from asgiref.testing import ApplicationCommunicator
 from channels.testing import WebsocketCommunicator
-from django.db import OperationalError, connection
+from django.db import OperationalError
 from django.db.utils import ConnectionHandler, ProgrammingError
 
 from liveprogress.asgi import CLOSE_UNAVAILABLE, get_asgi_application
@@ -176,7 +176,8 @@ async def test_a_client_that_takes_no_html_gets_json_anywhere(site):
 
 
 async def test_a_post_that_failed_is_not_sent_again_by_the_page(site):
-    status, _, body = await answer(site, "/down/", method="POST", headers=[(b"accept", b"text/html")])
+    html = [(b"accept", b"text/html")]
+    status, _, body = await answer(site, "/down/", method="POST", headers=html)
     assert status == 503
     assert b"http-equiv" not in body
 
@@ -202,7 +203,7 @@ async def test_the_rest_of_the_site_is_untouched(site):
 # -- the socket -------------------------------------------------------------------------
 
 
-async def test_a_socket_that_cannot_start_is_told_and_closed_with_1013(site):
+async def test_a_socket_that_cannot_start_is_told_and_closed_with_4013(site):
     socket = WebsocketCommunicator(site, "/ws/down/", headers=ORIGIN)
     connected, _ = await socket.connect(timeout=10)
     assert connected  # accepted, to be told why it closes

@@ -32,9 +32,10 @@ logger = logging.getLogger(__name__)
 
 #: Close code for a socket opened at a path no route serves.
 CLOSE_NO_ROUTE = 4404
-#: Close code for a socket that can't be served while a service is down (RFC 6455's
-#: "Try Again Later"); an ``unavailable`` error frame comes just before it.
-CLOSE_UNAVAILABLE = 1013
+#: Close code for a socket that can't be served while a service is down; an
+#: ``unavailable`` error frame comes just before it. RFC 6455's "Try Again Later" is
+#: 1013, but Daphne (autobahn) lets an application close with 1000 or 3000-4999 only.
+CLOSE_UNAVAILABLE = 4013
 
 
 def get_asgi_application(

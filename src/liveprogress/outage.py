@@ -3,7 +3,7 @@
 Only "the service can't be reached" counts: a refused or lost connection, a
 server shutting down or starting up, a SQLite file locked past its timeout.
 Clients are then told ``unavailable`` (HTTP 503 with ``Retry-After``, an error
-frame, close code 1013) and try again; any other error is a bug and stays one
+frame, close code 4013) and try again; any other error is a bug and stays one
 (HTTP 500). The answers themselves are made where each transport is: the ASGI
 application (``asgi.py``) for HTTP, the socket and the event streams for theirs.
 """

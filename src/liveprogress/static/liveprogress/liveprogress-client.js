@@ -36,7 +36,7 @@
  * /api/jobs/<id>/events/), and when those fail too, to polling the JSON API.
  * Over SSE and polling, start and cancel are POSTs with the CSRF cookie.
  * A server that answers `unavailable` (a service it needs is down: HTTP 503, an
- * error frame, close code 1013) is asked again after the delay it gives
+ * error frame, close code 4013) is asked again after the delay it gives
  * (`retry_after`): subscriptions and the owner's list come back by themselves; a
  * start that failed so goes to onError and is not sent again.
  */
@@ -404,7 +404,7 @@
         this.use(this.index + 1);
         return;
       }
-      // A server that said "unavailable" (close code 1013) is given the time it asked.
+      // A server that said "unavailable" (close code 4013) is given the time it asked.
       const delay = Math.max(this.delay, this.retryAfter);
       this.retryAfter = 0;
       this.delay = Math.min(this.delay * 2, this.options.maxDelay);
