@@ -243,3 +243,64 @@ async def test_redis_down_is_served_from_the_database_then_live_again(redis, red
         assert final[-1]["job"]["status"] == "succeeded"
         assert final[-1]["job"]["current"] == 30
     assert json.loads(json.dumps(final[-1]))  # plain JSON all along
+
+
+# -- in the browser -----------------------------------------------------------------------
+
+#: A client of the page's own script, recording what it is told and when.
+WATCH = """
+window.__seen = []; window.__unavailable = []; window.__opens = 0;
+const client = new LiveProgress({
+  // As the demo's page does: follow the job it started (a reconnect resubscribes it).
+  onJob(state) { window.__seen.push(state); client.subscribe(state.id); },
+  onError(frame) { if (frame.code === "unavailable") window.__unavailable.push(Date.now()); },
+  onOpen() { window.__opens += 1; },
+});
+client.start("demo.timer", {steps: 40, interval: 0.4});
+window.__client = client;
+"""
+
+
+@pytest.mark.browser
+def test_the_page_and_its_client_come_back_by_themselves(browser, postgres, pg_server):
+    pytest.importorskip("playwright.sync_api")
+    context = browser.new_context(locale="en-US")
+    try:
+        page = context.new_page()
+        page.goto(pg_server.url("/progress/"))
+        page.evaluate(WATCH)
+        page.wait_for_function("window.__seen.some((s) => s.status === 'running')", timeout=15_000)
+        job = page.evaluate("window.__seen[0].id")
+        other = context.new_page()
+
+        postgres.stop()
+        try:
+            # The client's socket drops; the server can't read its session now, so
+            # each new socket is told "unavailable" and closed with 4013.
+            page.evaluate("window.__client.transport.socket.close()")
+            page.wait_for_function("window.__unavailable.length >= 1", timeout=10_000)
+            # A page asked meanwhile: the short page, which tries again by itself.
+            response = other.goto(pg_server.url("/jobs/"))
+            assert response.status == 503
+            assert other.locator("h1").inner_text() == "Service unavailable"
+            page.wait_for_timeout(6_000)
+            # Asked again after Retry-After (5 s), not at the backoff's 0.5 s.
+            assert page.evaluate("window.__unavailable.length") <= 3
+        finally:
+            postgres.start()
+
+        # Back: the short page reloads into the real one, and the client reconnects,
+        # resubscribes and follows the job to its end, never a step back.
+        other.wait_for_selector("[data-lp-connection]", timeout=15_000)
+        assert other.locator("h1").inner_text() == "Your jobs"
+        page.wait_for_function(
+            f"window.__seen.some((s) => s.id === {json.dumps(job)} && s.status === 'succeeded')",
+            timeout=30_000,
+        )
+        seqs = page.evaluate(
+            f"window.__seen.filter((s) => s.id === {json.dumps(job)}).map((s) => s.seq)"
+        )
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert page.evaluate("window.__opens") >= 2
+    finally:
+        context.close()
