@@ -226,3 +226,15 @@ async def test_a_socket_that_crashes_is_not_called_unavailable(site):
     with pytest.raises(ZeroDivisionError):
         await socket.wait(timeout=10)
     assert socket.output_queue.empty()  # neither accepted nor told "unavailable"
+
+
+async def test_a_site_s_own_application_wrapped_answers_the_same(settings):
+    from django.core.asgi import get_asgi_application as get_django_asgi_application
+
+    from liveprogress.asgi import AnswerUnavailable
+
+    settings.ROOT_URLCONF = "tests.outage_site"
+    app = AnswerUnavailable(get_django_asgi_application())
+    status, headers, body = await answer(app, "/down-api/")
+    assert (status, headers["retry-after"]) == (503, "5")
+    assert json.loads(body)["code"] == "unavailable"

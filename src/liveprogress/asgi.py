@@ -56,7 +56,6 @@ def get_asgi_application(
     from channels.routing import ProtocolTypeRouter, URLRouter
     from django.apps import apps
     from django.conf import settings
-    from django.core.signals import got_request_exception
     from django.urls import re_path
 
     from .lifespan import lifespan
@@ -68,7 +67,6 @@ def get_asgi_application(
     http: Any = BodyLimit(django_application)
     if serve_static:
         http = _static_files_handler(http)
-    got_request_exception.connect(_note_outage, dispatch_uid="liveprogress.asgi.outage")
     # Channels routes ASGI applications with Django's re_path, which django-stubs
     # types for HTTP views only.
     catch_all = re_path(r"", no_route)  # type: ignore[arg-type]
@@ -109,7 +107,10 @@ class AnswerUnavailable:
     """
 
     def __init__(self, application: Any) -> None:
+        from django.core.signals import got_request_exception
+
         self.application = application
+        got_request_exception.connect(_note_outage, dispatch_uid="liveprogress.asgi.outage")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] == "http":
