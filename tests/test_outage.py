@@ -238,3 +238,33 @@ async def test_a_site_s_own_application_wrapped_answers_the_same(settings):
     status, headers, body = await answer(app, "/down-api/")
     assert (status, headers["retry-after"]) == (503, "5")
     assert json.loads(body)["code"] == "unavailable"
+
+
+# -- an event stream --------------------------------------------------------------------
+
+
+async def test_a_stream_that_finds_the_database_down_as_it_begins_says_so_and_ends(runtime):
+    from asgiref.sync import sync_to_async
+
+    from liveprogress import events
+
+    ended: list[bool] = []
+
+    async def begin(outbox) -> None:
+        await sync_to_async(outage_site.database_down)()
+
+    async def end(outbox) -> None:
+        ended.append(True)
+
+    def no_event(frame: str) -> tuple[str, dict]:
+        raise AssertionError(f"no frame was expected, got {frame}")
+
+    stream = events._stream("session:down", begin, end, None, no_event, hub=runtime.hub)
+    sent = [chunk async for chunk in stream]
+    detail = json.dumps(Unavailable().detail)
+    assert sent == [
+        "retry: 5000\n\nevent: unavailable\n"
+        f'data: {{"type":"error","code":"unavailable","detail":{detail},"retry_after":5}}\n\n'
+    ]
+    assert ended == [True]
+    assert "session:down" not in events._open_streams  # its place given back

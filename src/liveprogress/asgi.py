@@ -179,8 +179,13 @@ def _note_outage(sender: Any, request: HttpRequest, **kwargs: Any) -> None:
         return  # not under AnswerUnavailable (WSGI, the test client)
     answer.clear()
     error = sys.exc_info()[1]
-    if error is not None and is_unavailable(error):
+    if error is None or not is_unavailable(error):
+        return
+    try:
         answer.append(unavailable_response(request))
+    except Exception:
+        # Never worse than Django's own answer: the 500 stays.
+        logger.exception("the 503 answer could not be made path=%s", request.path[:200])
 
 
 def unavailable_response(request: HttpRequest) -> HttpResponse:
