@@ -259,7 +259,7 @@ async def test_a_stream_that_finds_the_database_down_as_it_begins_says_so_and_en
     def no_event(frame: str) -> tuple[str, dict]:
         raise AssertionError(f"no frame was expected, got {frame}")
 
-    stream = events._stream("session:down", begin, end, None, no_event, hub=runtime.hub)
+    stream = events._stream("session:down", begin, end, None, no_event, runtime=runtime, grant=None)
     sent = [chunk async for chunk in stream]
     detail = json.dumps(Unavailable().detail)
     assert sent == [
