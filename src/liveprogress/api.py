@@ -46,7 +46,10 @@ _LIST_LIMIT_MAX = 200
 def error_response(
     error: RequestError, job: str | None = None, status: int | None = None
 ) -> JsonResponse:
-    return JsonResponse(error_frame(error, job), status=status or error.http_status)
+    response = JsonResponse(error_frame(error, job), status=status or error.http_status)
+    if error.retry_after is not None:
+        response["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def api_view(*methods: str) -> Callable[[View], View]:
@@ -286,7 +289,7 @@ def _refusal(exception: Exception | None) -> str:
     return "Bad request"
 
 
-def _is_api(request: HttpRequest) -> bool:
+def is_api(request: HttpRequest) -> bool:
     """True under the API's prefix, and for any view made with :func:`api_view`
     (a site's own endpoints, such as the demo's upload)."""
     if request.path.startswith(reverse("liveprogress:jobs")):
@@ -300,7 +303,7 @@ def _is_api(request: HttpRequest) -> bool:
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """``handler404``: JSON under the API, Django's page elsewhere."""
-    if _is_api(request):
+    if is_api(request):
         return error_response(NotFound("No such endpoint"))
     return defaults.page_not_found(request, exception or Http404())
 
@@ -309,7 +312,7 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
     """``handler400``: requests Django refuses before any view (too many form fields,
     a malformed multipart body) answer in JSON under the API. The reason is
     logged, not echoed: its text names settings and internals."""
-    if _is_api(request):
+    if is_api(request):
         logger.info("bad request path=%s: %s", request.path[:200], exception)
         return error_response(BadRequest(_refusal(exception)))
     return defaults.bad_request(request, exception or SuspiciousOperation())

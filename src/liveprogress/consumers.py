@@ -13,13 +13,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import actions, conf, emails
 from .access import scope_grant
-from .exceptions import BadRequest, LimitReached, RequestError, TooLarge
+from .exceptions import BadRequest, LimitReached, RequestError, TooLarge, Unavailable
 from .limits import TokenBucket
 from .models import Job
+from .outage import is_unavailable
 from .outbox import Outbox
 from .owner import scope_address, scope_language, scope_owner
 from .queueing import client_start_time
@@ -133,11 +135,18 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             await handler(self, frame)
         except RequestError as error:
             self.outbox.offer(encode(error_frame(error, job)))
-        except Exception:
-            logger.exception("websocket action failed")
-            self.outbox.offer(
-                encode(error_frame(BadRequest("The server could not do that; try again"), job))
-            )
+        except Exception as error:
+            if not is_unavailable(error):
+                logger.exception("websocket action failed")
+                self.outbox.offer(
+                    encode(error_frame(BadRequest("The server could not do that; try again"), job))
+                )
+                return
+            logger.warning("websocket action: service unavailable: %s", error)
+            self.outbox.offer(encode(error_frame(Unavailable(), job)))
+            # Django drops a broken connection only between requests, and a socket's
+            # life is one request: drop it now, so the next action reconnects.
+            await aclose_old_connections()
 
     # -- actions ----------------------------------------------------------------
 

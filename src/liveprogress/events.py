@@ -44,15 +44,16 @@ from django.utils.html import escape
 from . import actions, conf, staff
 from .access import Grant, request_grant
 from .api import api_view, existing_owner
-from .exceptions import BadRequest, Forbidden, LimitReached
+from .exceptions import BadRequest, Forbidden, LimitReached, Unavailable
 from .fragments import htmx_bar, outcome
 from .hub import Hub
 from .models import TERMINAL_STATUSES
+from .outage import is_unavailable
 from .outbox import Outbox
 from .owner import request_owner
 from .pacing import Pacer
 from .runtime import Runtime, get_runtime
-from .state import JobState
+from .state import JobState, encode, error_frame
 from .watching import follow_job, follow_owner, parse_after
 
 #: A comment line this often keeps proxies from closing an idle stream.
@@ -203,10 +204,23 @@ async def _stream(
     _take_stream(owner)
     release = runtime.gate.admit(grant, feed.session_ended)
     try:
-        await begin(feed.outbox)
-        # The stream reads no database from here on: the request's connection is
-        # closed now, not held while the stream stays open (on SQLite, one per stream).
-        await sync_to_async(connections.close_all)()
+        try:
+            await begin(feed.outbox)
+            down = False
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            down = True
+        finally:
+            # The stream reads no database from here on: the request's connection is
+            # closed now, not held while the stream stays open (on SQLite, one per
+            # stream), and a broken one is dropped.
+            await sync_to_async(connections.close_all)()
+        if down:
+            # A service went down after the response started: too late for a 503.
+            # Say so and end; the browser comes back after the retry delay.
+            yield _unavailable_event()
+            return
         yield f"retry: {RETRY_MS}\n\n"
         while True:
             try:
@@ -249,6 +263,14 @@ async def _stream(
         feed.outbox.close()
         _give_back_stream(owner)
         await end(feed.outbox)
+
+
+def _unavailable_event() -> str:
+    """What a stream sends when a service it needs went down after it started: a
+    retry delay of ``Retry-After``, then ``event: unavailable`` with the error."""
+    error = Unavailable()
+    retry = f"retry: {error.retry_after * 1000}\n\n"
+    return retry + _sse("unavailable", encode(error_frame(error)))
 
 
 def _response(stream: AsyncIterator[str]) -> StreamingHttpResponse:

@@ -32,6 +32,8 @@ class RequestError(LiveProgressError):
 
     code = "bad_request"
     http_status = 400
+    #: Seconds the client should wait before trying again, for errors that say so.
+    retry_after: int | None = None
 
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
@@ -89,3 +91,23 @@ class AlreadyRunning(RequestError):
         )
         #: The active job (never shown to a client who does not own it).
         self.job = job
+
+
+class Unavailable(RequestError):
+    """A service the site needs (the database, Redis) is down: try again later.
+
+    Only errors that :func:`liveprogress.outage.is_unavailable` accepts become it.
+    """
+
+    code = "unavailable"
+    http_status = 503
+    #: Seconds a client should wait before it tries again (HTTP ``Retry-After``).
+    retry_after: int = 5
+
+    def __init__(
+        self,
+        detail: str = "A service this site needs is not responding; try again in a few seconds",
+        *,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(detail, field=field)

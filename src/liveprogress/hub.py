@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from . import conf
 from .models import Job
+from .outage import is_unavailable
 from .outbox import Outbox
 from .pacing import Pacer
 from .publish import (
@@ -66,6 +67,8 @@ class Hub:
         self._stop_local: Callable[[], None] | None = None
         self._on_control: Callable[[dict[str, Any]], None] | None = None
         self._renewed_at = time.monotonic()
+        # A group could not be joined (the layer was down): rejoin at the next pass.
+        self._rejoin_due = False
         self._reconciled_at = timezone.now()
         #: When running states go out to this process's sockets.
         self.pacer = Pacer(conf.get("PUBLISH_INTERVAL"))
@@ -135,11 +138,13 @@ class Hub:
 
     async def _rejoin(self) -> None:
         await self._group_add(CONTROL_GROUP)
-        for job_id in list(self._job_watchers):
-            await self._join_state_group(job_group(job_id))
-        for owner in list(self._owner_watchers):
-            await self._join_state_group(owner_group(owner))
+        if self._stop_local is None:  # state groups: see _join_state_group
+            for job_id in list(self._job_watchers):
+                await self._group_add(job_group(job_id))
+            for owner in list(self._owner_watchers):
+                await self._group_add(owner_group(owner))
         self._renewed_at = time.monotonic()
+        self._rejoin_due = False
 
     # -- membership --------------------------------------------------------------
 
@@ -189,12 +194,30 @@ class Hub:
     # A job's or owner's group carries its states; with states coming straight
     # from this process (in-memory layer) nothing is sent to it, so it is not joined.
     async def _join_state_group(self, group: str) -> None:
-        if self._stop_local is None:
+        if self._stop_local is not None:
+            return
+        try:
             await self._group_add(group)
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            # The layer is down: the watcher still gets the job's states, read from
+            # the database every RECONCILE_INTERVAL, and the group is joined once
+            # the layer is back.
+            logger.warning("channel layer unavailable: %s not joined yet (%s)", group, error)
+            self._rejoin_due = True
 
     async def _leave_state_group(self, group: str) -> None:
-        if self._stop_local is None:
+        if self._stop_local is not None:
+            return
+        try:
             await self._group_discard(group)
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            # Left in it: its messages find no watcher here, and the layer expires
+            # the membership (a restarted Redis has forgotten it already).
+            logger.info("channel layer unavailable: %s not left (%s)", group, error)
 
     # -- delivery ----------------------------------------------------------------
 
@@ -255,8 +278,14 @@ class Hub:
         The channel layer may drop messages (full channel, Redis away), so this
         is what makes a final state always reach every watcher.
         """
-        if time.monotonic() - self._renewed_at > GROUP_RENEW_S:
-            await self._rejoin()
+        if self._rejoin_due or time.monotonic() - self._renewed_at > GROUP_RENEW_S:
+            try:
+                await self._rejoin()
+            except Exception as error:
+                if not is_unavailable(error):
+                    raise
+                # Still down: the pass below serves the watchers from the database.
+                self._rejoin_due = True
         open_jobs = [
             job_id
             for job_id in self._job_watchers

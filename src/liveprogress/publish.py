@@ -23,6 +23,7 @@ from typing import Any
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from .models import TERMINAL_STATUSES, Job
+from .outage import is_unavailable
 from .progress import LogLine
 from .state import encode, job_state, state_frame
 
@@ -143,9 +144,15 @@ async def publish(job: Job) -> None:
     for group in (job_group(message["job"]), owner_group(job.owner)):
         try:
             await layer.group_send(group, message)
-        except Exception:
+        except Exception as error:
+            # The layer down is no bug: one line, not a traceback per state.
             logger.warning(
-                "publish failed job=%s seq=%s group=%s", job.id, job.seq, group, exc_info=True
+                "publish failed job=%s seq=%s group=%s: %s",
+                job.id,
+                job.seq,
+                group,
+                error,
+                exc_info=not is_unavailable(error),
             )
 
 

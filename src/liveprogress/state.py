@@ -201,4 +201,6 @@ def error_frame(error: RequestError, job: str | None = None) -> dict[str, Any]:
         frame["field"] = error.field
     if job is not None:
         frame["job"] = job
+    if error.retry_after is not None:
+        frame["retry_after"] = error.retry_after
     return frame

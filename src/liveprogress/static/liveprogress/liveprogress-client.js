@@ -35,6 +35,10 @@
  * the upgrade), it falls back to Server-Sent Events (/api/jobs/events/ and
  * /api/jobs/<id>/events/), and when those fail too, to polling the JSON API.
  * Over SSE and polling, start and cancel are POSTs with the CSRF cookie.
+ * A server that answers `unavailable` (a service it needs is down: HTTP 503, an
+ * error frame, close code 4013) is asked again after the delay it gives
+ * (`retry_after`): subscriptions and the owner's list come back by themselves; a
+ * start that failed so goes to onError and is not sent again.
  */
 (function (global) {
   "use strict";
@@ -228,6 +232,9 @@
       source.addEventListener("log", handle);
       source.addEventListener("batch", handle);
       source.addEventListener("session_ended", () => this.client.sessionEnded());
+      // A service went down after the stream began; the stream ends and
+      // EventSource comes back after the retry delay the server gave.
+      source.addEventListener("unavailable", handle);
       source.onopen = () => this.markOpen();
       source.onerror = () => {
         if (this.sources.get(key) !== source) return;
@@ -355,6 +362,7 @@
       this.pending = []; // start/cancel frames waiting for a transport that is ready
       this.failures = 0;
       this.delay = this.options.minDelay;
+      this.retryAfter = 0; // ms a server that said "unavailable" asked to wait
       this.names = this.options.transports.filter((name) => name in TRANSPORTS);
       this.index = 0;
       this.transport = null;
@@ -396,7 +404,9 @@
         this.use(this.index + 1);
         return;
       }
-      const delay = this.delay;
+      // A server that said "unavailable" (close code 4013) is given the time it asked.
+      const delay = Math.max(this.delay, this.retryAfter);
+      this.retryAfter = 0;
       this.delay = Math.min(this.delay * 2, this.options.maxDelay);
       setTimeout(() => {
         if (this.transport === transport && !this.closed) transport.begin();
@@ -410,7 +420,23 @@
         frame.jobs.forEach((state) => this.keep(state));
         this.options.onWatching(frame.jobs);
       } else if (frame.type === "log") this.keepLog(frame.job, frame.lines, frame.dropped_through || 0);
-      else if (frame.type === "error") this.options.onError(frame);
+      else if (frame.type === "error") {
+        if (frame.code === "unavailable") this.retryLater(frame);
+        this.options.onError(frame);
+      }
+    }
+
+    // A service the server needs is down: ask again for what the error answered
+    // (a job's subscription, or the owner's list) once the server's delay is over.
+    // A start is not sent again: the page says it failed, and the visitor decides.
+    retryLater(frame) {
+      const transport = this.transport;
+      this.retryAfter = (frame.retry_after || 5) * 1000;
+      setTimeout(() => {
+        if (this.transport !== transport || this.closed || !transport.ready()) return;
+        if (frame.job && this.subscribed.has(frame.job)) transport.follow(frame.job);
+        else if (!frame.job && this.watchingMine) transport.followMine();
+      }, this.retryAfter);
     }
 
     keepLog(id, lines, droppedThrough) {
@@ -467,7 +493,8 @@
       return this.http("GET", this.options.apiPath + encodeURIComponent(id) + "/").then(
         (state) => this.keep(state),
         (error) => {
-          if (error.type !== "error") throw error; // the network: the caller retries
+          // The network, or a service down on the server: the caller retries.
+          if (error.type !== "error" || error.code === "unavailable") throw error;
           this.subscribed.delete(id);
           this.options.onError(Object.assign({job: id}, error));
         }
