@@ -449,6 +449,40 @@ def test_waiting_jobs_say_what_they_wait_for(browser, server, shots, locale, sta
     context.close()
 
 
+@pytest.mark.parametrize(
+    ("locale", "paused", "resumed"),
+    [("en-US", "Paused", "Resumed from "), ("es-ES", "En pausa", "Reanudado desde ")],
+)
+def test_pause_and_resume_from_the_jobs_page(browser, server, shots, locale, paused, resumed):
+    context = browser.new_context(locale=locale)
+    page = context.new_page()
+    page.goto(server.url("/jobs/"))
+    page.wait_for_selector('[data-lp-connection][data-state="live"]', timeout=10_000)
+    status, state = api(
+        context,
+        server,
+        "POST",
+        "/api/jobs/",
+        {"kind": "tests.rows", "params": {"key": locale, "count": 400, "delay": 0.03}},
+    )
+    assert status == 201
+    row = f'[data-lp-job="{state["id"]}"]'
+    page.wait_for_selector(f'{row}[data-status="running"]', timeout=10_000)
+    page.click(f"{row} .lp-pause")
+    page.wait_for_selector(f'{row}[data-status="paused"]', timeout=WAIT_MS)
+    assert page.text_content(f"{row} .lp-badge") == paused
+    assert page.is_visible(f"{row} .lp-resume") and not page.is_visible(f"{row} .lp-pause")
+    shots.take(page, "paused")
+    at = api(context, server, "GET", f"/api/jobs/{state['id']}/")[1]["current"]
+    page.click(f"{row} .lp-resume")
+    page.wait_for_selector(f'{row}[data-status="running"]', timeout=WAIT_MS)
+    page.wait_for_selector(f"{row} .lp-outcome:has-text('{resumed}{at}')", timeout=WAIT_MS)
+    shots.take(page, "resumed")
+    page.click(f"{row} .lp-cancel")
+    page.wait_for_selector(f'{row}[data-status="cancelled"]', timeout=WAIT_MS)
+    context.close()
+
+
 def test_a_server_crash_shows_interrupted_after_the_page_reconnects(browser, tmp_path, shots):
     port = free_port()
     db = tmp_path / "crash.sqlite3"
