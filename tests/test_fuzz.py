@@ -60,6 +60,8 @@ STATE_KEYS = {
     "attempt",
     "max_attempts",
     "retry_at",
+    "run_after",
+    "queue_position",
     "id",
     "kind",
     "status",
@@ -70,6 +72,8 @@ STATE_KEYS = {
     "message",
     "seq",
     "eta_s",
+    "eta_source",
+    "starts_in_s",
     "rate",
     "stages",
     "log_seq",
@@ -144,8 +148,13 @@ async def victim(runtime) -> Victim:
     running = await actions.start_job(owner, "demo.timer", {"steps": 2, "interval": 60.0})
     await settled(runtime, running)
     now = timezone.now()
+    # Handed over (dispatched_at set) and never claimed: no dispatch loop starts it.
     queued = await Job.objects.acreate(
-        kind="demo.timer", owner=owner, params={"steps": 3, "interval": 1.0}, seq=1
+        kind="demo.timer",
+        owner=owner,
+        params={"steps": 3, "interval": 1.0},
+        seq=1,
+        dispatched_at=now,
     )
     elsewhere = await Job.objects.acreate(
         kind="demo.timer",

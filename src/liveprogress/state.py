@@ -28,7 +28,11 @@ class JobState(TypedDict):
     progress: int
     message: str
     seq: int
+    #: Seconds left (for a queued job: how long it should run once started), and
+    #: where that comes from: "history" (past runs of its kind), "rate" (its recent
+    #: pace), "blend" (handing over from one to the other); null with no eta_s.
     eta_s: float | None
+    eta_source: str | None
     #: Units per second of the current counter, over the recent window.
     rate: float | None
     #: [{"name", "weight", "status", "fraction"}] when the job reports stages.
@@ -55,6 +59,8 @@ class JobState(TypedDict):
     #: place among those of its kind waiting for a concurrency slot (1: next).
     run_after: float | None
     queue_position: int | None
+    #: While it waits in that line: seconds from updated_at until it should start.
+    starts_in_s: float | None
     created_at: float
     started_at: float | None
     updated_at: float
@@ -79,6 +85,7 @@ def job_state(job: Job) -> JobState:
         "message": job.message,
         "seq": job.seq,
         "eta_s": job.eta_s,
+        "eta_source": (job.eta_source or None) if job.eta_s is not None else None,
         "rate": job.rate,
         "stages": job.stages,
         "log_seq": job.log_seq,
@@ -95,6 +102,7 @@ def job_state(job: Job) -> JobState:
         "retry_at": _epoch(job.retry_at),
         "run_after": _epoch(job.run_after),
         "queue_position": job.queue_position,
+        "starts_in_s": job.starts_in_s if job.queue_position is not None else None,
         "created_at": job.created_at.timestamp(),
         "started_at": _epoch(job.started_at),
         "updated_at": job.updated_at.timestamp(),

@@ -34,6 +34,7 @@ BEHIND_FIELDS = [
     "files",
     "message",
     "eta_s",
+    "eta_source",
     "seq",
     "updated_at",
 ]
