@@ -9,8 +9,18 @@ import json
 import pytest
 
 from liveprogress import actions, eta
-from liveprogress.history import RUNS_KEPT, Run, Sample, expected_seconds, of_kind, record
+from liveprogress.eta import JobEta
+from liveprogress.history import (
+    RUNS_KEPT,
+    KindHistory,
+    Run,
+    Sample,
+    expected_seconds,
+    of_kind,
+    record,
+)
 from liveprogress.models import PastRun
+from liveprogress.progress import ProgressSnapshot, Timings
 from tests.jobs import collect
 from tests.test_operations import ended
 
@@ -180,3 +190,18 @@ async def test_stages_are_learned_one_by_one(runtime):
         and s["eta_source"] == "history"
     )
     assert loading["eta_s"] == pytest.approx(0.8, rel=0.3)
+
+
+def test_a_run_that_goes_on_from_an_earlier_attempt_expects_only_what_is_left():
+    past = KindHistory({"": (Sample(10.0, 100), Sample(10.0, 100))})
+    resumed = JobEta(past)
+    # It went on from row 60 of 100, and has run for 1 s: 4 s left, not 9.
+    at_sixty = ProgressSnapshot(current=60, total=100, message="")
+    estimate = resumed.estimate(at_sixty, Timings(units=100), running_s=1.0)
+    assert (estimate.eta_s, estimate.source) == (4.0, "history")
+    # A fresh run 1 s in, still on its setup: a run less the time it has run.
+    fresh = JobEta(past).estimate(ProgressSnapshot(0, 100, ""), Timings(units=100), 1.0)
+    assert fresh.eta_s == 9.0
+    # Past what its past runs expect: no ETA from them.
+    late = JobEta(past).estimate(ProgressSnapshot(0, 100, ""), Timings(units=100), 11.0)
+    assert (late.eta_s, late.source) == (None, "")

@@ -29,6 +29,15 @@ EXPECTED_KEPT = 64
 HISTORY, RATE, BLEND = "history", "rate", "blend"
 
 
+def share_done(snapshot: ProgressSnapshot) -> float | None:
+    """The share of the job done (0-1), None while its total is unknown."""
+    if snapshot.fraction is not None:
+        return snapshot.fraction
+    if snapshot.total is not None:
+        return min(snapshot.current / snapshot.total, 1.0) if snapshot.total else 1.0
+    return None
+
+
 class RateWindow:
     """The pace of one job over the last ``ETA_WINDOW_S`` seconds."""
 
@@ -49,12 +58,7 @@ class RateWindow:
     def estimate(self, snapshot: ProgressSnapshot) -> tuple[float | None, float | None]:
         """Add ``snapshot`` as a sample; seconds left and units per second, from the
         window's first and last samples (None where they can't tell)."""
-        if snapshot.fraction is not None:
-            share: float | None = snapshot.fraction
-        elif snapshot.total is not None:
-            share = min(snapshot.current / snapshot.total, 1.0) if snapshot.total else 1.0
-        else:
-            share = None
+        share = share_done(snapshot)
         running = [stage["name"] for stage in snapshot.stages if stage["status"] == "running"]
         meaning = (tuple(running), snapshot.total)
         now = time.monotonic()
@@ -120,7 +124,7 @@ class JobEta:
         if running_s is None:
             return before_start(self._history)
         by_rate, rate = self._window.estimate(snapshot)
-        by_history = self._from_history(timings, running_s)
+        by_history = self._from_history(timings, running_s, share_done(snapshot) or 0.0)
         if by_history is None:
             return Estimate(by_rate, rate, RATE if by_rate is not None else "")
         weight = min(self._window.seen_s / ETA_WINDOW_S, 1.0)
@@ -139,10 +143,12 @@ class JobEta:
             self._expected[key] = self._history.expected(stage, units)
         return self._expected[key]
 
-    def _from_history(self, timings: Timings, running_s: float) -> float | None:
+    def _from_history(self, timings: Timings, running_s: float, share: float) -> float | None:
         """Seconds left by past runs: by stage when every stage still to run (those
         this run has named, and those the newest past run had) has past runs, else
-        by whole runs; None when they know nothing, or the run is past what they
+        by whole runs: a run less the time this one has run, or less the ``share``
+        it has done if that leaves less (a run that went on from where an earlier
+        attempt stopped); None when they know nothing, or the run is past what they
         expect."""
         history = self._history
         named = {stage.name: stage for stage in timings.stages}
@@ -158,6 +164,7 @@ class JobEta:
                     left += max((self._expect(name, stage.units) or 0.0) - stage.seconds, 0.0)
             return left or None
         expected = self._expect(units=timings.units)
-        if expected is None or expected <= running_s:
+        if expected is None:
             return None
-        return expected - running_s
+        left = min(expected - running_s, expected * (1.0 - share))
+        return left if left > 0 else None
