@@ -456,7 +456,7 @@ def test_waiting_jobs_say_what_they_wait_for(browser, server, shots, locale, sta
         (
             "es-ES",
             "(según ejecuciones anteriores)",
-            "número 1 en la cola, empieza en unos ",
+            "número 1 en la cola, empieza en aprox. ",
             "tarda unos ",
         ),
     ],

@@ -74,7 +74,7 @@ async def until(holds, job, timeout: float = 10.0) -> Job:
     ("language", "said"),
     [
         ("en", "Waiting for a free slot: number 1 in line, starts in about 20 s"),
-        ("es", "Esperando un hueco libre: número 1 en la cola, empieza en unos 20 s"),
+        ("es", "Esperando un hueco libre: número 1 en la cola, empieza en aprox. 20 s"),
     ],
 )
 @pytest.mark.asyncio
