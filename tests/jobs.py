@@ -375,3 +375,27 @@ async def pages(progress, key: str, count: int = 10, delay: float = 0.02, fail_a
         progress.set(page)
         progress.checkpoint({"next": page})
     return {"pages": count}
+
+
+@job("tests.paced", concurrency=1)
+async def paced(progress, steps: int = 10, interval: float = 0.1, warmup: float = 0.0):
+    """A run whose length the test sets: ``warmup`` seconds before its first item
+    (its total said), then ``steps`` items ``interval`` apart. One at a time."""
+    progress.start(total=steps)
+    await asyncio.sleep(warmup)
+    for _ in range(steps):
+        await asyncio.sleep(interval)
+        progress.advance()
+    return steps
+
+
+@job("tests.staged")
+async def staged(progress, fetch: float = 0.4, load: float = 0.8):
+    """Two stages named as they come (no plan), each as long as the test says."""
+    for name, seconds in (("Fetch", fetch), ("Load", load)):
+        with progress.stage(name):
+            progress.start(total=4)
+            for _ in range(4):
+                await asyncio.sleep(seconds / 4)
+                progress.advance()
+    return "staged"

@@ -483,6 +483,53 @@ def test_pause_and_resume_from_the_jobs_page(browser, server, shots, locale, pau
     context.close()
 
 
+@pytest.mark.parametrize(
+    ("locale", "past", "starts", "takes"),
+    [
+        ("en-US", "(from past runs)", "number 1 in line, starts in about ", "takes about "),
+        (
+            "es-ES",
+            "(según ejecuciones anteriores)",
+            "número 1 en la cola, empieza en aprox. ",
+            "tarda unos ",
+        ),
+    ],
+    ids=["en", "es"],
+)
+def test_estimates_say_where_they_come_from_and_when_a_waiting_job_starts(
+    browser, server, shots, locale, past, starts, takes
+):
+    context = browser.new_context(locale=locale)
+    page = context.new_page()
+    page.goto(server.url("/jobs/"))
+    page.wait_for_selector('[data-lp-connection][data-state="live"]', timeout=10_000)
+
+    def start(params: dict[str, Any]) -> str:
+        status, state = api(
+            context, server, "POST", "/api/jobs/", {"kind": "tests.paced", "params": params}
+        )
+        assert status == 201
+        return f'[data-lp-job="{state["id"]}"]'
+
+    # One run of 2 items in 1 s teaches `tests.paced` (one at a time) its pace.
+    learned = start({"steps": 2, "interval": 0.5})
+    page.wait_for_selector(f'{learned}[data-status="succeeded"]', timeout=15_000)
+    # 60 items after 20 s of setup: about 30 s by past runs, before its first item.
+    ahead = start({"steps": 60, "interval": 0.5, "warmup": 20})
+    waiting = start({"steps": 2, "interval": 0.5})
+    page.wait_for_selector(f'{ahead}[data-status="running"] .lp-eta[data-source="history"]')
+    assert past in page.inner_text(f"{ahead} .lp-eta")
+    # The job behind it: its place, when it should start, how long it should take.
+    page.wait_for_selector(f"{waiting} .lp-elapsed:has-text('{starts}')", timeout=10_000)
+    assert takes in page.inner_text(f"{waiting} .lp-eta")
+    assert past in page.inner_text(f"{waiting} .lp-eta")
+    shots.take(page, "estimates")
+    for row in (waiting, ahead):
+        job_id = page.get_attribute(row, "data-lp-job")
+        api(context, server, "POST", f"/api/jobs/{job_id}/cancel/")
+    context.close()
+
+
 def test_a_server_crash_shows_interrupted_after_the_page_reconnects(browser, tmp_path, shots):
     port = free_port()
     db = tmp_path / "crash.sqlite3"

@@ -60,6 +60,11 @@ STATE_KEYS = {
     "attempt",
     "max_attempts",
     "retry_at",
+    "run_after",
+    "queue_position",
+    "resumed_from",
+    "pause_requested",
+    "paused_at",
     "id",
     "kind",
     "status",
@@ -70,6 +75,8 @@ STATE_KEYS = {
     "message",
     "seq",
     "eta_s",
+    "eta_source",
+    "starts_in_s",
     "rate",
     "stages",
     "log_seq",
@@ -86,7 +93,7 @@ STATE_KEYS = {
     "updated_at",
     "finished_at",
 }
-STATUSES = {"queued", "running", "succeeded", "failed", "cancelled", "interrupted"}
+STATUSES = {"queued", "running", "paused", "succeeded", "failed", "cancelled", "interrupted"}
 ACTIONS = ("subscribe", "unsubscribe", "cancel", "start", "watch_mine")
 
 FUZZ = {
@@ -144,8 +151,13 @@ async def victim(runtime) -> Victim:
     running = await actions.start_job(owner, "demo.timer", {"steps": 2, "interval": 60.0})
     await settled(runtime, running)
     now = timezone.now()
+    # Handed over (dispatched_at set) and never claimed: no dispatch loop starts it.
     queued = await Job.objects.acreate(
-        kind="demo.timer", owner=owner, params={"steps": 3, "interval": 1.0}, seq=1
+        kind="demo.timer",
+        owner=owner,
+        params={"steps": 3, "interval": 1.0},
+        seq=1,
+        dispatched_at=now,
     )
     elsewhere = await Job.objects.acreate(
         kind="demo.timer",

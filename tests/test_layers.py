@@ -25,6 +25,7 @@ ENGINE = [
     "eta",
     "execution",
     "finalwrites",
+    "history",
     "launch",
     "logstore",
     "queueing",

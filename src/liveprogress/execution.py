@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,10 +28,10 @@ from django.conf import settings
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 
-from . import conf, tracing
+from . import conf, history, tracing
 from .cascade import end_children
 from .eager import start_now
-from .eta import RateWindow
+from .eta import JobEta, before_start
 from .exceptions import JobCancelled, JobPaused
 from .finalwrites import FinalWrites
 from .logstore import store_lines
@@ -149,10 +150,11 @@ class Execution:
         # What the database holds of this job, as far as this execution wrote it.
         self._persisted_seq = job.seq
         self._persisted_status = job.status
-        self._pace = RateWindow()
+        self._eta = JobEta()
         self._thread_started = False
         self._function_done = False
         self._started_at: Any = None
+        self._started_monotonic: float | None = None
         # Fires when the attempt has run for its kind's time limit.
         self._time_limit: asyncio.TimerHandle | None = None
         self._finished = False
@@ -174,6 +176,8 @@ class Execution:
         shutdown = paused = False
         retrying: Retrying | None = None
         try:
+            # In the try: a cancel (or a shutdown) while it reads ends the job as usual.
+            await self._learn_history()
             if self.kind.is_async:
                 self._mark_started()
                 value = await self._call_async()
@@ -236,6 +240,14 @@ class Execution:
         if shutdown:
             raise asyncio.CancelledError
 
+    async def _learn_history(self) -> None:
+        """Read the kind's past runs, for the ETA before the job's pace says it; a
+        database that fails here leaves the job without it, never stops it."""
+        try:
+            self._eta = JobEta(await history.of_kind(self.kind.name))
+        except Exception:
+            logger.warning("past runs not read kind=%s", self.kind.name, exc_info=True)
+
     def _retrying_after(self, error: Exception) -> Retrying | None:
         """The engine's retry after ``error``, if it will retry; never for a job
         someone cancelled (its error may be the cancel itself, which an engine that
@@ -267,6 +279,7 @@ class Execution:
         """The function starts (in its thread, or on the loop): from now its time
         limit counts."""
         self._started_at = timezone.now()
+        self._started_monotonic = time.monotonic()
         self._changed()
         limit = self.kind.operations.timeout
         if limit is not None and self._loop is not None:
@@ -417,7 +430,10 @@ class Execution:
         if snapshot.checkpoint is not None:
             job.checkpoint = snapshot.checkpoint
         job.updated_at = now
-        job.eta_s, job.rate = self._pace.estimate(snapshot)
+        started = self._started_monotonic
+        running_s = None if started is None else time.monotonic() - started
+        estimate = self._eta.estimate(snapshot, self.progress.timings(), running_s)
+        job.eta_s, job.rate, job.eta_source = estimate.eta_s, estimate.rate, estimate.source
 
     # -- log lines -----------------------------------------------------------------
 
@@ -509,6 +525,7 @@ class Execution:
         if job.stages:
             job.stages, job.fraction = _ended_stages(job.stages, status)
         job.finished_at, job.updated_at, job.eta_s, job.rate = now, now, None, None
+        job.eta_source = ""
         job.seq += 1
         self._finished = True
         with ending():
@@ -518,6 +535,8 @@ class Execution:
         if not persisted:
             return
         await send_finished(job)
+        if status == Status.SUCCEEDED:
+            await self._record_run()
         if not self._may_have_children():
             return
         try:
@@ -525,6 +544,30 @@ class Execution:
         except Exception:
             # Their own heartbeats go on; a cancel of the parent cascades again.
             logger.warning("children not stopped job=%s", job.id, exc_info=True)
+
+    async def _record_run(self) -> None:
+        """Keep how long this successful run (and each of its stages) took, for the
+        ETA of the kind's next jobs; a failed write loses only that. A run that went
+        on from a checkpoint did part of the work: it teaches nothing."""
+        job = self.job
+        if job.started_at is None or job.finished_at is None or self.progress.resumed:
+            return
+        timings = self.progress.timings()
+        run = history.Run(
+            kind=self.kind.name,
+            finished_at=job.finished_at,
+            seconds=(job.finished_at - job.started_at).total_seconds(),
+            units=timings.units,
+            stages=tuple(
+                (stage.name, stage.seconds, stage.units)
+                for stage in timings.stages
+                if stage.status != "pending"
+            ),
+        )
+        try:
+            await history.record(run)
+        except Exception:
+            logger.warning("run not recorded job=%s", job.id, exc_info=True)
 
     async def _write_final(self) -> bool:
         """Write the final state, retried while the database is away; False if it
@@ -567,7 +610,9 @@ class Execution:
             due = None if retrying.delay is None else now + timedelta(seconds=retrying.delay)
             with translation.override(job.language or settings.LANGUAGE_CODE):
                 job.message = cut(_retry_message(retrying), MESSAGE_MAX)
-            job.status, job.error, job.eta_s, job.rate = Status.QUEUED, error, None, None
+            job.status, job.error, job.rate = Status.QUEUED, error, None
+            waiting = before_start(self._eta.history)
+            job.eta_s, job.eta_source = waiting.eta_s, waiting.source
             job.retry_at, job.updated_at, job.started_at = due, now, None
             if retrying.max_attempts is not None:
                 job.max_attempts = retrying.max_attempts

@@ -17,7 +17,8 @@ from asgiref.sync import sync_to_async
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from . import conf, tracing
+from . import conf, history, tracing
+from .eta import before_start
 from .exceptions import AlreadyRunning, LimitReached
 from .models import ACTIVE_STATUSES, Job, Status
 from .owner import is_anonymous
@@ -87,6 +88,7 @@ async def launch(runtime: Launcher, job: Job, *, capped: bool = True) -> Job:
     ``AlreadyRunning``.
     """
     kind = kinds()[job.kind]
+    await _expect(job)
     try:
         async with runtime.admission:
             if job.unique_key:
@@ -108,6 +110,17 @@ async def launch(runtime: Launcher, job: Job, *, capped: bool = True) -> Job:
         return job
     await dispatch(runtime.dispatcher, job)
     return job
+
+
+async def _expect(job: Job) -> None:
+    """Give the new job the ETA its kind's past runs give it (queued, it says how long
+    it should run); a database that fails here leaves it without one."""
+    try:
+        expected = before_start(await history.of_kind(job.kind))
+    except Exception:
+        logger.warning("past runs not read kind=%s", job.kind, exc_info=True)
+        return
+    job.eta_s, job.eta_source = expected.eta_s, expected.source
 
 
 async def dispatch(dispatcher: Dispatcher, job: Job) -> None:

@@ -291,6 +291,9 @@ class Job(models.Model):
     rate = models.FloatField(_("rate"), null=True, blank=True)
     message = models.TextField(_("message"), blank=True)
     eta_s = models.FloatField(_("seconds left"), null=True, blank=True)
+    # Where eta_s comes from: "history" (past runs of its kind), "rate" (its recent
+    # pace), "blend" (both, handing over); empty with no eta_s.
+    eta_source = models.CharField(_("ETA from"), max_length=8, blank=True)
     result = models.JSONField(_("result"), null=True, blank=True)
     # Files the job attached: [{"name", "size", "content_type"}], stored through the
     # RESULT_STORAGE storage under liveprogress/<job id>/<name>.
@@ -336,6 +339,9 @@ class Job(models.Model):
     # Its place among the jobs of its kind waiting for a concurrency slot (1: next);
     # null when it waits for none.
     queue_position = models.PositiveIntegerField(_("place in line"), null=True, blank=True)
+    # While it waits in that line: seconds from updated_at until it should start, from
+    # the running jobs' ETAs and its kind's past runs (null: unknown).
+    starts_in_s = models.FloatField(_("starts in (seconds)"), null=True, blank=True)
     # Which of its kind's `concurrency` slots the job holds while active (null: its
     # kind has no such limit, or it waits for one). Unique per kind among active
     # jobs (a constraint): the database itself keeps the limit across processes.
@@ -412,6 +418,28 @@ class Job(models.Model):
         if self.total <= 0:
             return 100.0
         return round(min(max(self.current / self.total, 0.0), 1.0) * 100, 2)
+
+
+class PastRun(models.Model):
+    """How long one successful run of a kind took, or one stage of it: what the ETA
+    of the kind's next jobs is learned from (history.py keeps the newest few)."""
+
+    kind = models.CharField(_("kind"), max_length=100)
+    # The stage's name; empty: the whole run.
+    stage = models.CharField(_("stage"), max_length=200, blank=True)
+    seconds = models.FloatField(_("seconds"))
+    # The total it counted to (the job's counter, or the stage's), null when it had
+    # none: the estimate is then per run, not per unit.
+    units = models.BigIntegerField(_("units"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("past run")
+        verbose_name_plural = _("past runs")
+        indexes = [models.Index(fields=["kind", "stage"], name="liveprogress_pastrun_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}{' / ' + self.stage if self.stage else ''}: {self.seconds:.1f} s"
 
 
 class LogLevel(models.TextChoices):

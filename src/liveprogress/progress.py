@@ -111,6 +111,26 @@ class ProgressSnapshot:
     checkpoint: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class StageTiming:
+    """How long a stage has run (so far, while it runs) and the total it counts to."""
+
+    name: str
+    status: str
+    seconds: float
+    units: int | None
+
+
+@dataclass(frozen=True)
+class Timings:
+    """What a run's ETA from past runs, and the record of a run, need: the total of
+    the job's own counter (None with stages: each stage has its own) and its
+    stages' times."""
+
+    units: int | None
+    stages: tuple[StageTiming, ...] = ()
+
+
 @dataclass
 class _Level:
     """One counter: the job's (or its stage's), or a nested loop's."""
@@ -124,6 +144,10 @@ class _Stage:
     name: str
     weight: float
     status: str = "pending"  # pending | running | done
+    # Monotonic times it was entered and left, and the total its counter had then.
+    started: float | None = None
+    ended: float | None = None
+    units: int | None = None
 
     def as_wire(self, fraction: float) -> dict[str, Any]:
         return {
@@ -235,10 +259,12 @@ class Progress:
         zero. ``weight`` (default 1, or what ``plan`` said) is its share of the job."""
         with self._lock:
             self._check_cancelled()
+            now = time.monotonic()
             if self._stage is not None:
-                self._stages[self._stage].status = "done"
+                self._leave_stage(self._stages[self._stage], now)
             index = self._find_or_add(str(name), None if weight is None else _weight(weight))
-            self._stages[index].status = "running"
+            entered = self._stages[index]
+            entered.status, entered.started, entered.ended = "running", now, None
             self._stage = index
             self._levels = [_Level()]
         tracing.stage_started(self, self._stages[index].name)
@@ -260,9 +286,13 @@ class Progress:
     def _end_stage(self, index: int) -> None:
         with self._lock:
             if self._stage == index:
-                self._stages[index].status = "done"
+                self._leave_stage(self._stages[index], time.monotonic())
                 self._stage = None
         self._on_change()
+
+    def _leave_stage(self, stage: _Stage, now: float) -> None:
+        """Mark the running stage done, with its time and total. Called under the lock."""
+        stage.status, stage.ended, stage.units = "done", now, self._levels[0].total
 
     # -- loops -----------------------------------------------------------------------
 
@@ -553,6 +583,23 @@ class Progress:
                 tuple(self._files),
                 checkpoint,
             )
+
+    def timings(self) -> Timings:
+        """The job's total and its stages' times as they are now (a running stage's
+        time so far, its counter's total so far)."""
+        now = time.monotonic()
+        with self._lock:
+            running_units = self._levels[0].total
+            stages = tuple(
+                StageTiming(
+                    stage.name,
+                    stage.status,
+                    0.0 if stage.started is None else (stage.ended or now) - stage.started,
+                    running_units if stage.status == "running" else stage.units,
+                )
+                for stage in self._stages
+            )
+            return Timings(None if stages else running_units, stages)
 
     def _levels_fraction(self) -> float | None:
         """The share done of the stage (or job): nested counters, innermost first."""

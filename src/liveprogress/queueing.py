@@ -14,7 +14,9 @@ process's loop takes it).
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +28,7 @@ from django.db.models import F, Q
 from django.utils import formats, timezone, translation
 from django.utils.translation import gettext
 
+from . import history
 from .exceptions import AlreadyRunning, BadRequest
 from .models import ACTIVE_STATUSES, Job, Status
 from .publish import publish
@@ -41,6 +44,11 @@ CLIENT_SCHEDULE_AHEAD = timedelta(days=366)
 #: kind (past it a job's place is unknown until the line moves up).
 ROUND_JOBS = 100
 PLACES_KEPT = 1000
+
+#: A waiting job's start estimate is said again when the new one is off from the one
+#: it said (counted down since) by more than this many seconds and this share of it.
+START_DRIFT_S = 2.0
+START_DRIFT_SHARE = 0.2
 
 #: Times a start retries when a slot or a unique key it saw free was taken meanwhile.
 _RACE_TRIES = 5
@@ -200,6 +208,7 @@ def _hand_over_fields(
     before = (job.worker, job.heartbeat_at, job.attempts, job.message, job.paused_at)
     prepare(job)
     job.dispatched_at, job.slot, job.queue_position = now, slot, None
+    job.starts_in_s = None
 
     def undo() -> None:
         job.worker, job.heartbeat_at, job.attempts, job.message, job.paused_at = before
@@ -249,6 +258,7 @@ def _hand_over_all(candidates: list[Job], prepare: Prepare, now: datetime) -> li
                         dispatched_at=now,
                         slot=slot,
                         queue_position=None,
+                        starts_in_s=None,
                         message="",
                         updated_at=now,
                         seq=F("seq") + 1,
@@ -268,30 +278,96 @@ def _hand_over_all(candidates: list[Job], prepare: Prepare, now: datetime) -> li
 
 
 async def keep_places() -> None:
-    """Keep each waiting job's place in line (of the kinds with slots) and say it;
-    each job whose place changed publishes its new state."""
+    """Keep each waiting job's place in line (of the kinds with slots) and when it
+    should start, and say them; a job publishes its new state when its place
+    changes, or what it says of its start (see :func:`_start_to_say`)."""
     now = timezone.now()
     for name, kind in kinds().items():
-        if kind.operations.concurrency is None or kind.engine:
+        concurrency = kind.operations.concurrency
+        if concurrency is None or kind.engine:
             continue
         line = (
             Job.objects.filter(_waiting(), _due(now), kind=name, slot__isnull=True)
             .order_by("created_at")
-            .values_list("pk", "queue_position")
+            .values_list("pk", "queue_position", "starts_in_s", "updated_at")
         )
-        places = [(pk, held) async for pk, held in line[:PLACES_KEPT]]
-        for place, (pk, held) in enumerate(places, start=1):
-            if held != place:
-                await _move_up(pk, place, now)
+        waiting = [row async for row in line[:PLACES_KEPT]]
+        if not waiting:
+            continue
+        starts = await _start_estimates(name, concurrency, len(waiting), now)
+        for place, (row, estimate) in enumerate(zip(waiting, starts, strict=True), start=1):
+            pk, held_place, held_start, held_at = row
+            said, news = _start_to_say(estimate, held_start, (now - held_at).total_seconds())
+            if held_place != place or news:
+                await _move_up(pk, place, said, now)
 
 
-async def _move_up(job_id: Any, place: int, now: datetime) -> None:
+def _start_to_say(
+    estimate: float | None, held: float | None, since: float
+) -> tuple[float | None, bool]:
+    """The start estimate a waiting job says now, and whether that is news (a new
+    state). ``held`` is what it said ``since`` seconds ago: while the new
+    ``estimate`` is within the drift of it counted down, it goes on counting down
+    (a job ahead whose ETA wobbles makes no new state), and is news only when its
+    rounded phrase changes; past the drift, the new estimate is news."""
+    if estimate is None or held is None:
+        return estimate, estimate != held
+    counted_down = max(held - since, 0.0)
+    if abs(estimate - counted_down) > max(START_DRIFT_S, START_DRIFT_SHARE * estimate):
+        return round(estimate, 1), True
+    return round(counted_down, 1), _rough_start(counted_down) != _rough_start(held)
+
+
+async def _start_estimates(
+    kind: str, concurrency: int, waiting: int, now: datetime
+) -> list[float | None]:
+    """Seconds until each of the first ``waiting`` jobs in line should start (None:
+    unknown): each takes the slot that frees first, and holds it for as long as a
+    run of the kind takes. A slot frees when its job's ETA says (its remaining time
+    by past runs, when it has no ETA); a free one, now."""
+    expected = (await history.of_kind(kind)).expected()
+    holders = Job.objects.filter(kind=kind, status__in=ACTIVE_STATUSES, slot__isnull=False)
+    held = holders.values_list("status", "eta_s", "updated_at", "started_at")[:concurrency]
+    frees = [_frees_in(*row, expected, now) async for row in held]
+    frees += [0.0] * (concurrency - len(frees))  # free slots: the next round takes them
+    heapq.heapify(frees)
+    starts: list[float | None] = []
+    for _ in range(waiting):
+        start = heapq.heappop(frees)
+        starts.append(None if math.isinf(start) else round(start, 1))
+        heapq.heappush(frees, math.inf if expected is None else start + expected)
+    return starts
+
+
+def _frees_in(
+    status: str,
+    eta_s: float | None,
+    updated_at: datetime,
+    started_at: datetime | None,
+    expected: float | None,
+    now: datetime,
+) -> float:
+    """Seconds until an active job's slot frees (infinite: unknown)."""
+    if status == Status.RUNNING and eta_s is not None:
+        return max(eta_s - (now - updated_at).total_seconds(), 0.0)
+    if expected is None:
+        return math.inf
+    if status == Status.RUNNING and started_at is not None:
+        return max(expected - (now - started_at).total_seconds(), 0.0)
+    return expected  # handed over, not started yet
+
+
+async def _move_up(job_id: Any, place: int, starts_in: float | None, now: datetime) -> None:
     job = await Job.objects.filter(_waiting(), pk=job_id).afirst()
     if job is None:
         return
-    _say_waiting_for_slot(job, place)
+    _say_waiting_for_slot(job, place, starts_in)
     moved = await Job.objects.filter(_waiting(), pk=job_id).aupdate(
-        queue_position=place, message=job.message, updated_at=now, seq=F("seq") + 1
+        queue_position=place,
+        starts_in_s=starts_in,
+        message=job.message,
+        updated_at=now,
+        seq=F("seq") + 1,
     )
     if moved:
         await publish(await Job.objects.aget(pk=job_id))
@@ -307,12 +383,45 @@ def _say_scheduled(job: Job) -> None:
             job.message = gettext("Scheduled to start at %(time)s") % {"time": moment}
 
 
-def _say_waiting_for_slot(job: Job, place: int | None) -> None:
-    job.queue_position = place
+def _say_waiting_for_slot(job: Job, place: int | None, starts_in: float | None = None) -> None:
+    job.queue_position, job.starts_in_s = place, starts_in
     with translation.override(job.language or settings.LANGUAGE_CODE):
         if place is None:
             job.message = gettext("Waiting for a free slot")
-        else:
+        elif starts_in is None:
             job.message = gettext("Waiting for a free slot: number %(place)s in line") % {
                 "place": place
             }
+        elif starts_in < FEW_SECONDS:
+            job.message = gettext(
+                "Waiting for a free slot: number %(place)s in line, starts in a few seconds"
+            ) % {"place": place}
+        else:
+            job.message = gettext(
+                "Waiting for a free slot: number %(place)s in line, starts in about %(time)s"
+            ) % {"place": place, "time": _rough_time(starts_in)}
+
+
+#: Under this many seconds a start is "in a few seconds"; past it, one under
+#: ``below`` seconds is said to the nearest ``step``.
+FEW_SECONDS = 10.0
+_START_STEPS = ((60, 10), (600, 60), (3600, 300), (math.inf, 3600))
+
+
+def _rough_start(seconds: float) -> int:
+    """A start time as it is said, in seconds: under a minute by 10 s, under ten
+    minutes by the minute, under an hour by 5 min, then by the hour (0: in a few
+    seconds). The page's script (liveprogress-widgets.js) rounds the same way."""
+    if seconds < FEW_SECONDS:
+        return 0
+    step = next(step for below, step in _START_STEPS if seconds < below)
+    return int(seconds / step + 0.5) * step
+
+
+def _rough_time(seconds: float) -> str:
+    rounded = _rough_start(seconds)
+    if rounded < 60:
+        return gettext("%(seconds)s s") % {"seconds": rounded}
+    if rounded < 3600:
+        return gettext("%(minutes)s min") % {"minutes": rounded // 60}
+    return gettext("%(hours)s h") % {"hours": rounded // 3600}

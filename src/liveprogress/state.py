@@ -28,7 +28,11 @@ class JobState(TypedDict):
     progress: int
     message: str
     seq: int
+    #: Seconds left (for a queued job: how long it should run once started), and
+    #: where that comes from: "history" (past runs of its kind), "rate" (its recent
+    #: pace), "blend" (handing over from one to the other); null with no eta_s.
     eta_s: float | None
+    eta_source: str | None
     #: Units per second of the current counter, over the recent window.
     rate: float | None
     #: [{"name", "weight", "status", "fraction"}] when the job reports stages.
@@ -61,6 +65,8 @@ class JobState(TypedDict):
     resumed_from: int | None
     pause_requested: bool
     paused_at: float | None
+    #: While it waits in that line: seconds from updated_at until it should start.
+    starts_in_s: float | None
     created_at: float
     started_at: float | None
     updated_at: float
@@ -85,6 +91,7 @@ def job_state(job: Job) -> JobState:
         "message": job.message,
         "seq": job.seq,
         "eta_s": job.eta_s,
+        "eta_source": (job.eta_source or None) if job.eta_s is not None else None,
         "rate": job.rate,
         "stages": job.stages,
         "log_seq": job.log_seq,
@@ -104,6 +111,7 @@ def job_state(job: Job) -> JobState:
         "resumed_from": job.resumed_from,
         "pause_requested": job.pause_requested,
         "paused_at": _epoch(job.paused_at),
+        "starts_in_s": job.starts_in_s if job.queue_position is not None else None,
         "created_at": job.created_at.timestamp(),
         "started_at": _epoch(job.started_at),
         "updated_at": job.updated_at.timestamp(),

@@ -34,6 +34,7 @@ BEHIND_FIELDS = [
     "files",
     "message",
     "eta_s",
+    "eta_source",
     "seq",
     "updated_at",
     # Where the job is: a next attempt (a retry, a resume) goes on from it.

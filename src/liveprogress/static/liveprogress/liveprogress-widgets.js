@@ -13,6 +13,10 @@
  *                      bar when the total is unknown), message, outcome, stages,
  *                      files, elapsed / ETA / rate / start time (ticking every
  *                      second while it runs), Cancel hidden once it has ended.
+ *                      The ETA says where it comes from when not from the job's
+ *                      own pace ("(from past runs)"; its .lp-eta element's
+ *                      data-source is the state's eta_source); a job waiting in
+ *                      line says when it should start ("starts in about 40 s").
  *   bar.id, bar.element, bar.state (the newest rendered), bar.parts (its elements:
  *   title, badge, bar, fill, outcome, message, percent, elapsed, eta, rate,
  *   started, cancel, stages, files).
@@ -124,6 +128,44 @@
     }
   }
 
+  // A start some seconds away, as the server's message says it: under a minute by
+  // 10 s, under ten minutes by the minute, under an hour by 5 min, then by the hour
+  // (queueing.py rounds the same way).
+  const FEW_SECONDS = 10;
+  function roughly(seconds) {
+    const steps = [[60, 10], [600, 60], [3600, 300], [Infinity, 3600]];
+    const step = steps.find(([below]) => seconds < below)[1];
+    const rounded = Math.round(seconds / step) * step;
+    if (rounded < 60) return format(gettext("%(seconds)s s"), {seconds: rounded});
+    if (rounded < 3600) return format(gettext("%(minutes)s min"), {minutes: rounded / 60});
+    return format(gettext("%(hours)s h"), {hours: rounded / 3600});
+  }
+
+  // When a job waiting in line should start, counted down from its state's time.
+  function startsIn(state) {
+    const left = state.starts_in_s - (serverNow() - state.updated_at);
+    if (left < FEW_SECONDS) return gettext("starts in a few seconds");
+    return format(gettext("starts in about %(time)s"), {time: roughly(left)});
+  }
+
+  // A job's ETA and, where it is not the job's own pace, where it comes from: a
+  // queued job's is how long it should run; a running job's counts down.
+  const ETA_SOURCES = {
+    history: () => gettext("from past runs"),
+    blend: () => gettext("from past runs and its pace"),
+  };
+  function eta(state, receivedAt) {
+    const from = ETA_SOURCES[state.eta_source];
+    let text;
+    if (state.status === "queued") {
+      text = format(gettext("takes about %(time)s"), {time: duration(state.eta_s)});
+    } else {
+      const left = state.eta_s - (serverNow() - receivedAt);
+      text = format(gettext("about %(time)s left"), {time: duration(Math.max(left, 0))});
+    }
+    return from ? text + " (" + from() + ")" : text;
+  }
+
   // What a queued job waits for, counting down where it has a time: its retry, its
   // scheduled start, its place in line.
   function waiting(state) {
@@ -138,7 +180,8 @@
       return format(gettext("paused since %(time)s"), {time: clockTime(state.paused_at)});
     }
     if (state.queue_position != null) {
-      return format(gettext("number %(place)s in line"), {place: state.queue_position});
+      const place = format(gettext("number %(place)s in line"), {place: state.queue_position});
+      return state.starts_in_s == null ? place : place + ", " + startsIn(state);
     }
     return gettext("waiting to start");
   }
@@ -276,11 +319,9 @@
             ? ""
             : format(gettext("%(rate)s a second"), {rate: Number(state.rate.toPrecision(3)).toLocaleString(document.documentElement.lang || undefined)});
       }
-      if (done || state.eta_s === null) p.eta.textContent = "";
-      else {
-        const left = state.eta_s - (serverNow() - this.receivedAt);
-        p.eta.textContent = format(gettext("about %(time)s left"), {time: duration(Math.max(left, 0))});
-      }
+      const known = !done && state.eta_s != null;
+      p.eta.textContent = known ? eta(state, this.receivedAt) : "";
+      p.eta.dataset.source = (known && state.eta_source) || "";
     }
   }
 
