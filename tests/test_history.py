@@ -126,11 +126,11 @@ async def test_the_rate_takes_over_once_its_window_has_seen_enough(runtime, monk
     running = [s for s in states_of(seen, second.id) if s["status"] == "running"]
     sources = [state["eta_source"] for state in running if state["eta_s"] is not None]
     assert sources[0] == "history"
-    # In order: history, then blend, then rate.
-    changes = [
-        source for index, source in enumerate(sources) if sources[index - 1 : index] != [source]
-    ]
-    assert changes == ["history", "blend", "rate"], sources
+    # In order, never back: history, then blend, then rate. (A loaded machine may
+    # publish no state while the window fills, so blend may go unseen.)
+    rank = {"history": 0, "blend": 1, "rate": 2}
+    assert [rank[source] for source in sources] == sorted(rank[source] for source in sources)
+    assert sources[-1] == "rate", sources
 
 
 @pytest.mark.asyncio
