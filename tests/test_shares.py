@@ -164,8 +164,13 @@ async def test_lifetimes_and_the_cap_are_kept(sharing):
     assert (await post(client, path, {"lifetime": 60}, csrf)).status_code == 201
     full = await post(client, path, {}, csrf)
     assert full.status_code == 429 and full.json()["code"] == "limit"
-    # A revoked link makes room again.
+    # A revoked link makes room again, and goes when the next one is made: making and
+    # revoking in a loop leaves no more rows than the cap.
     await post(client, f"{path}{default['id']}/revoke/", {}, csrf)
+    for _ in range(5):
+        link = (await post(client, path, {}, csrf)).json()
+        await post(client, f"{path}{link['id']}/revoke/", {}, csrf)
+    assert await Share.objects.filter(job_id=state["id"]).acount() == 3
     assert (await post(client, path, {}, csrf)).status_code == 201
 
 
@@ -221,3 +226,30 @@ def test_a_default_lifetime_past_the_maximum_is_refused(settings):
     settings.LIVEPROGRESS = {"SHARE_LIFETIME": 10, "SHARE_MAX_LIFETIME": 5}
     with pytest.raises(ImproperlyConfigured, match="SHARE_LIFETIME"):
         conf.get("SHARE_LINKS")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "x",
+        "A" * 42,
+        "A" * 44,
+        "A" * 42 + "=",
+        "A" * 42 + "%C3%A9",
+        "%2E%2E",
+        "' OR 1=1 --",
+        "é" * 43,
+    ],
+)
+async def test_a_malformed_link_answers_the_404_of_a_missing_one(sharing, token):
+    _, _, state = await owned_job()
+    stranger = AsyncClient()
+    for path in (
+        f"/api/jobs/shared/{token}/{state['id']}/",
+        f"/api/jobs/shared/{token}/{state['id']}/events/",
+    ):
+        answer = await stranger.get(path)
+        assert answer.status_code == 404, (path, answer.content)
+        assert answer.json()["code"] == "not_found"
+    assert (await stranger.get(f"/shared/{token}/")).status_code == 404
+    assert "sessionid" not in stranger.cookies

@@ -166,3 +166,41 @@ def test_a_link_made_on_the_progress_page_follows_the_timed_process_to_its_end(
     shots.take(shared, "ended")
     stranger.close()
     owner.close()
+
+
+def test_a_link_made_on_the_import_page_shows_its_stages_but_not_its_file_or_log(
+    browser: Any, server: DaphneServer, request: pytest.FixtureRequest
+) -> None:
+    texts = TEXTS["en-US"]
+    shots = Shots(request.node.name)
+    owner = browser.new_context(locale="en-US", viewport={"width": 1024, "height": 900})
+    page = owner.new_page()
+    page.goto(server.url("/import/"))
+    rows = b"name,email,city\r\n" + b"".join(
+        f"Row{n},row{n}@example.com,Lugo\r\n".encode() for n in range(500)
+    )
+    page.set_input_files(
+        "#lp-upload input[type=file]",
+        files=[{"name": "people.csv", "mimeType": "text/csv", "buffer": rows}],
+    )
+    page.click("#lp-upload button[type=submit]")
+    page.wait_for_selector("#lp-import[data-job]", timeout=WAIT_MS)
+    link = make_link(page, "#lp-import .lp-job", texts)
+
+    stranger = browser.new_context(locale="en-US", viewport={"width": 390, "height": 844})
+    shared = watch(stranger, link, texts)
+    assert shared.locator("#lp-shared .lp-stages li").all_inner_texts() == [
+        "Validate",
+        "Import",
+        "Summarise",
+    ]
+    shared.wait_for_selector(
+        '#lp-shared .lp-job[data-status="succeeded"]', timeout=WAIT_MS + 10_000
+    )
+    # The owner's page offers the cleaned file; the shared one neither it nor the log.
+    page.wait_for_selector("#lp-import .lp-files li a", timeout=WAIT_MS)
+    assert shared.locator("#lp-shared .lp-files li").count() == 0
+    assert shared.locator(".lp-log").count() == 0
+    shots.take(shared, "imported")
+    stranger.close()
+    owner.close()

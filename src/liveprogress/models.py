@@ -571,6 +571,12 @@ class ShareQuerySet(models.QuerySet["Share"]):
         """Links that still let their holder watch: neither revoked nor expired."""
         return self.filter(revoked_at__isnull=True, expires_at__gt=timezone.now())
 
+    def dead(self) -> models.QuerySet[Share]:
+        """Links that no longer work: revoked or expired."""
+        return self.filter(
+            models.Q(revoked_at__isnull=False) | models.Q(expires_at__lte=timezone.now())
+        )
+
     async def revoke(self, share_id: Any) -> None:
         """Revoke a link now (a link revoked already keeps when it was)."""
         await self.filter(pk=share_id, revoked_at__isnull=True).aupdate(revoked_at=timezone.now())

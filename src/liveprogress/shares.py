@@ -133,6 +133,8 @@ async def create_share(owner: str, job_id: str, lifetime: Any = None) -> SharedL
         raise LimitReached(f"A job may have at most {per_job} live share links; revoke one first")
     if await alive.filter(job__owner=owner).acount() >= per_owner:
         raise LimitReached(f"You may have at most {per_owner} live share links; revoke one first")
+    # A job keeps no dead links: making and revoking them in a loop adds no rows.
+    await Share.objects.dead().filter(job_id=job.pk).adelete()
     token = secrets.token_urlsafe(TOKEN_BYTES)
     share = await Share.objects.acreate(
         job_id=job.pk,
@@ -207,7 +209,7 @@ def viewer_state(state: JobState) -> JobState:
     return {**state, **_OWNERS_ONLY}  # type: ignore[typeddict-item]
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=64)
 def viewer_frame(frame: str) -> str:
     """A hub frame as a shared stream sends it: a state frame with the viewer's state;
     "" for anything else (log lines). The hub hands every watcher of a job the same
