@@ -11,6 +11,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.test import AsyncClient
 from django.utils import timezone
@@ -128,6 +129,15 @@ async def test_the_owner_makes_lists_and_revokes_a_link_that_a_stranger_opens(sh
     malformed = await stranger.get(f"/api/jobs/shared/short/{state['id']}/")
     assert gone_api.json() == never.json() == malformed.json()
     assert not await asyncio.to_thread(still_holds, ShareGrant(link["id"]))
+
+
+async def test_a_link_s_grant_holds_while_it_works_and_sharing_is_on(sharing, settings):
+    client, csrf, state = await owned_job()
+    link = (await post(client, f"/api/jobs/{state['id']}/shares/", {}, csrf)).json()
+    grant = ShareGrant(link["id"])
+    assert await asyncio.to_thread(still_holds, grant)
+    settings.LIVEPROGRESS = {**FAST, "SHARE_LINKS": False}
+    assert not await asyncio.to_thread(still_holds, grant)
 
 
 async def test_nobody_but_the_owner_makes_lists_or_revokes_links(sharing):
@@ -253,3 +263,23 @@ async def test_a_malformed_link_answers_the_404_of_a_missing_one(sharing, token)
         assert answer.json()["code"] == "not_found"
     assert (await stranger.get(f"/shared/{token}/")).status_code == 404
     assert "sessionid" not in stranger.cookies
+
+
+async def test_staff_revoke_links_in_the_admin(sharing):
+    client, csrf, state = await owned_job()
+    link = (await post(client, f"/api/jobs/{state['id']}/shares/", {}, csrf)).json()
+    admin_user = await get_user_model().objects.acreate_superuser("root", "root@example.com")
+    staff = AsyncClient()
+    await staff.aforce_login(admin_user)
+    listing = (await staff.get("/admin/liveprogress/share/")).content.decode()
+    assert link["id"] in listing
+    row = await Share.objects.aget(pk=link["id"])
+    assert row.token_digest not in listing
+    response = await staff.post(
+        "/admin/liveprogress/share/",
+        {"action": "revoke_links", "_selected_action": [link["id"]]},
+    )
+    assert response.status_code == 302
+    assert not await Share.objects.alive().filter(pk=link["id"]).aexists()
+    token = link["url"].rstrip("/").rsplit("/", 1)[-1]
+    assert (await AsyncClient().get(f"/shared/{token}/")).status_code == 404

@@ -38,6 +38,7 @@ from django.conf import settings
 from django.contrib import auth
 from django.http import HttpRequest
 
+from . import conf
 from .models import Share
 from .publish import CONTROL_GROUP, LOGOUT_MESSAGE, SHARE_REVOKED_MESSAGE
 
@@ -113,7 +114,8 @@ def still_holds(grant: Admission) -> bool:
     session store and the user, as Django does for a request), or its share link
     is still alive."""
     if isinstance(grant, ShareGrant):
-        return Share.objects.alive().filter(pk=grant.share).exists()
+        alive = Share.objects.alive().filter(pk=grant.share)
+        return conf.get("SHARE_LINKS") and alive.exists()
     engine = import_module(settings.SESSION_ENGINE)
     session = engine.SessionStore(session_key=grant.session_key)
     # Loading forgets a key the store doesn't hold (flushed, expired).
