@@ -182,6 +182,8 @@ if os.environ.get("LIVEPROGRESS_RUNNER"):
 # their links start with DEMO_SITE_URL.
 LIVEPROGRESS.setdefault("EMAIL_NOTICES", True)
 LIVEPROGRESS.setdefault("SITE_URL", os.environ.get("DEMO_SITE_URL", "http://127.0.0.1:8000"))
+# Share links (docs/security.md): a Share button on the demo's bars.
+LIVEPROGRESS.setdefault("SHARE_LINKS", True)
 _EMAIL_BACKEND = os.environ.get(
     "DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
 )

@@ -1,15 +1,20 @@
-"""Sockets and streams that end with their session (docs/security.md, "Sessions").
+"""Sockets and streams that end with their session (docs/security.md, "Sessions"),
+or with the share link they were opened with ("Share links").
 
 A socket or an event stream is admitted with a :class:`Grant`: the session it came
 with, the user that session was signed in as, and for the staff view the
-permission it needs. It stops when the grant no longer holds:
+permission it needs. A shared job's stream is admitted with a :class:`ShareGrant`:
+the link, which holds until it expires or its owner revokes it. A connection
+stops when its grant no longer holds:
 
 - at once when the session logs out (Django's ``user_logged_out``, in any server
   process: a control broadcast over the channel layer reaches every process's
   :class:`Gate`);
+- at once when its share link is revoked (a control broadcast too);
 - within ``SESSION_CHECK_INTERVAL`` for what no signal tells: a session flushed
   or expired (a login elsewhere cycles an anonymous visitor's key), a user
-  deactivated or deleted, a password changed, a permission taken away.
+  deactivated or deleted, a password changed, a permission taken away, a share
+  link expired (or revoked while the channel layer was down).
 
 The check reads each distinct session of this process once per interval, the way
 Django reads a request's (its session engine, its auth backends): a socket costs
@@ -33,7 +38,9 @@ from django.conf import settings
 from django.contrib import auth
 from django.http import HttpRequest
 
-from .publish import CONTROL_GROUP, LOGOUT_MESSAGE
+from . import conf
+from .models import Share
+from .publish import CONTROL_GROUP, LOGOUT_MESSAGE, SHARE_REVOKED_MESSAGE
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +64,18 @@ class Grant:
     user: str | None
     #: A permission the connection needs besides ("liveprogress.view_all_jobs").
     permission: str | None = None
+
+
+@dataclass(frozen=True)
+class ShareGrant:
+    """What a shared job's stream was admitted on: a share link (its id), which holds
+    while it is neither revoked nor expired."""
+
+    share: str
+
+
+#: Whatever a connection was admitted on.
+Admission = Grant | ShareGrant
 
 
 def scope_grant(scope: dict[str, Any], owner: str | None) -> Grant | None:
@@ -90,9 +109,13 @@ class _SessionHolder:
         self.session = session
 
 
-def still_holds(grant: Grant) -> bool:
+def still_holds(grant: Admission) -> bool:
     """Whether ``grant``'s session still stands as it did (sync: it reads the
-    session store and the user, as Django does for a request)."""
+    session store and the user, as Django does for a request), or its share link
+    is still alive."""
+    if isinstance(grant, ShareGrant):
+        alive = Share.objects.alive().filter(pk=grant.share)
+        return conf.get("SHARE_LINKS") and alive.exists()
     engine = import_module(settings.SESSION_ENGINE)
     session = engine.SessionStore(session_key=grant.session_key)
     # Loading forgets a key the store doesn't hold (flushed, expired).
@@ -108,8 +131,8 @@ def still_holds(grant: Grant) -> bool:
     return grant.permission is None or user.has_perm(grant.permission)
 
 
-def _broken(grants: Iterable[Grant]) -> set[Grant]:
-    broken = set()
+def _broken(grants: Iterable[Admission]) -> set[Admission]:
+    broken: set[Admission] = set()
     for grant in grants:
         try:
             if not still_holds(grant):
@@ -125,10 +148,10 @@ class Gate:
     no longer holds."""
 
     def __init__(self) -> None:
-        self._admitted: dict[Grant, set[Ending]] = {}
+        self._admitted: dict[Admission, set[Ending]] = {}
         self._endings: set[asyncio.Task[None]] = set()
 
-    def admit(self, grant: Grant | None, ending: Ending) -> Callable[[], None]:
+    def admit(self, grant: Admission | None, ending: Ending) -> Callable[[], None]:
         """Keep ``ending`` to call once ``grant`` stops holding; returns what
         forgets it (the connection closed on its own)."""
         if grant is None:
@@ -159,15 +182,26 @@ class Gate:
 
     def logged_out(self, digest: str) -> None:
         """A session logged out (the broadcast): end its connections now."""
-        grants = [grant for grant in self._admitted if session_digest(grant.session_key) == digest]
-        if grants:
+        self._end_now(
+            grant
+            for grant in self._admitted
+            if isinstance(grant, Grant) and session_digest(grant.session_key) == digest
+        )
+
+    def share_revoked(self, share_id: str) -> None:
+        """A share link was revoked (the broadcast): end its streams now."""
+        self._end_now([ShareGrant(share_id)])
+
+    def _end_now(self, grants: Iterable[Admission]) -> None:
+        held = [grant for grant in grants if grant in self._admitted]
+        if held:
             task = asyncio.get_running_loop().create_task(
-                self._end(grants), context=contextvars.Context()
+                self._end(held), context=contextvars.Context()
             )
             self._endings.add(task)
             task.add_done_callback(self._endings.discard)
 
-    async def _end(self, grants: Iterable[Grant]) -> None:
+    async def _end(self, grants: Iterable[Admission]) -> None:
         endings = [ending for grant in grants for ending in self._admitted.pop(grant, ())]
         for result in await asyncio.gather(*(end() for end in endings), return_exceptions=True):
             if isinstance(result, Exception):
@@ -188,3 +222,16 @@ async def broadcast_logout(sender: Any, request: HttpRequest | None = None, **kw
     except Exception:
         # The periodic check still ends them, within SESSION_CHECK_INTERVAL.
         logger.warning("logout broadcast failed", exc_info=True)
+
+
+async def broadcast_share_revoked(share_id: str) -> None:
+    """Tell every server process to end the streams of the share link just revoked."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {"type": SHARE_REVOKED_MESSAGE, "share": share_id, "job": "", "worker": ""}
+    try:
+        await layer.group_send(CONTROL_GROUP, message)
+    except Exception:
+        # The periodic check still ends them, within SESSION_CHECK_INTERVAL.
+        logger.warning("share revoke broadcast failed", exc_info=True)

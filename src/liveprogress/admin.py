@@ -3,7 +3,8 @@
 Rows are read-only (jobs change through their runner, never by hand); the
 action cancels through the same path as the API, so a running job is stopped
 where it runs and its watchers see it end. Notices (emails, webhook calls) show
-how their tries went; one given up may be tried again.
+how their tries went; one given up may be tried again. Share links show when they
+were made and until when they work; staff may revoke them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import actions
-from .models import ACTIVE_STATUSES, Job, JobLog, Notice, NoticeStatus
+from .access import broadcast_share_revoked
+from .models import ACTIVE_STATUSES, Job, JobLog, Notice, NoticeStatus, Share
 from .owner import display_owner
 
 # The admin's classes are generic for the type checker (django-stubs) only: subscripted
@@ -28,10 +30,12 @@ if TYPE_CHECKING:
     _JobLogInlineBase = admin.TabularInline[JobLog, Job]
     _JobAdminBase = admin.ModelAdmin[Job]
     _NoticeAdminBase = admin.ModelAdmin[Notice]
+    _ShareAdminBase = admin.ModelAdmin[Share]
 else:
     _JobLogInlineBase = admin.TabularInline
     _JobAdminBase = admin.ModelAdmin
     _NoticeAdminBase = admin.ModelAdmin
+    _ShareAdminBase = admin.ModelAdmin
 
 _LOG_FIELDS = ("seq", "level", "text", "created_at")
 
@@ -155,5 +159,45 @@ class NoticeAdmin(_NoticeAdminBase):
                 again,
             )
             % {"count": again},
+            messages.SUCCESS,
+        )
+
+
+_SHARE_FIELDS = ("id", "job", "created_at", "expires_at", "revoked_at")
+
+
+@admin.register(Share)
+class ShareAdmin(_ShareAdminBase):
+    """Share links of jobs: made when, working until when, revoked when. The token is
+    never stored, and its digest is not shown (it opens nothing, but says nothing
+    either). Revoking here ends the link's streams at once, as the owner's revoke."""
+
+    list_display = _SHARE_FIELDS
+    list_filter = ["created_at", "expires_at"]
+    date_hierarchy = "created_at"
+    search_fields = ["id", "job__id"]
+    fields = _SHARE_FIELDS
+    readonly_fields = _SHARE_FIELDS
+    actions = ["revoke_links"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description=_("Revoke selected share links"), permissions=["change"])
+    def revoke_links(self, request: HttpRequest, queryset: QuerySet[Share]) -> None:
+        working = [
+            str(pk) for pk in queryset.filter(revoked_at__isnull=True).values_list("pk", flat=True)
+        ]
+        Share.objects.filter(pk__in=working).update(revoked_at=timezone.now())
+        for share_id in working:
+            async_to_sync(broadcast_share_revoked)(share_id)
+        self.message_user(
+            request,
+            ngettext(
+                "%(count)d share link revoked.",
+                "%(count)d share links revoked.",
+                len(working),
+            )
+            % {"count": len(working)},
             messages.SUCCESS,
         )

@@ -26,7 +26,7 @@ from django.urls import Resolver404, resolve, reverse
 from django.utils.http import content_disposition_header
 from django.views import defaults
 
-from . import actions, conf, emails, files, staff
+from . import actions, conf, emails, files, shares, staff
 from .exceptions import BadRequest, Forbidden, NotFound, RequestError, TooLarge
 from .owner import request_address, request_owner
 from .queueing import client_start_time
@@ -187,6 +187,44 @@ async def resume(request: HttpRequest, job_id: str) -> HttpResponse:
     job_id = actions.parse_job_id(job_id)
     found = await actions.resume_job(await existing_owner(request), job_id)
     return JsonResponse(job_state(found))
+
+
+@api_view("GET", "POST")
+async def job_shares(request: HttpRequest, job_id: str) -> HttpResponse:
+    """GET: the caller's job's live share links. POST ``{"lifetime": seconds}`` (optional):
+    a new one, whose ``url`` is the link, answered this once and never stored."""
+    shares.require_enabled()
+    job_id = actions.parse_job_id(job_id)
+    owner = await existing_owner(request)
+    if request.method == "POST":
+        link = await shares.create_share(owner, job_id, _body(request).get("lifetime"))
+        url = request.build_absolute_uri(link.path) if link.path else None
+        return JsonResponse(link.as_wire(url), status=201)
+    links = await shares.list_shares(owner, job_id)
+    return JsonResponse({"shares": [link.as_wire() for link in links]})
+
+
+@api_view("POST")
+async def revoke_share(request: HttpRequest, job_id: str, share_id: str) -> HttpResponse:
+    """Revoke a share link of the caller's job: dead everywhere at once, its open
+    streams ended. The link as it is now (``revoked_at`` set)."""
+    shares.require_enabled()
+    job_id = actions.parse_job_id(job_id)
+    share_id = shares.parse_share_id(share_id)
+    link = await shares.revoke_share(await existing_owner(request), job_id, share_id)
+    return JsonResponse(link.as_wire())
+
+
+@api_view("GET")
+async def shared_job(request: HttpRequest, token: str, job_id: str) -> HttpResponse:
+    """A job through a share link, as its holder sees it (no session needed, none
+    made); 404 for a link that is malformed, unknown, revoked, expired, or to
+    another job."""
+    share = await shares.shared_job_id(token, job_id)
+    found = await actions.get_job(share.job.owner, str(share.job_id))
+    response = JsonResponse(shares.viewer_state(job_state(found)))
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @api_view("GET")

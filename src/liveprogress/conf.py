@@ -117,6 +117,16 @@ DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     "NOTICE_BACKOFF": (30.0, (int, float)),
     # ...and how often each process looks for notices due (new, or due again).
     "NOTICE_INTERVAL": (2.0, (int, float)),
+    # Share links (docs/security.md, "Share links"): whether an owner may make a
+    # read-only link that lets anyone holding it watch one of their jobs live. Off,
+    # every share endpoint and page answers 404.
+    "SHARE_LINKS": (False, bool),
+    # Seconds a link lives when its owner asks for no lifetime, and the most they may ask.
+    "SHARE_LIFETIME": (24 * 3600, (int, float)),
+    "SHARE_MAX_LIFETIME": (7 * 24 * 3600, (int, float)),
+    # Links alive at once (neither revoked nor expired) per job, and per owner.
+    "MAX_SHARES_PER_JOB": (10, int),
+    "MAX_SHARES_PER_OWNER": (100, int),
 }
 
 RUNNERS = ("inprocess", "tasks")
@@ -151,6 +161,11 @@ def _settings() -> dict[str, Any]:
         raise ImproperlyConfigured(
             f"LIVEPROGRESS['SITE_URL'] = {site_url!r} must start with https:// or http:// "
             "(e.g. 'https://example.com')"
+        )
+    if values["SHARE_LIFETIME"] > values["SHARE_MAX_LIFETIME"]:
+        raise ImproperlyConfigured(
+            f"LIVEPROGRESS['SHARE_LIFETIME'] = {values['SHARE_LIFETIME']!r} must be at most "
+            f"SHARE_MAX_LIFETIME ({values['SHARE_MAX_LIFETIME']!r})"
         )
     if values["RUNNER"] not in RUNNERS:
         raise ImproperlyConfigured(
@@ -189,6 +204,8 @@ IntSetting = Literal[
     "RECENT_JOBS",
     "LOG_LIMIT",
     "NOTICE_ATTEMPTS",
+    "MAX_SHARES_PER_JOB",
+    "MAX_SHARES_PER_OWNER",
 ]
 FloatSetting = Literal[
     "ANONYMOUS_SHARE",
@@ -204,8 +221,10 @@ FloatSetting = Literal[
     "WEBHOOK_TIMEOUT",
     "NOTICE_BACKOFF",
     "NOTICE_INTERVAL",
+    "SHARE_LIFETIME",
+    "SHARE_MAX_LIFETIME",
 ]
-BoolSetting = Literal["METRICS", "EMAIL_NOTICES"]
+BoolSetting = Literal["METRICS", "EMAIL_NOTICES", "SHARE_LINKS"]
 # Only the list itself is validated; its items are module paths, as documented.
 ListSetting = Literal["JOB_MODULES"]
 # Only the mapping itself is validated here; its entries by liveprogress.webhooks

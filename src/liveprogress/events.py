@@ -20,6 +20,10 @@ reader skips superseded states and always gets the final one):
   state, then ``event: end`` with how it ended, in words (what ``sse-close``
   waits for), and the stream ends. Each event is the whole bar, so it needs no
   ids: a reconnect starts again from the job's state then.
+- ``GET /api/jobs/shared/<token>/<id>/events/``: one job through a share link,
+  as a stranger sees it (shares.py): like the job's own stream, with the states a
+  viewer sees and no log; it ends with ``event: session_ended`` when the link is
+  revoked or expires.
 
 Errors before the stream starts are the API's JSON errors with their status.
 """
@@ -41,8 +45,8 @@ from django.http.response import HttpResponseBase
 from django.utils import translation
 from django.utils.html import escape
 
-from . import actions, conf, staff
-from .access import Grant, request_grant
+from . import actions, conf, shares, staff
+from .access import Admission, ShareGrant, request_grant
 from .api import api_view, existing_owner
 from .exceptions import BadRequest, Forbidden, LimitReached, Unavailable
 from .fragments import htmx_bar, outcome
@@ -192,7 +196,7 @@ async def _stream(
     after_final: Callable[[JobState], str] | None = None,
     *,
     runtime: Runtime,
-    grant: Grant | None,
+    grant: Admission | None,
     batches: bool = False,
 ) -> AsyncIterator[str]:
     """The stream's events. Nothing is taken (a stream's place, an outbox on the hub)
@@ -455,5 +459,45 @@ async def staff_events(request: HttpRequest) -> HttpResponseBase:
             lambda frame: _event(frame, None),
             runtime=runtime,
             grant=grant,
+        )
+    )
+
+
+@api_view("GET")
+async def shared_events(request: HttpRequest, token: str, job_id: str) -> HttpResponseBase:
+    """One job's states through a share link, as its holder sees them, until its final
+    one (``?after=SEQ`` and ``Last-Event-ID`` as for the job's own stream; no log).
+    The link's grant is the stream's: revoked or expired, the stream ends."""
+    share = await shares.shared_job_id(token, job_id)
+    if "log_after" in request.GET:
+        raise BadRequest("A shared job's log is for its owner only", field="log_after")
+    job_id, owner = str(share.job_id), share.job.owner
+    after = parse_after(request.headers.get("Last-Event-ID", request.GET.get("after")), text=True)
+    current = await actions.get_job(owner, job_id)
+    if after is not None and not current.is_active and after >= current.seq:
+        return HttpResponse(status=204)
+    if request.method == "HEAD":
+        return _head()
+    # Counted per link, against MAX_STREAMS_PER_OWNER: strangers holding one link
+    # can't take the owner's own streams away.
+    streams_of = f"share:{share.pk}"
+    _check_stream_room(streams_of)
+    runtime = await get_runtime()
+    begin, end = _following_job(runtime.hub, owner, job_id, after, None)
+    position = _Position(after, None)
+
+    def shared_event(frame: str) -> tuple[str, dict[str, Any]]:
+        shown = shares.viewer_frame(frame)
+        return _event(shown, position) if shown else ("", {})
+
+    return _response(
+        _stream(
+            streams_of,
+            begin,
+            end,
+            job_id,
+            shared_event,
+            runtime=runtime,
+            grant=ShareGrant(str(share.pk)),
         )
     )

@@ -11,10 +11,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from . import actions, bridge
+from . import actions, bridge, shares
 from .exceptions import BadRequest, JobNotFound
 from .models import TERMINAL_STATUSES, Job
 from .owner import aexisting_owner_of, existing_owner_of
+from .shares import SharedLink
 from .state import JobState, StateFields, job_state
 
 
@@ -72,6 +73,29 @@ class JobHandle(StateFields):
 
     def resume(self) -> JobHandle:
         return bridge.call(self.aresume)
+
+    async def ashare(self, lifetime: int | None = None) -> SharedLink:
+        """A new read-only link to watch the job live, alive ``lifetime`` seconds (None:
+        ``SHARE_LIFETIME``); its ``path`` holds the token, which is never shown again.
+        Needs ``SHARE_LINKS``."""
+        return await shares.create_share(self.owner, self.id, lifetime)
+
+    def share(self, lifetime: int | None = None) -> SharedLink:
+        return bridge.call(lambda: self.ashare(lifetime))
+
+    async def ashares(self) -> list[SharedLink]:
+        """The job's share links that work now, newest first (without their tokens)."""
+        return await shares.list_shares(self.owner, self.id)
+
+    def shares(self) -> list[SharedLink]:
+        return bridge.call(self.ashares)
+
+    async def arevoke_share(self, share_id: str) -> SharedLink:
+        """Revoke one of the job's share links: dead everywhere at once."""
+        return await shares.revoke_share(self.owner, self.id, shares.parse_share_id(share_id))
+
+    def revoke_share(self, share_id: str) -> SharedLink:
+        return bridge.call(lambda: self.arevoke_share(share_id))
 
     async def await_end(self, timeout: float | None = None, poll: float = 0.2) -> JobState:
         """Wait until the job has ended; its final state. ``TimeoutError`` after

@@ -36,6 +36,7 @@ from .publish import (
     LOG_MESSAGE,
     LOGOUT_MESSAGE,
     PAUSE_MESSAGE,
+    SHARE_REVOKED_MESSAGE,
     in_process,
     job_group,
     owner_group,
@@ -47,7 +48,13 @@ logger = logging.getLogger(__name__)
 
 # Channel layers expire group memberships (a day by default); renew well before.
 GROUP_RENEW_S = 3600.0
-CONTROL_MESSAGES = (CANCEL_MESSAGE, ENDED_MESSAGE, LOGOUT_MESSAGE, PAUSE_MESSAGE)
+CONTROL_MESSAGES = (
+    CANCEL_MESSAGE,
+    ENDED_MESSAGE,
+    LOGOUT_MESSAGE,
+    PAUSE_MESSAGE,
+    SHARE_REVOKED_MESSAGE,
+)
 # Jobs per database query when reconciling.
 RECONCILE_BATCH = 500
 

@@ -590,3 +590,46 @@ class Notice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} {self.event} of {self.job_id} to {self.target} ({self.status})"
+
+
+class ShareQuerySet(models.QuerySet["Share"]):
+    """Share links: alive until they expire or their owner revokes them."""
+
+    def alive(self) -> models.QuerySet[Share]:
+        """Links that still let their holder watch: neither revoked nor expired."""
+        return self.filter(revoked_at__isnull=True, expires_at__gt=timezone.now())
+
+    def dead(self) -> models.QuerySet[Share]:
+        """Links that no longer work: revoked or expired."""
+        return self.filter(
+            models.Q(revoked_at__isnull=False) | models.Q(expires_at__lte=timezone.now())
+        )
+
+    async def revoke(self, share_id: Any) -> None:
+        """Revoke a link now (a link revoked already keeps when it was)."""
+        await self.filter(pk=share_id, revoked_at__isnull=True).aupdate(revoked_at=timezone.now())
+
+
+class Share(models.Model):
+    """A read-only link to one job, made by its owner: whoever holds it watches the
+    job live, without signing in, until it expires or is revoked (shares.py)."""
+
+    # Names the link to its owner (to list and revoke it); never part of the link.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="shares")
+    # SHA-256 of the link's token, hex: the token itself is shown once, to its owner,
+    # and never stored, so the table does not hold working links.
+    token_digest = models.CharField(_("token digest"), max_length=64, unique=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    expires_at = models.DateTimeField(_("expires"))
+    revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
+
+    objects = ShareQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("share link")
+        verbose_name_plural = _("share links")
+
+    def __str__(self) -> str:
+        return f"share {self.id} of {self.job_id}"

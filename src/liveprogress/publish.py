@@ -41,6 +41,8 @@ PAUSE_MESSAGE = "liveprogress.pause"
 # A session logged out: every process ends the sockets and streams it admitted
 # (access.py). It names the session by a digest of its key, never the key.
 LOGOUT_MESSAGE = "liveprogress.logout"
+# A share link was revoked: every process ends the streams it admitted on it.
+SHARE_REVOKED_MESSAGE = "liveprogress.share_revoked"
 # Every process's hub is in it: a cancel reaches the process running the job,
 # wherever the request came in.
 CONTROL_GROUP = "liveprogress.control"

@@ -30,7 +30,14 @@ from .launch import dispatch
 from .models import ACTIVE_STATUSES, Job
 from .notices import Courier
 from .progress import JobContext
-from .publish import CANCEL_MESSAGE, LOGOUT_MESSAGE, PAUSE_MESSAGE, in_process, publish
+from .publish import (
+    CANCEL_MESSAGE,
+    LOGOUT_MESSAGE,
+    PAUSE_MESSAGE,
+    SHARE_REVOKED_MESSAGE,
+    in_process,
+    publish,
+)
 from .queueing import dispatch_due, keep_places
 from .recovery import recover_dead_processes, sweep_stale, worker_id
 from .runners import Dispatcher, InProcessRunner, dispatcher
@@ -130,9 +137,12 @@ class Runtime:
 
     def _control(self, message: dict[str, Any]) -> None:
         """A control broadcast: act on it if the job runs here (and it names us); a
-        logout ends the session's connections here."""
+        logout ends the session's connections here, a revoked share link its streams."""
         if message["type"] == LOGOUT_MESSAGE:
             self.gate.logged_out(message["session"])
+            return
+        if message["type"] == SHARE_REVOKED_MESSAGE:
+            self.gate.share_revoked(message["share"])
             return
         execution = self.runner.executions.get(message["job"])
         if execution is None or message.get("worker") not in ("", None, self.worker):

@@ -1,5 +1,6 @@
-"""The pages of liveprogress: ``/jobs/``, every job of the visitor, live; and the
-staff view ``/jobs/staff/``, every job, live (staff.py says who may see it)."""
+"""The pages of liveprogress: ``/jobs/``, every job of the visitor, live; the
+staff view ``/jobs/staff/``, every job, live (staff.py says who may see it); and
+``/shared/<token>/``, one job through a share link (shares.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from . import actions, emails, staff
+from . import actions, emails, shares, staff
 from .exceptions import RequestError
+from .fragments import bar_context
 from .models import ACTIVE_STATUSES, Status
 from .owner import request_owner
 from .registry import kinds
+from .state import job_state
 from .templatetags.liveprogress import VIEWER
 
 #: The context variable that shows the staff view's link in the pages' navigation
@@ -99,3 +103,31 @@ def _shown(row: dict[str, Any], titles: dict[str, str]) -> dict[str, Any]:
         if row["cancelled_at"] is None
         else datetime.fromtimestamp(row["cancelled_at"], tz=UTC),
     }
+
+
+async def shared_page(request: HttpRequest, token: str) -> HttpResponse:
+    """One job through a share link: its bar, live and read-only (no Cancel, no
+    result, files or log). A page that does not exist for a malformed, unknown,
+    revoked or expired link. The visitor needs no session and is given none."""
+    try:
+        share = await shares.find_shared(token)
+    except RequestError:
+        raise Http404("No such page") from None
+    [job] = await actions.live_jobs([share.job])
+    state = shares.viewer_state(job_state(job))
+    feed = reverse("liveprogress:shared-job", args=[token, state["id"]])
+    context = {
+        "state": state,
+        "bar": render_to_string("liveprogress/bar.html", bar_context(state, cancel=False)),
+        "expires_at": share.expires_at,
+        # The client's apiPath: it adds "<job id>/" (and "events/") itself.
+        "api_path": feed.removesuffix(f"{state['id']}/"),
+        "titles": kind_titles(),
+    }
+    response = render(request, "liveprogress/shared.html", context)
+    # The token is the key: no Referer carries it away, no search engine keeps it,
+    # no cache stores the page.
+    response["Referrer-Policy"] = "no-referrer"
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    response["Cache-Control"] = "no-store"
+    return response

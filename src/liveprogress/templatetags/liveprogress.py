@@ -36,8 +36,9 @@ from django.template.context import Context
 from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, json_script
 
+from .. import conf
 from ..fragments import bar_context, htmx_bar, outcome
 from ..handles import JobHandle
 from ..models import Job
@@ -64,6 +65,25 @@ def liveprogress_assets(autowire: bool = True) -> str:
         static("liveprogress/liveprogress-client.js"),
         static("liveprogress/liveprogress-widgets.js"),
         " data-autowire" if autowire else "",
+    )
+
+
+@register.simple_tag
+def liveprogress_share_assets() -> str:
+    """A Share button on every bar of the page (liveprogress-share.js, after
+    ``liveprogress_assets``) and its settings, where the site turned ``SHARE_LINKS``
+    on; nothing where it did not."""
+    if not conf.get("SHARE_LINKS"):
+        return ""
+    config = {
+        "api_path": reverse("liveprogress:jobs"),
+        "lifetime": conf.get("SHARE_LIFETIME"),
+        "max_lifetime": conf.get("SHARE_MAX_LIFETIME"),
+    }
+    return format_html(
+        '{}\n<script src="{}"></script>',
+        json_script(config, "lp-share-config"),
+        static("liveprogress/liveprogress-share.js"),
     )
 
 
