@@ -595,91 +595,79 @@ class Execution:
         return self.progress.spawned or self.job.attempts > 1
 
     async def _release(self, retrying: Retrying, error: str) -> None:
-        """Give the job back to the queue for its engine's next attempt, saying when
-        and why; written, then published (the next attempt claims it anew). A job
-        whose cancel was asked meanwhile (its flag set through another process) is
-        not given back: it ends `cancelled`, and the next attempt finds it ended."""
-        async with self._publish_lock:
-            if self.ended_elsewhere:
-                self._finished = True
-                return
-            await self._take_last_progress()
-            job = self.job
-            seq, message, worker = job.seq, job.message, job.worker
-            now = timezone.now()
-            due = None if retrying.delay is None else now + timedelta(seconds=retrying.delay)
-            with translation.override(job.language or settings.LANGUAGE_CODE):
-                job.message = cut(_retry_message(retrying), MESSAGE_MAX)
-            job.status, job.error, job.rate = Status.QUEUED, error, None
-            waiting = before_start(self._eta.history)
-            job.eta_s, job.eta_source = waiting.eta_s, waiting.source
-            job.retry_at, job.updated_at, job.started_at = due, now, None
-            if retrying.max_attempts is not None:
-                job.max_attempts = retrying.max_attempts
-            if not self.kind.engine:
-                # A kind of our own waits for the dispatch loop, which starts it when
-                # due (its engine delivers another's); its slot is free meanwhile.
-                job.dispatched_at, job.slot = None, None
-            job.seq += 1
-            fields = [
-                *BEHIND_FIELDS,
-                "error",
-                "retry_at",
-                "max_attempts",
-                "started_at",
-                "dispatched_at",
-                "slot",
-            ]
-            values = {field: getattr(job, field) for field in fields}
-            if await Job.objects.release(job.pk, worker, values):
-                self._finished = True
-                job.worker, job.heartbeat_at = "", None
-                logger.info("job retried job=%s attempt=%s", job.id, retrying.attempt)
-                await self._send()
-                await send_retried(job, attempt=retrying.attempt, delay=retrying.delay, error=error)
-                return
-            # Not given back: cancelled meanwhile (or ended elsewhere: the write below
-            # then changes nothing, and says so).
-            job.status, job.seq, job.message, job.retry_at = Status.RUNNING, seq, message, None
-            job.cancel_requested = True
-            await self._write_end(Status.CANCELLED, None, "")
+        """Give the job back to the queue for its next attempt, saying when and why,
+        its last error kept: an engine delivers its task again, and a kind of our own
+        is handed over again by a dispatch loop once due."""
+        job = self.job
+        due = None
+        if retrying.delay is not None:
+            due = timezone.now() + timedelta(seconds=retrying.delay)
+        with translation.override(job.language or settings.LANGUAGE_CODE):
+            message = _retry_message(retrying)
+        waiting = before_start(self._eta.history)
+        changes: dict[str, Any] = {
+            "error": error,
+            "eta_s": waiting.eta_s,
+            "eta_source": waiting.source,
+            "retry_at": due,
+            "started_at": None,
+        }
+        if retrying.max_attempts is not None:
+            changes["max_attempts"] = retrying.max_attempts
+        if await self._give_back(Status.QUEUED, message, changes):
+            logger.info("job retried job=%s attempt=%s", job.id, retrying.attempt)
+            await send_retried(job, attempt=retrying.attempt, delay=retrying.delay, error=error)
 
     async def _pause_here(self) -> None:
-        """The job stopped at a checkpoint on its owner's request: it gives its worker
-        and slot back, `paused`, its checkpoint written; resumed, it is queued again
-        and any process goes on from there. A cancel asked meanwhile wins: it ends
-        `cancelled`."""
+        """The job stopped at a checkpoint on its owner's request: `paused`, its
+        checkpoint written; resumed, it is queued again and any process goes on from
+        there."""
+        job = self.job
+        with translation.override(job.language or settings.LANGUAGE_CODE):
+            message = gettext("Paused")
+        changes = {"paused_at": timezone.now(), "pause_requested": False, "eta_s": None}
+        if await self._give_back(Status.PAUSED, message, changes):
+            logger.info("job paused job=%s at=%s", job.id, job.current)
+
+    async def _give_back(self, status: Status, message: str, changes: dict[str, Any]) -> bool:
+        """Give the job's worker (and its slot) back, `status` (queued for a retry, or
+        paused), with ``message`` and the fields in ``changes``: written, then
+        published; the next attempt claims it anew. A job whose cancel was asked
+        meanwhile (its flag set through another process) is not given back: it ends
+        `cancelled` (False), and the next attempt finds it ended."""
         async with self._publish_lock:
             if self.ended_elsewhere:
                 self._finished = True
-                return
+                return False
             await self._take_last_progress()
             job = self.job
-            seq, message, worker = job.seq, job.message, job.worker
-            now = timezone.now()
-            with translation.override(job.language or settings.LANGUAGE_CODE):
-                job.message = gettext("Paused")
-            job.status, job.paused_at, job.pause_requested = Status.PAUSED, now, False
-            job.eta_s, job.rate, job.updated_at = None, None, now
-            job.dispatched_at, job.slot = None, None
+            before = {
+                field: getattr(job, field) for field in ("status", "seq", "message", *changes)
+            }
+            worker = job.worker
+            job.status, job.message = status, cut(message, MESSAGE_MAX)
+            job.rate, job.updated_at = None, timezone.now()
+            for field, value in changes.items():
+                setattr(job, field, value)
+            if not self.kind.engine:
+                # A kind of our own waits for a dispatch loop to hand it over again
+                # (an engine delivers its own task); its slot is free meanwhile.
+                job.dispatched_at, job.slot = None, None
             job.seq += 1
-            fields = [
-                *BEHIND_FIELDS,
-                "paused_at",
-                "pause_requested",
-                "dispatched_at",
-                "slot",
-            ]
+            fields = dict.fromkeys([*BEHIND_FIELDS, *changes, "dispatched_at", "slot"])
             values = {field: getattr(job, field) for field in fields}
-            if await Job.objects.release(job.pk, worker, values, status=Status.PAUSED):
+            if await Job.objects.release(job.pk, worker, values, status=status):
                 self._finished = True
                 job.worker, job.heartbeat_at = "", None
-                logger.info("job paused job=%s at=%s", job.id, job.resumed_from)
                 await self._send()
-                return
-            job.status, job.seq, job.message, job.paused_at = Status.RUNNING, seq, message, None
+                return True
+            # Not given back: cancelled meanwhile (or ended elsewhere: the write below
+            # then changes nothing, and says so).
+            for field, value in before.items():
+                setattr(job, field, value)
             job.cancel_requested = True
             await self._write_end(Status.CANCELLED, None, "")
+            return False
 
 
 def _retry_message(retrying: Retrying) -> str:
