@@ -190,6 +190,37 @@ def test_progress_fills_to_100_and_says_so_in_the_browser_s_language(
     context.close()
 
 
+def test_the_timed_process_pauses_and_goes_on_from_its_step(browser, server, shots):
+    context = browser.new_context(locale="es-ES")
+    context.add_init_script(RECORD_BAR)
+    page = context.new_page()
+    page.goto(server.url("/progress/?steps=40&interval=0.15"))
+    page.wait_for_function(
+        "Number(document.querySelector('#lp-demo .lp-bar').getAttribute('aria-valuenow')) >= 10",
+        timeout=WAIT_MS,
+    )
+    page.click("#lp-demo .lp-pause")
+    card_status(page, "paused")
+    assert page.text_content("#lp-demo .lp-badge") == "En pausa"
+    assert page.inner_text("#lp-demo .lp-outcome").startswith("En pausa: reanúdalo")
+    job_id = page.get_attribute("#lp-demo", "data-job")
+    step = api(context, server, "GET", f"/api/jobs/{job_id}/")[1]["current"]
+    shots.take(page, "paused")
+    page.click("#lp-demo .lp-resume")
+    page.wait_for_selector(
+        f"#lp-demo .lp-outcome:has-text('Reanudado desde {step}.')", timeout=WAIT_MS
+    )
+    card_status(page, "succeeded")
+    assert page.inner_text("#lp-demo .lp-message") == "¡Proceso completado!"
+    # One job throughout, its bar never lower than it was.
+    history = bar_history(page)
+    assert {entry["job"] for entry in history} == {job_id}
+    assert_never_went_back(history)
+    final = api(context, server, "GET", f"/api/jobs/{job_id}/")[1]
+    assert (final["resumed_from"], final["attempt"], final["current"]) == (step, 1, 40)
+    context.close()
+
+
 def test_a_reload_in_the_middle_resumes_the_same_job_never_lower(visitor, server, shots):
     page = visitor.new_page()
     page.goto(server.url("/progress/?steps=25&interval=0.2"))

@@ -498,3 +498,41 @@ def test_the_import_page_shows_a_failure_then_an_import_live(browser, server, re
         stranger.close()
     finally:
         context.close()
+
+
+def test_an_import_paused_on_its_page_goes_on_from_the_row_it_reached(browser, server, request):
+    from .test_browser import WAIT_MS, Shots
+
+    shots = Shots(request.node.name)
+    context = browser.new_context(locale="en-US")
+    page = context.new_page()
+    try:
+        page.goto(server.url("/import/"))
+        rows = b"name,email,city\r\n" + b"".join(
+            f"Row{n},row{n}@example.com,Lugo\r\n".encode() for n in range(400)
+        )
+        choose_and_import(page, "many.csv", rows)
+        current = '#lp-import .lp-stages li[aria-current="step"]'
+        page.wait_for_selector(f"{current}:text-is('Import')", timeout=WAIT_MS)
+        page.click("#lp-import .lp-pause")
+        page.wait_for_selector('#lp-import[data-status="paused"]', timeout=WAIT_MS)
+        job_id = page.get_attribute("#lp-import", "data-job")
+        paused = context.request.get(server.url(f"/api/jobs/{job_id}/")).json()
+        assert paused["status"] == "paused"
+        at = paused["current"]
+        assert 0 < at < 400
+        shots.take(page, "paused")
+        page.click("#lp-import .lp-resume")
+        page.wait_for_selector(
+            f"#lp-import .lp-outcome:has-text('Resumed from {at}.')", timeout=WAIT_MS
+        )
+        page.wait_for_selector('#lp-import[data-status="succeeded"]', timeout=30_000)
+        final = context.request.get(server.url(f"/api/jobs/{job_id}/")).json()
+        assert (final["resumed_from"], final["result"]["imported"]) == (at, 400)
+        # Every row once: none lost at the pause, none imported twice after it.
+        href = page.locator("#lp-import .lp-files a").get_attribute("href")
+        cleaned = list(csv.reader(io.StringIO(context.request.get(server.url(href)).text())))
+        assert cleaned[1:] == [[f"Row{n}", f"row{n}@example.com", "Lugo"] for n in range(400)]
+        shots.take(page, "succeeded")
+    finally:
+        context.close()

@@ -49,11 +49,19 @@ async def timer(
     steps: Annotated[int, Field(ge=1, le=10_000)] = 10,
     interval: Annotated[float, Field(ge=0, le=60)] = 1.0,
 ) -> dict[str, int]:
-    """Count ``steps`` steps of ``interval`` seconds, saying the percent at each."""
+    """Count ``steps`` steps of ``interval`` seconds, saying the percent at each.
+
+    Each step is a checkpoint: paused (or retried), it goes on from the step it
+    reached.
+    """
     progress.start(total=steps, message=_("Progress: %(percent)d%%") % {"percent": 0})
-    for step in range(1, steps + 1):
+    done = (progress.checkpoint_data or {}).get("step", 0)
+    if done:
+        progress.set(done, message=_("Progress: %(percent)d%%") % {"percent": done * 100 // steps})
+    for step in range(done + 1, steps + 1):
         await asyncio.sleep(interval)
         progress.advance(message=_("Progress: %(percent)d%%") % {"percent": step * 100 // steps})
+        progress.checkpoint({"step": step})
     progress.message(_("Process completed!"))
     return {"steps": steps}
 

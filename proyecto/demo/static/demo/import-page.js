@@ -30,6 +30,13 @@
     })
   );
 
+  // The bar's buttons act on the import the page follows (a paused import goes on
+  // from the row it reached).
+  for (const action of ["cancel", "pause", "resume"]) {
+    const button = bar.parts[action];
+    if (button) button.addEventListener("click", () => current && client[action](current));
+  }
+
   function follow(id) {
     if (current) client.unsubscribe(current);
     current = id;

@@ -106,9 +106,11 @@
     })
   );
   client.watchMine();
-  bar.parts.cancel.addEventListener("click", () => {
-    if (current) client.cancel(current);
-  });
+  // The bar's buttons act on the job the page follows.
+  for (const action of ["cancel", "pause", "resume"]) {
+    const button = bar.parts[action];
+    if (button) button.addEventListener("click", () => current && client[action](current));
+  }
   if (emailBox) {
     emailBox.addEventListener("change", () => {
       const state = current && client.jobs.get(current);
