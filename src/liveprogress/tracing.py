@@ -27,8 +27,12 @@ if TYPE_CHECKING:
     from .models import Job
     from .progress import Progress
 
-#: Whether opentelemetry-api is installed (the ``tracing`` extra): checked once.
-INSTALLED = importlib.util.find_spec("opentelemetry.trace") is not None
+#: Whether opentelemetry-api is installed (the ``tracing`` extra): checked once. The
+#: package first: find_spec of a submodule raises when its package is missing.
+INSTALLED = (
+    importlib.util.find_spec("opentelemetry") is not None
+    and importlib.util.find_spec("opentelemetry.trace") is not None
+)
 
 #: The tracer's name, as a site's SDK sees it (instrumentation scope).
 TRACER_NAME = "liveprogress"
