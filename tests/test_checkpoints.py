@@ -65,6 +65,7 @@ async def test_pause_frees_the_job_and_resume_goes_on_from_the_checkpoint(runtim
     assert paused.attempts == 1  # and the resumed run goes on with this attempt
     at = paused.checkpoint["loops"][0]
     assert jobs.rows_done[key] == list(range(at))
+    await asyncio.wait_for(runtime.runner.wait(str(started.id)), 5)
     assert str(started.id) not in runtime.runner.executions  # its worker is free
     await asyncio.sleep(0.3)
     assert (await Job.objects.aget(pk=started.pk)).status == "paused"  # stays paused

@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -157,6 +157,10 @@ class Execution:
         self._started_monotonic: float | None = None
         # Fires when the attempt has run for its kind's time limit.
         self._time_limit: asyncio.TimerHandle | None = None
+        #: The run's ending once it began (its final write, a retry's or a pause's
+        #: give-back, and what follows them): shielded from cancels, so a process
+        #: that stops waits for it (the runner's stop).
+        self.ending: asyncio.Task[None] | None = None
         self._finished = False
         #: True once someone else ended the job (a sweep, a cancel while queued):
         #: nothing of it is published or written from here on.
@@ -232,11 +236,13 @@ class Execution:
         # Started now, not on the loop's next turn: a busy loop's turn is what a
         # final state waited for.
         if retrying is not None:
-            await asyncio.shield(start_now(self._release(retrying, retrying.cause or error)))
+            ending: Coroutine[Any, Any, None] = self._release(retrying, retrying.cause or error)
         elif paused:
-            await asyncio.shield(start_now(self._pause_here()))
+            ending = self._pause_here()
         else:
-            await asyncio.shield(start_now(self._finish(status, result, error)))
+            ending = self._finish(status, result, error)
+        self.ending = start_now(ending)
+        await asyncio.shield(self.ending)
         if shutdown:
             raise asyncio.CancelledError
 

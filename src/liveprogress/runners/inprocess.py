@@ -26,6 +26,9 @@ from ..writebehind import WriteBehind
 
 logger = logging.getLogger(__name__)
 
+#: The longest a stopping runner waits for its jobs' endings to be written.
+STOP_WAIT_S = 10.0
+
 
 class InProcessRunner:
     """Runs jobs in this process; ``context_for`` gives each its context (files,
@@ -150,11 +153,18 @@ class InProcessRunner:
                 await execution.pause()
 
     async def stop(self) -> None:
-        """Stop this process's jobs (each ends `interrupted`) and what runs them."""
+        """Stop this process's jobs (each ends `interrupted`) and what runs them,
+        once their endings are written (at most ``STOP_WAIT_S``: a database that is
+        away leaves the rest to a sweep)."""
         tasks = list(self._tasks.values())
+        executions = list(self.executions.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # A cancel reaches a run, not its ending (shielded): wait for those under way.
+        endings = [run.ending for run in executions if run.ending and not run.ending.done()]
+        if endings:
+            await asyncio.wait(endings, timeout=STOP_WAIT_S)
         self.writer.close()
         self.threads.shutdown()
 
