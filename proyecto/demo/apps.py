@@ -11,6 +11,8 @@ class DemoConfig(AppConfig):
     # at start-up like every installed app's.
     name = "proyecto.demo"
     label = "demo"
+    # As its migrations were made (Django 6's default; 5.2's is AutoField).
+    default_auto_field = "django.db.models.BigAutoField"
     verbose_name = _("liveprogress demo")
 
     def ready(self) -> None:
