@@ -109,8 +109,12 @@ class Runtime:
     async def _dispatch_loop(self) -> None:
         interval = conf.get("DISPATCH_INTERVAL")
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 a wait_for whose wait ends
+            # as it is cancelled swallows the cancel, and a stopped runtime's loop
+            # would go on handing jobs over to its stopped runner.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dispatch_wanted.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await self._dispatch_wanted.wait()
             self._dispatch_wanted.clear()
             try:
                 await self.dispatch_round()
@@ -183,6 +187,8 @@ class Runtime:
         """Stop the loops and the jobs of this process (tests, clean shutdown)."""
         for task in self._loops:
             task.cancel()
+        # Ended before the runner stops: none hands a job over to a stopped runner.
+        await asyncio.gather(*self._loops, return_exceptions=True)
         await self.runner.stop()
         await self.courier.stop()
         await self.hub.stop()
