@@ -169,13 +169,15 @@ def _saved(job: Job) -> bool:
             job.save(force_insert=True)
         return True
     except IntegrityError:
-        duplicate = _active_duplicate(job)
+        duplicate = active_duplicate(job)
         if duplicate is not None:
             raise AlreadyRunning(duplicate) from None
         return False
 
 
-def _active_duplicate(job: Job) -> Job | None:
+def active_duplicate(job: Job) -> Job | None:
+    """The active job of ``job``'s unique kind with its key, if any (checked before a
+    start, where a duplicate needs no caps, and after a refused insert)."""
     if not job.unique_key:
         return None
     return (
@@ -183,12 +185,6 @@ def _active_duplicate(job: Job) -> Job | None:
         .exclude(pk=job.pk)
         .first()
     )
-
-
-def active_duplicate(job: Job) -> Job | None:
-    """The active job of ``job``'s unique kind with its key, if any (before a start:
-    a duplicate needs no caps checked)."""
-    return _active_duplicate(job)
 
 
 def _free_slots(kind: str, concurrency: int) -> list[int]:
