@@ -88,6 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         help="servers: a window of S seconds (default: 5 quick, 15 full)",
     )
     parser.add_argument(
+        "--server",
+        action="append",
+        choices=servers.KINDS,
+        help="servers: only this server of ours, with its ceiling (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--load",
+        action="append",
+        choices=["everyday", "saturated"],
+        help="servers: only this load (repeatable; default: both)",
+    )
+    parser.add_argument(
         "--server-settings",
         type=json.loads,
         default={},
@@ -147,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         fanout.PROCS_LOADS = [fanout.Load(args.watchers, max(1, args.watchers // 10), 1.0, 10.0)]
     if args.window:
         servers.WINDOW = args.window
+    servers.ONLY_KINDS, servers.ONLY_LOADS = args.server, args.load
     soft, hard = harness.raise_fd_limit()
     machine = harness.machine()
     print(

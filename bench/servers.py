@@ -60,6 +60,10 @@ FULL_WINDOW = 15.0
 #: Set by ``--watchers`` and ``--window`` (None: the defaults).
 WATCHERS: int | None = None
 WINDOW: float | None = None
+#: Set by ``--server`` and ``--load``: only these of our servers (each with its
+#: ceiling; the bare server and the example always run) and loads (None: all).
+ONLY_KINDS: list[str] | None = None
+ONLY_LOADS: list[str] | None = None
 #: Ratio of frames/core-s to the bare server's that target 2 asks: best server, Daphne.
 TARGET_BEST = 0.9
 TARGET_DAPHNE = 0.7
@@ -91,10 +95,11 @@ def loads(full: bool) -> dict[str, Load]:
     """The everyday and the saturated load, scaled by ``WATCHERS`` when set."""
     window = WINDOW or (FULL_WINDOW if full else QUICK_WINDOW)
     watchers = WATCHERS or 1000
-    return {
+    every = {
         "everyday": Load(watchers, max(1, watchers // 10), 1.0, window),
         "saturated": Load(2 * watchers, max(1, watchers // 5), 5.0, window),
     }
+    return {name: load for name, load in every.items() if name in (ONLY_LOADS or every)}
 
 
 def ceiling(kind: str) -> str:
@@ -125,7 +130,8 @@ def run(full: bool) -> dict[str, Any]:
         workdir = Path(tmp)
         for load_name, load in chosen.items():
             measured = []
-            variants = [BARE, EXAMPLE, *(name for kind in KINDS for name in (ceiling(kind), kind))]
+            kinds = [kind for kind in KINDS if kind in (ONLY_KINDS or KINDS)]
+            variants = [BARE, EXAMPLE, *(name for kind in kinds for name in (ceiling(kind), kind))]
             for variant in variants:
                 harness.log(f"servers: {load_name}, {variant}")
                 try:

@@ -20,6 +20,21 @@ FAST = {
 }
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """SQLite's test database in a file, as a site runs it (WAL, writers wait for the
+    lock): Django's default in-memory one shares one cache between connections, where
+    a job's thread writing its own rows while the runtime writes the job's state fails
+    at once with "database table is locked" instead of waiting its turn."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("TEST", {})["NAME"] = str(
+            tmp_path_factory.mktemp("database") / "test.sqlite3"
+        )
+
+
 @pytest.fixture(autouse=True)
 def media_root(settings, tmp_path_factory):
     """Jobs' files go to a temporary folder, never into the checkout."""

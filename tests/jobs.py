@@ -120,7 +120,9 @@ async def collect(*, job_id: str | None = None, owner: str | None = None):
 
 
 @job("tests.retryable", retryable=True)
-async def retryable(progress, steps: int = 3, interval: float = 0.05):
+async def retryable(progress, steps: int = 3, interval: float = 0.05, say: str = ""):
+    if say:
+        progress.log(say)
     progress.start(total=steps)
     for _ in range(steps):
         await asyncio.sleep(interval)

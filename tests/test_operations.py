@@ -76,6 +76,13 @@ async def test_a_failing_attempt_is_retried_after_its_backoff_and_watchers_see_i
     assert "retrying in" in retries[0]["message"].lower() or "reintent" in retries[0]["message"]
     assert all(state["max_attempts"] == 3 for state in retries)
     assert seen.seqs == sorted(seen.seqs)
+    # The log says where each attempt ended and why (in the job's language: the
+    # site's, Spanish).
+    lines, _dropped = await actions.log_lines(final, 0)
+    assert [(line["level"], line["text"]) for line in lines] == [
+        ("warning", "Ha fallado; se reintenta ahora (intento 2 de 3): run 1 failed"),
+        ("warning", "Ha fallado; se reintenta ahora (intento 3 de 3): run 2 failed"),
+    ]
 
 
 @pytest.mark.asyncio

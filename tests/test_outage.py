@@ -189,10 +189,22 @@ async def test_head_gets_the_headers_only(site):
 
 
 @pytest.mark.parametrize("path", ["/bug/", "/crash/"])
-async def test_a_bug_stays_a_500(site, path):
+async def test_a_bug_stays_a_500(site, path, caplog):
     status, headers, body = await answer(site, path, headers=[(b"accept", b"text/html")])
     assert status == 500
     assert "retry-after" not in headers
+    # Logged as Django logs any 500: an error with its traceback.
+    [logged] = [record for record in caplog.records if record.name == "django.request"]
+    assert logged.levelname == "ERROR" and logged.exc_info is not None
+
+
+async def test_an_outage_logs_one_warning_not_a_traceback(site, caplog):
+    status, _, _ = await answer(site, "/down-api/")
+    assert status == 503
+    assert [record for record in caplog.records if record.name == "django.request"] == []
+    [logged] = [record for record in caplog.records if record.name == "liveprogress.asgi"]
+    assert logged.levelname == "WARNING" and logged.exc_info is None
+    assert "answered 503 path=/down-api/ error=OperationalError" in logged.getMessage()
 
 
 async def test_the_rest_of_the_site_is_untouched(site):

@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from liveprogress import actions
-from liveprogress.models import UNPERSISTED_SEQ_WINDOW, Job
+from liveprogress.models import UNPERSISTED_SEQ_WINDOW, Job, JobLog
 from liveprogress.publish import CANCEL_MESSAGE, control
 from liveprogress.runtime import get_runtime, stop_runtime
 
@@ -86,6 +86,7 @@ def dead_worker() -> str:
 async def test_retryable_job_of_a_dead_process_starts_again(fast, transactional_db):
     job = await Job.objects.acreate(
         kind="tests.retryable",
+        params={"say": "second attempt"},
         owner=OWNER,
         status="running",
         seq=5,
@@ -94,7 +95,10 @@ async def test_retryable_job_of_a_dead_process_starts_again(fast, transactional_
         worker=dead_worker(),
         heartbeat_at=timezone.now(),
         attempts=1,
+        log_seq=2,
     )
+    for seq in (1, 2):
+        await JobLog.objects.acreate(job=job, seq=seq, level="info", text=f"line {seq}")
     await stop_runtime()
     runtime = await get_runtime()
     await asyncio.wait_for(runtime.runner.wait(str(job.id)), 5)
@@ -102,6 +106,14 @@ async def test_retryable_job_of_a_dead_process_starts_again(fast, transactional_
     assert (stored.status, stored.attempts, stored.result) == ("succeeded", 2, {"steps": 3})
     assert stored.seq > 5 + UNPERSISTED_SEQ_WINDOW
     assert stored.worker == runtime.worker
+    # The log says where the dead attempt stopped; the next one's lines follow it.
+    logged = [(line.seq, line.level, line.text) async for line in stored.log_lines.all()]
+    assert logged == [
+        (1, "info", "line 1"),
+        (2, "info", "line 2"),
+        (3, "warning", "The process running this job stopped; starting again"),
+        (4, "info", "second attempt"),
+    ]
     await stop_runtime()
 
 

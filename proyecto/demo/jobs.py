@@ -241,10 +241,12 @@ def _read_csv(
         )
     if len(table) < 2:
         raise ImportRefused(_("The file has a header and no rows."))
-    progress.log(
-        _("%(rows)d rows, columns: %(columns)s")
-        % {"rows": len(table) - 1, "columns": ", ".join(header)}
-    )
+    if not progress.resumed:
+        # Said once: a resumed attempt reads the file again, and its log already has it.
+        progress.log(
+            _("%(rows)d rows, columns: %(columns)s")
+            % {"rows": len(table) - 1, "columns": ", ".join(header)}
+        )
     return header, table[1:]
 
 

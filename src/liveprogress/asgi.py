@@ -86,10 +86,23 @@ def get_asgi_application(
 
 
 #: Set by AnswerUnavailable around each HTTP request: what answers it instead of
-#: Django's 500 when a service it needed was down (empty: a 500 stays a 500).
-_outage_answer: ContextVar[list[HttpResponse] | None] = ContextVar(
+#: Django's 500 when a service it needed was down, with the error that said so
+#: (empty: a 500 stays a 500).
+_outage_answer: ContextVar[list[tuple[HttpResponse, str]] | None] = ContextVar(
     "liveprogress_outage_answer", default=None
 )
+
+
+class _OutageLogFilter(logging.Filter):
+    """On ``django.request``: Django's "Internal Server Error" record, with its
+    traceback, for a 500 that goes out as a 503 (a service down is no bug; one warning
+    line says it, ``liveprogress.asgi``). Every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "status_code", None) != 500 or not _outage_answer.get():
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or not is_unavailable(error)
 
 
 class AnswerUnavailable:
@@ -111,6 +124,9 @@ class AnswerUnavailable:
 
         self.application = application
         got_request_exception.connect(_note_outage, dispatch_uid="liveprogress.asgi.outage")
+        request_logger = logging.getLogger("django.request")
+        if not any(isinstance(each, _OutageLogFilter) for each in request_logger.filters):
+            request_logger.addFilter(_OutageLogFilter())
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] == "http":
@@ -120,7 +136,7 @@ class AnswerUnavailable:
         return await self.application(scope, receive, send)
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        answer: list[HttpResponse] = []
+        answer: list[tuple[HttpResponse, str]] = []
         replaced = False
 
         async def send_or_replace(message: dict[str, Any]) -> None:
@@ -129,8 +145,11 @@ class AnswerUnavailable:
                 return  # the 500's body: the answer went in its place
             if message["type"] == "http.response.start" and message["status"] == 500 and answer:
                 replaced = True
-                logger.warning("service unavailable: answered 503 path=%s", scope["path"][:200])
-                await _send_response(send, answer[-1], head=scope.get("method") == "HEAD")
+                response, error = answer[-1]
+                logger.warning(
+                    "service unavailable: answered 503 path=%s error=%s", scope["path"][:200], error
+                )
+                await _send_response(send, response, head=scope.get("method") == "HEAD")
                 return
             await send(message)
 
@@ -182,7 +201,7 @@ def _note_outage(sender: Any, request: HttpRequest, **kwargs: Any) -> None:
     if error is None or not is_unavailable(error):
         return
     try:
-        answer.append(unavailable_response(request))
+        answer.append((unavailable_response(request), f"{type(error).__name__}: {error}"[:300]))
     except Exception:
         # Never worse than Django's own answer: the 500 stays.
         logger.exception("the 503 answer could not be made path=%s", request.path[:200])

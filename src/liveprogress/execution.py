@@ -610,6 +610,9 @@ class Execution:
             due = timezone.now() + timedelta(seconds=retrying.delay)
         with translation.override(job.language or settings.LANGUAGE_CODE):
             message = _retry_message(retrying)
+        # The log says why: a next attempt may log again what this one logged (its
+        # work before the checkpoint), and a reader must see where one attempt ended.
+        self.progress.log(f"{message}: {error}", level="warning")
         waiting = before_start(self._eta.history)
         changes: dict[str, Any] = {
             "error": error,

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db import models, transaction
 from django.db.models import Case, F, When
 from django.utils import timezone
@@ -123,7 +124,8 @@ class JobQuerySet(models.QuerySet["Job"]):
 
     async def requeue(self, job: Job, reason: str, due: datetime | None) -> bool:
         """Queue the job of a process that died again, to start from the beginning
-        when ``due`` (None: at once), handed over by a dispatch loop then.
+        (or its checkpoint) when ``due`` (None: at once), handed over by a dispatch
+        loop then; ``reason`` is its message and a warning line in its log.
 
         ``job`` (as read) takes the queued state, and the row takes it only while it
         is as ``job`` was read (active, the same worker and heartbeat). Its seq jumps
@@ -151,10 +153,24 @@ class JobQuerySet(models.QuerySet["Job"]):
             "slot",
             "retry_at",
         ]
-        requeued = await self.filter(status__in=ACTIVE_STATUSES, **dead).aupdate(
-            **{field: getattr(job, field) for field in fields}
-        )
-        return bool(requeued)
+        values = {field: getattr(job, field) for field in fields}
+
+        def write() -> bool:
+            # The reason goes to the job's log too, in the same transaction: a next
+            # attempt (claimed once this commits) counts its lines on from it.
+            with transaction.atomic():
+                requeued = self.filter(status__in=ACTIVE_STATUSES, **dead).update(
+                    **values, log_seq=F("log_seq") + 1
+                )
+                if not requeued:
+                    return False
+                job.log_seq = self.filter(pk=job.pk).values_list("log_seq", flat=True).get()
+                JobLog.objects.create(
+                    job_id=job.pk, seq=job.log_seq, level=LogLevel.WARNING, text=reason
+                )
+            return True
+
+        return await sync_to_async(write, thread_sensitive=True)()
 
     async def release(
         self, job_id: Any, worker: str, values: dict[str, Any], *, status: Status = Status.QUEUED

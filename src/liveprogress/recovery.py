@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,8 @@ from django.utils import timezone
 from . import conf
 from .cascade import end_children
 from .models import ACTIVE_STATUSES, Job
-from .publish import ENDED_MESSAGE, control, publish
+from .progress import LogLine
+from .publish import ENDED_MESSAGE, control, publish, publish_log
 from .registry import JobKind, kinds
 from .signals import send_finished, send_retried
 
@@ -90,6 +92,7 @@ async def _requeue(job: Job, reason: str, kind: JobKind, runner: InProcessRunner
         logger.warning("job re-queued job=%s reason=%r", job.id, reason)
         await _stop_where_it_runs(job.pk, dead_worker, runner)
         await publish(job)
+        await publish_log(job, [LogLine(job.log_seq, "warning", reason, time.time())])
         await send_retried(job, attempt=job.attempts + 1, delay=delay or None, error=reason)
     return requeued
 
