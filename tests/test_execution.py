@@ -8,6 +8,7 @@ import time
 import pytest
 
 from liveprogress import actions, execution, writebehind
+from liveprogress.exceptions import JobNotFound
 from liveprogress.finalwrites import FinalWrites
 from liveprogress.models import UNPERSISTED_SEQ_WINDOW, Job, JobQuerySet
 from liveprogress.runtime import get_runtime, stop_runtime
@@ -380,6 +381,33 @@ async def test_foreign_jobs_are_not_found(runtime):
             await call("session:b", str(job.id))
     await runtime.runner.wait(str(job.id))
     assert (await Job.objects.aget(pk=job.pk)).status == "succeeded"
+
+
+async def test_a_job_running_here_is_read_from_memory_with_no_query(runtime, monkeypatch):
+    """Every subscribe, poll and cancel asks for the job: while it runs here, the
+    live state answers (newer than the row) and the database is not asked."""
+    from django.db.models.query import QuerySet
+
+    job = await actions.start_job("session:a", "demo.timer", {"steps": 50, "interval": 0.02})
+    execution = runtime.runner.executions[str(job.id)]
+    while execution.job.current < 3:
+        await asyncio.sleep(0.01)
+
+    def no_query(*args, **kwargs):
+        raise AssertionError("the database was asked")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(QuerySet, "afirst", no_query)
+        found = await actions.get_job("session:a", str(job.id))
+    assert found is execution.job and found.status == "running" and found.current >= 3
+    # Not the owner: the row decides, and it says no.
+    with pytest.raises(JobNotFound):
+        await actions.get_job("session:b", str(job.id))
+    await actions.cancel_job("session:a", str(job.id))
+    await runtime.runner.wait(str(job.id))
+    # Ended: from the database, as written.
+    ended = await actions.get_job("session:a", str(job.id))
+    assert ended is not execution.job and ended.status == "cancelled"
 
 
 async def test_a_database_hiccup_delays_states_but_loses_nothing(runtime, monkeypatch):

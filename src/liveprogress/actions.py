@@ -91,20 +91,21 @@ async def start_job(
 
 
 async def get_job(owner: str, job_id: str) -> Job:
-    """The caller's job as it is now: from the database, or live from this process
-    while it runs here (the database lags the live state by up to the window)."""
-    job = await Job.objects.filter(pk=job_id, owner=owner).afirst()
-    if job is None:
-        raise JobNotFound("No such job", field="job")
+    """The caller's job as it is now: live from this process while it runs here,
+    with no query (the database lags the live state by up to the window, and every
+    subscribe, poll and cancel of a running job asks for it), else from the database."""
     runtime = await get_runtime()
     execution = runtime.runner.executions.get(job_id)
     if (
         execution is not None
-        and job.is_active
+        and execution.job.owner == owner
+        and execution.job.is_active
         and not execution.ended_elsewhere
-        and execution.job.seq > job.seq
     ):
         return execution.job
+    job = await Job.objects.filter(pk=job_id, owner=owner).afirst()
+    if job is None:
+        raise JobNotFound("No such job", field="job")
     return job
 
 

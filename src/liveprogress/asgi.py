@@ -162,10 +162,14 @@ class AnswerUnavailable:
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         from channels.db import aclose_old_connections
 
+        from .consumers import SERVER_SEND
         from .exceptions import Unavailable
         from .state import encode, error_frame
 
         accepted = False
+        # The socket's frames go to the server's send directly (they come after the
+        # accept, which is all tracked_send watches for).
+        scope = {**scope, SERVER_SEND: send}
 
         async def tracked_send(message: dict[str, Any]) -> None:
             nonlocal accepted

@@ -374,14 +374,26 @@ class Execution:
 
     async def _publish_loop(self) -> None:
         interval = conf.get("PUBLISH_INTERVAL")
+        loop = asyncio.get_running_loop()
+        # At most one state per interval: a change within it waits out the rest; a
+        # job that changes less often goes out as it changes, with no timer between
+        # (a wake-up per state less, most of a quiet server's loop).
+        next_at = 0.0
         while True:
             await self._dirty.wait()
             try:
-                # Shielded: when the function ends, this loop is cancelled, but a
-                # publish under way finishes first (it may hold log lines it took
-                # from the Progress); the ending waits for it on the lock.
-                await asyncio.shield(start_now(self.publish_now()))
-                await asyncio.sleep(interval)
+                wait = next_at - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                next_at = loop.time() + interval
+                publishing = start_now(self.publish_now())
+                if publishing.done():
+                    publishing.result()  # its error, if any, as below
+                else:
+                    # Shielded: when the function ends, this loop is cancelled, but
+                    # a publish under way finishes first (it may hold log lines it
+                    # took from the Progress); the ending waits for it on the lock.
+                    await asyncio.shield(publishing)
             except Exception:
                 # The database is away: the job goes on, its state waits (it may not
                 # be published further than the window past what is written).
