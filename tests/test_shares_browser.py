@@ -6,7 +6,10 @@ revokes it. Screenshots land in ``test-output/browser/``."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -204,3 +207,51 @@ def test_a_link_made_on_the_import_page_shows_its_stages_but_not_its_file_or_log
     shots.take(shared, "imported")
     stranger.close()
     owner.close()
+
+
+def test_a_link_revoked_while_the_viewer_is_away_ends_when_it_comes_back(
+    browser: Any, tmp_path: Any, request: pytest.FixtureRequest
+) -> None:
+    """The revoke's broadcast finds no stream to end when the viewer's is away (a
+    server restart, a network blip): the stream that comes back is refused, and the
+    page asks the job why rather than go on reconnecting for ever while it shows
+    "Live"."""
+    texts = TEXTS["en-US"]
+    shots = Shots(request.node.name)
+    db = tmp_path / "away.sqlite3"
+    with DaphneServer(db) as server:
+        owner = browser.new_context(locale="en-US")
+        page = owner.new_page()
+        page.goto(server.url("/jobs/"))
+        status, job = api(
+            owner,
+            server,
+            "POST",
+            "/api/jobs/",
+            {"kind": "demo.timer", "params": {"steps": 400, "interval": 0.05}},
+        )
+        assert status == 201, job
+        bar = f'.lp-job[data-lp-job="{job["id"]}"]'
+        page.wait_for_selector(bar, timeout=WAIT_MS)
+        link = make_link(page, bar, texts)
+        stranger = browser.new_context(locale="en-US")
+        shared = watch(stranger, link, texts)
+
+        # The server goes away with the stream; while it is away the link is revoked.
+        server.kill()
+        revoked_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        with closing(sqlite3.connect(db, timeout=10)) as connection, connection:
+            changed = connection.execute(
+                "UPDATE liveprogress_share SET revoked_at = ? WHERE job_id = ?",
+                (revoked_at, job["id"].replace("-", "")),
+            ).rowcount
+        assert changed == 1
+        server.requested_port = server.port  # back where the page looks for it
+        server.start()
+
+        shared.wait_for_selector(".lp-shared-ended", state="visible", timeout=WAIT_MS)
+        assert shared.locator("[data-lp-connection]").get_attribute("data-state") == "down"
+        assert shared.locator("[data-lp-connection]").inner_text() == texts["not_live"]
+        shots.take(shared, "revoked-while-away")
+        stranger.close()
+        owner.close()

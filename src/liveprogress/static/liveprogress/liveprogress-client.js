@@ -241,10 +241,16 @@
         if (!this.opened) this.fail();
         else if (source.readyState === EventSource.CLOSED) {
           // The server refused to go on (an error status, or 204 for a job that
-          // ended): open it again later unless the job has ended.
+          // ended). EventSource doesn't say which: the job's own answer does (it
+          // ended: kept; it is gone or no longer ours to see: onError), and the
+          // stream opens again later unless the job has ended or gone.
           this.sources.delete(key);
-          setTimeout(() => {
+          const again = () => {
             if (this.client.transport === this && !this.sources.has(key)) this.reopen(key);
+          };
+          setTimeout(() => {
+            if (key === "mine") again();
+            else this.client.fetchJob(key).then(again, again);
           }, this.client.options.maxDelay / 2);
         }
         // Otherwise EventSource reconnects by itself, with Last-Event-ID.
