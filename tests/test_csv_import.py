@@ -187,6 +187,38 @@ async def test_a_good_file_is_imported_without_its_bad_rows(runtime):
     assert [line["seq"] for line in later["lines"]] == [5, 6]
 
 
+async def test_a_retried_import_imports_each_row_once_and_says_why_it_went_again(
+    runtime, monkeypatch
+):
+    from django.db import DatabaseError
+
+    from proyecto.demo.models import ImportedRow
+
+    rows = ImportedRow.objects
+    create = rows.get_or_create
+    calls = []
+
+    def fails_once(**kwargs):
+        calls.append(kwargs["line"])
+        if len(calls) == 2:  # the second good row, once
+            raise DatabaseError("disk I/O error")
+        return create(**kwargs)
+
+    monkeypatch.setattr(rows, "get_or_create", fails_once)
+    client, final = await import_file(GOOD_WITH_BAD_ROWS)
+    assert (final["status"], final["attempt"]) == ("succeeded", 2), final["error"]
+    assert (final["result"]["imported"], final["result"]["skipped"]) == (3, 4)
+    log = (await client.get(f"/api/jobs/{final['id']}/logs/")).json()
+    texts = [line["text"] for line in log["lines"]]
+    # The file's header once (the resumed attempt read it again, and said nothing),
+    # where the first attempt ended and why, and the summary last.
+    assert texts.count("7 rows, columns: name, email, city") == 1
+    assert [text for text in texts if text.endswith(": disk I/O error")] == [
+        "Failed; retrying in 1 s (attempt 2 of 3): disk I/O error"
+    ]
+    assert texts[-1] == "3 of 7 rows imported, 4 skipped."
+
+
 async def test_a_plain_form_post_is_redirected_to_the_import_page(runtime):
     client, token = await visit()
     response = await upload(client, token, b"a,b\n1,2\n", accept="text/html")
