@@ -75,6 +75,26 @@ def make_link(page: Any, bar: str, texts: dict[str, str]) -> str:
     return page.locator(f"{bar} .lp-share-url").input_value()
 
 
+def share_a_running_job(
+    owner: Any, server: DaphneServer, texts: dict[str, str]
+) -> tuple[Any, dict[str, Any], str, str]:
+    """On the owner's /jobs/ page: a long timed job started and a link made to it;
+    the page, the job, its bar's selector and the link."""
+    page = owner.new_page()
+    page.goto(server.url("/jobs/"))
+    status, job = api(
+        owner,
+        server,
+        "POST",
+        "/api/jobs/",
+        {"kind": "demo.timer", "params": {"steps": 400, "interval": 0.05}},
+    )
+    assert status == 201, job
+    bar = f'.lp-job[data-lp-job="{job["id"]}"]'
+    page.wait_for_selector(bar, timeout=WAIT_MS)
+    return page, job, bar, make_link(page, bar, texts)
+
+
 def watch(stranger: Any, link: str, texts: dict[str, str]) -> Any:
     """The link opened in the stranger's browser, its bar seen moving."""
     page = stranger.new_page()
@@ -105,19 +125,7 @@ def test_a_link_made_on_the_jobs_page_shows_the_bar_live_until_it_is_revoked(
     texts = TEXTS[locale]
     shots = Shots(request.node.name)
     owner = browser.new_context(locale=locale, viewport={"width": 1024, "height": 900})
-    page = owner.new_page()
-    page.goto(server.url("/jobs/"))
-    status, job = api(
-        owner,
-        server,
-        "POST",
-        "/api/jobs/",
-        {"kind": "demo.timer", "params": {"steps": 400, "interval": 0.05}},
-    )
-    assert status == 201, job
-    bar = f'.lp-job[data-lp-job="{job["id"]}"]'
-    page.wait_for_selector(bar, timeout=WAIT_MS)
-    link = make_link(page, bar, texts)
+    page, job, bar, link = share_a_running_job(owner, server, texts)
     shots.take(page, "link-made")
 
     stranger = browser.new_context(locale=locale, viewport={"width": 390, "height": 844})
@@ -221,19 +229,7 @@ def test_a_link_revoked_while_the_viewer_is_away_ends_when_it_comes_back(
     db = tmp_path / "away.sqlite3"
     with DaphneServer(db) as server:
         owner = browser.new_context(locale="en-US")
-        page = owner.new_page()
-        page.goto(server.url("/jobs/"))
-        status, job = api(
-            owner,
-            server,
-            "POST",
-            "/api/jobs/",
-            {"kind": "demo.timer", "params": {"steps": 400, "interval": 0.05}},
-        )
-        assert status == 201, job
-        bar = f'.lp-job[data-lp-job="{job["id"]}"]'
-        page.wait_for_selector(bar, timeout=WAIT_MS)
-        link = make_link(page, bar, texts)
+        _page, job, _bar, link = share_a_running_job(owner, server, texts)
         stranger = browser.new_context(locale="en-US")
         shared = watch(stranger, link, texts)
 
