@@ -201,17 +201,11 @@ class Outbox:
         ``published_at``: when the state was published (0: unknown, as for one read
         from the database), for the send lag.
         """
-        # newest_seq() and delivered_seq() spelt out: this runs for every frame.
-        sent = self._sent_seq.get(job_id, 0)
-        newest = self._pending_seq.get(job_id, 0)
-        if sent > newest:
-            newest = sent
         if last:
+            newest = max(self.delivered_seq(job_id), self._pending_seq.get(job_id, 0))
             held = self._claimed_seq.get(job_id) == seq
         else:
-            claimed, held = self._claimed_seq.get(job_id, 0), False
-            if claimed > newest:
-                newest = claimed
+            newest, held = self.newest_seq(job_id), False
         if seq < newest or (seq == newest and not answer) or (held and not answer):
             return
         if self._meter is not None:
