@@ -96,13 +96,11 @@ _outage_answer: ContextVar[list[tuple[HttpResponse, str]] | None] = ContextVar(
 class _OutageLogFilter(logging.Filter):
     """On ``django.request``: Django's "Internal Server Error" record, with its
     traceback, for a 500 that goes out as a 503 (a service down is no bug; one warning
-    line says it, ``liveprogress.asgi``). Every other record passes."""
+    line says it, ``liveprogress.asgi``). Every other record passes. The 500 is an
+    outage when :func:`_note_outage` made its answer (it judged the exception)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "status_code", None) != 500 or not _outage_answer.get():
-            return True
-        error = record.exc_info[1] if record.exc_info else None
-        return error is None or not is_unavailable(error)
+        return getattr(record, "status_code", None) != 500 or not _outage_answer.get()
 
 
 class AnswerUnavailable:
