@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.db import models, transaction
 from django.db.models import Case, F, When
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+if TYPE_CHECKING:
+    from .progress import LogLine
 
 
 class Status(models.TextChoices):
@@ -122,10 +126,11 @@ class JobQuerySet(models.QuerySet["Job"]):
         )
         return bool(ended)
 
-    async def requeue(self, job: Job, reason: str, due: datetime | None) -> bool:
+    async def requeue(self, job: Job, reason: str, due: datetime | None) -> LogLine | None:
         """Queue the job of a process that died again, to start from the beginning
         (or its checkpoint) when ``due`` (None: at once), handed over by a dispatch
-        loop then; ``reason`` is its message and a warning line in its log.
+        loop then; ``reason`` is its message and a warning line in its log: the line,
+        stored (None: not re-queued).
 
         ``job`` (as read) takes the queued state, and the row takes it only while it
         is as ``job`` was read (active, the same worker and heartbeat). Its seq jumps
@@ -155,20 +160,21 @@ class JobQuerySet(models.QuerySet["Job"]):
         ]
         values = {field: getattr(job, field) for field in fields}
 
-        def write() -> bool:
+        def write() -> LogLine | None:
+            # Imported here: each imports this module.
+            from . import conf
+            from .logstore import store_lines
+            from .progress import LogLine
+
             # The reason goes to the job's log too, in the same transaction: a next
             # attempt (claimed once this commits) counts its lines on from it.
             with transaction.atomic():
-                requeued = self.filter(status__in=ACTIVE_STATUSES, **dead).update(
-                    **values, log_seq=F("log_seq") + 1
-                )
-                if not requeued:
-                    return False
-                job.log_seq = self.filter(pk=job.pk).values_list("log_seq", flat=True).get()
-                JobLog.objects.create(
-                    job_id=job.pk, seq=job.log_seq, level=LogLevel.WARNING, text=reason
-                )
-            return True
+                if not self.filter(status__in=ACTIVE_STATUSES, **dead).update(**values):
+                    return None
+                stored = self.filter(pk=job.pk).values_list("log_seq", flat=True).get()
+                line = LogLine(stored + 1, "warning", reason, time.time())
+                job.log_seq, job.log_dropped = store_lines(job.pk, [line], 0, conf.get("LOG_LIMIT"))
+            return line
 
         return await sync_to_async(write, thread_sensitive=True)()
 

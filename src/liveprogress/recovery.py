@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,6 @@ from django.utils import timezone
 from . import conf
 from .cascade import end_children
 from .models import ACTIVE_STATUSES, Job
-from .progress import LogLine
 from .publish import ENDED_MESSAGE, control, publish, publish_log
 from .registry import JobKind, kinds
 from .signals import send_finished, send_retried
@@ -87,14 +85,14 @@ async def _requeue(job: Job, reason: str, kind: JobKind, runner: InProcessRunner
     dead_worker = job.worker
     delay = kind.operations.retry_delay(job.attempts) if kind.operations.max_attempts > 1 else 0
     due = timezone.now() + timedelta(seconds=delay) if delay else None
-    requeued = await Job.objects.requeue(job, reason, due)
-    if requeued:
+    logged = await Job.objects.requeue(job, reason, due)
+    if logged is not None:
         logger.warning("job re-queued job=%s reason=%r", job.id, reason)
         await _stop_where_it_runs(job.pk, dead_worker, runner)
         await publish(job)
-        await publish_log(job, [LogLine(job.log_seq, "warning", reason, time.time())])
+        await publish_log(job, [logged])
         await send_retried(job, attempt=job.attempts + 1, delay=delay or None, error=reason)
-    return requeued
+    return logged is not None
 
 
 async def _end(
