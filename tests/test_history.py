@@ -165,8 +165,11 @@ async def test_a_bigger_run_is_expected_to_take_longer_per_unit(runtime):
         for state in states_of(seen, bigger.id)
         if state["status"] == "running" and state["total"] == 16
     ]
-    assert counted[0]["eta_source"] == "history"
-    assert counted[0]["eta_s"] == pytest.approx(took(final), rel=0.25)
+    first = counted[0]
+    assert first["eta_source"] == "history"
+    # What was left when it was said (a loaded machine may publish it a little late).
+    left = took(final) - (first["updated_at"] - first["started_at"])
+    assert first["eta_s"] == pytest.approx(left, rel=0.25)
 
 
 @pytest.mark.asyncio
